@@ -1,0 +1,21 @@
+"""MedNeXt network, presets and weight loading; no config or PyTC imports."""
+from .blocks import LayerNorm, MedNeXtBlock, MedNeXtDownBlock, MedNeXtUpBlock, OutBlock, global_response_norm
+from .mednext import MedNeXt
+from .presets import PRESETS, create_mednext_v1, preset_kwargs
+from .weights import load_reference_weights, read_checkpoint, upkern_load_weights
+
+__all__ = [
+    "LayerNorm",
+    "MedNeXt",
+    "MedNeXtBlock",
+    "MedNeXtDownBlock",
+    "MedNeXtUpBlock",
+    "OutBlock",
+    "PRESETS",
+    "create_mednext_v1",
+    "global_response_norm",
+    "load_reference_weights",
+    "preset_kwargs",
+    "read_checkpoint",
+    "upkern_load_weights",
+]

@@ -1,0 +1,14 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="connectomics-mednext",
+    version="0.1.0",
+    description="MedNeXt for volumetric EM segmentation: standalone, or as a PyTorch Connectomics v1.0 plugin.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    packages=find_packages(include=["connectomics_mednext", "connectomics_mednext.*"]),
+    python_requires=">=3.9",
+    install_requires=["torch>=2.1", "yacs", "numpy", "h5py", "tensorboard"],
+    extras_require={"test": ["pytest"], "bench": ["monai", "psutil"]},
+)
