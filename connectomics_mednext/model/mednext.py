@@ -212,10 +212,11 @@ class MedNeXt(nn.Module):
                 )
             bottleneck *= size // total
         if bottleneck <= 1:
+            example = (2 * self.total_stride[0],) + tuple(self.total_stride[1:])
             raise ValueError(
                 f"Input spatial shape {tuple(spatial_shape)} leaves a one-voxel bottleneck (total stride "
-                f"{self.total_stride}), where GroupNorm is undefined; use at least "
-                f"{tuple(2 * t for t in self.total_stride)} on one axis."
+                f"{self.total_stride}), where the per-channel norm is undefined; make one axis twice its "
+                f"total stride or more, e.g. {example}."
             )
 
     def valid_input_sizes(self, axis: int, up_to: int) -> List[int]:
