@@ -10,10 +10,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .depthwise import DepthwiseConv2d, DepthwiseConv3d, DepthwiseConvTranspose2d, DepthwiseConvTranspose3d
+from .norm import PerChannelGroupNorm
+from .pointwise import PointwiseConv2d, PointwiseConv3d, PointwiseConvTranspose2d, PointwiseConvTranspose3d
+
 IntOrSeq = Union[int, Sequence[int]]
 
 CONV: Dict[str, type] = {"2d": nn.Conv2d, "3d": nn.Conv3d}
 CONV_TRANSPOSE: Dict[str, type] = {"2d": nn.ConvTranspose2d, "3d": nn.ConvTranspose3d}
+DEPTHWISE_CONV: Dict[str, type] = {"2d": DepthwiseConv2d, "3d": DepthwiseConv3d}
+DEPTHWISE_CONV_TRANSPOSE: Dict[str, type] = {"2d": DepthwiseConvTranspose2d, "3d": DepthwiseConvTranspose3d}
+POINTWISE_CONV: Dict[str, type] = {"2d": PointwiseConv2d, "3d": PointwiseConv3d}
+POINTWISE_CONV_TRANSPOSE: Dict[str, type] = {"2d": PointwiseConvTranspose2d, "3d": PointwiseConvTranspose3d}
 SPATIAL_DIMS: Dict[str, int] = {"2d": 2, "3d": 3}
 
 
@@ -91,16 +99,12 @@ class LayerNorm(nn.Module):
         return torch.addcmul(self.bias.view(affine_shape), centred, scale)
 
 
-def _group_norm(channels: int) -> nn.Module:
-    # One group per channel: a per-channel instance norm with an affine transform.
-    return nn.GroupNorm(num_groups=channels, num_channels=channels)
-
-
 def _layer_norm(channels: int) -> nn.Module:
     return LayerNorm(channels, data_format="channels_first")
 
 
-NORMS: Dict[str, Callable[[int], nn.Module]] = {"group": _group_norm, "layer": _layer_norm}
+# 'group' is GroupNorm with one group per channel, as in the reference.
+NORMS: Dict[str, Callable[[int], nn.Module]] = {"group": PerChannelGroupNorm, "layer": _layer_norm}
 
 
 def global_response_norm(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
@@ -149,7 +153,7 @@ class _InvertedBottleneck(nn.Module):
             raise ValueError(f"norm_type must be one of {sorted(NORMS)}, got {norm_type!r}.")
         if not isinstance(exp_r, int) or exp_r < 1:
             raise ValueError(f"exp_r must be a positive int, got {exp_r!r}.")
-        conv = CONV[dim]
+        conv = POINTWISE_CONV[dim]
         hidden = exp_r * in_channels
         self.dim = dim
         self.grn = grn
@@ -204,7 +208,7 @@ class MedNeXtBlock(_InvertedBottleneck):
             raise ValueError(
                 f"do_res needs in_channels == out_channels, got {in_channels} and {out_channels}."
             )
-        depthwise = CONV[dim](
+        depthwise = DEPTHWISE_CONV[dim](
             in_channels,
             in_channels,
             kernel_size=kernel,
@@ -249,7 +253,7 @@ class MedNeXtDownBlock(_InvertedBottleneck):
         ndim = check_dim(dim)
         kernel = odd_kernel(kernel_size, ndim)
         strides = as_tuple(stride, ndim, "stride")
-        depthwise = CONV[dim](
+        depthwise = DEPTHWISE_CONV[dim](
             in_channels,
             in_channels,
             kernel_size=kernel,
@@ -301,7 +305,7 @@ class MedNeXtUpBlock(_InvertedBottleneck):
         ndim = check_dim(dim)
         kernel = odd_kernel(kernel_size, ndim)
         strides = as_tuple(stride, ndim, "stride")
-        depthwise = CONV_TRANSPOSE[dim](
+        depthwise = DEPTHWISE_CONV_TRANSPOSE[dim](
             in_channels,
             in_channels,
             kernel_size=kernel,
@@ -337,7 +341,7 @@ class OutBlock(nn.Module):
     def __init__(self, in_channels: int, n_classes: int, dim: str) -> None:
         super().__init__()
         check_dim(dim)
-        self.conv_out = CONV_TRANSPOSE[dim](in_channels, n_classes, kernel_size=1)
+        self.conv_out = POINTWISE_CONV_TRANSPOSE[dim](in_channels, n_classes, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv_out(x)

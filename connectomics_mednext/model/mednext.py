@@ -95,6 +95,9 @@ class MedNeXt(nn.Module):
             for example ``[(1, 2, 2), (1, 2, 2), 2, 2]`` for 4x4x40 nm EM.
         ds_output: 'dict' returns an ``OrderedDict`` (``out_0`` first) in training mode and the
             full-resolution tensor in eval mode; 'list' returns a list in both, like the reference.
+        channels_last: run the network on channels-last activations. ``None`` (default) does so
+            for CPU training, where it is much faster (CPU inference is faster in the default
+            layout); outputs are always returned in the default layout.
     """
 
     def __init__(
@@ -116,6 +119,7 @@ class MedNeXt(nn.Module):
         grn: bool = False,
         strides: Union[IntOrSeq, list] = 2,
         ds_output: str = "dict",
+        channels_last: Optional[bool] = None,
     ) -> None:
         super().__init__()
         ndim = check_dim(dim)
@@ -146,6 +150,8 @@ class MedNeXt(nn.Module):
         self.do_ds = deep_supervision
         self.checkpoint_style = checkpoint_style
         self.ds_output = ds_output
+        self.channels_last = channels_last
+        self._channels_last_format = torch.channels_last_3d if ndim == 3 else torch.channels_last
         self.block_counts = block_counts
         self.strides = level_strides
         self.total_stride = tuple(
@@ -257,7 +263,13 @@ class MedNeXt(nn.Module):
         # Heads below full resolution only matter when their outputs are returned.
         want_heads = self.do_ds and (self.training or self.ds_output == "list")
 
+        use_channels_last = self.channels_last
+        if use_channels_last is None:
+            use_channels_last = x.device.type == "cpu" and torch.is_grad_enabled()
         x = self.stem(x)
+        if use_channels_last:
+            # After the stem: with one input channel both layouts coincide and convs pick the default.
+            x = x.contiguous(memory_format=self._channels_last_format)
         skips = []
         for level in range(NUM_LEVELS):
             x = self._stage(getattr(self, f"enc_block_{level}"), x, use_checkpoint)
@@ -272,10 +284,10 @@ class MedNeXt(nn.Module):
             x = self._stage(getattr(self, f"dec_block_{level}"), skips.pop() + x, use_checkpoint)
             if want_heads and level > 0:
                 heads.append(getattr(self, f"out_{level}")(x))
-        out = self.out_0(x)
+        outputs = [self.out_0(x).contiguous()] + [head.contiguous() for head in reversed(heads)]
         if not want_heads:
-            return out
-        return DS_OUTPUTS[self.ds_output]([out] + heads[::-1])
+            return outputs[0]
+        return DS_OUTPUTS[self.ds_output](outputs)
 
 
 def _product(values) -> int:

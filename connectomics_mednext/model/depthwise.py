@@ -1,0 +1,177 @@
+"""Depthwise convolution with a faster CPU backward pass.
+
+On CPU, PyTorch's backward for depthwise 3D convolution runs 3-4x slower than its
+forward. Both gradients of a stride-1 depthwise convolution are themselves depthwise
+convolutions that the fast forward kernel can compute:
+
+- grad_input is the gradient correlated with the spatially flipped kernel;
+- grad_weight is the padded input correlated with the gradient, which acts as a
+  kernel the size of the volume and yields a ``k``-sized output.
+
+The results equal PyTorch's gradients up to float rounding.
+"""
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+CONV_FUNCTIONS = {2: F.conv2d, 3: F.conv3d}
+
+
+def _stuff_zeros(x: torch.Tensor, stride: Tuple[int, ...], size: Optional[Tuple[int, ...]] = None) -> torch.Tensor:
+    """Spread ``x`` onto a grid ``stride`` times finer, with zeros between: ``n -> (n - 1) * s + 1`` voxels.
+
+    Args:
+        x: tensor of shape (B, C, *spatial).
+        stride: the spacing per spatial axis.
+        size: spatial size of the result when it needs trailing zeros (at least the default).
+    """
+    if size is None:
+        size = tuple((n - 1) * s + 1 for n, s in zip(x.shape[2:], stride))
+    shape = x.shape[:2] + tuple(size)
+    stuffed = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=_memory_format_of(x)).zero_()
+    stuffed[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in stride)] = x
+    return stuffed
+
+
+def _memory_format_of(x: torch.Tensor) -> torch.memory_format:
+    if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous():
+        return torch.channels_last_3d
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+class _DepthwiseConvFunction(torch.autograd.Function):
+    """Depthwise conv (odd kernel, padding ``k // 2``, any stride) whose backward is two depthwise convs.
+
+    For stride ``s``, the gradient is first spread onto the input grid (``s - 1`` zeros after
+    every value), which turns both gradients into stride-1 correlations.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, padding: Tuple[int, ...], stride: Tuple[int, ...]):
+        conv = CONV_FUNCTIONS[x.dim() - 2]
+        ctx.save_for_backward(x, weight)
+        ctx.padding = padding
+        ctx.stride = stride
+        ctx.has_bias = bias is not None
+        return conv(x, weight, bias, stride=stride, padding=padding, groups=x.shape[1])
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        ndim = x.dim() - 2
+        conv = CONV_FUNCTIONS[ndim]
+        channels = x.shape[1]
+        grad_x = grad_w = grad_b = None
+        grad_b_source = grad
+        if any(s > 1 for s in ctx.stride):
+            # Zeros up to the input size: gradients at positions the stride skipped.
+            grad = _stuff_zeros(grad, ctx.stride, size=tuple(x.shape[2:]))
+        if ctx.needs_input_grad[0]:
+            flipped = weight.flip(tuple(range(2, 2 + ndim)))
+            grad_x = conv(grad, flipped, padding=ctx.padding, groups=channels)
+        if ctx.needs_input_grad[1]:
+            # F.pad lists the last axis first.
+            pads = tuple(p for pad in reversed(ctx.padding) for p in (pad, pad))
+            padded = F.pad(x, pads)
+            grad_w = sum(
+                conv(padded[b : b + 1], grad[b].unsqueeze(1), groups=channels)[0].unsqueeze(1)
+                for b in range(x.shape[0])
+            )
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad_b_source.sum(dim=(0,) + tuple(range(2, 2 + ndim)))
+        return grad_x, grad_w, grad_b, None, None
+
+
+def cpu_fp32_training(x: torch.Tensor) -> bool:
+    """Whether ``x`` is a float32 CPU tensor whose forward pass records gradients, without autocast."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and torch.is_grad_enabled()
+        and not torch.is_autocast_enabled("cpu")
+    )
+
+
+def _is_plain_depthwise(conv: nn.Module) -> bool:
+    return (
+        conv.groups == conv.in_channels == conv.out_channels
+        and all(d == 1 for d in conv.dilation)
+        and conv.padding_mode == "zeros"
+        and all(k % 2 == 1 and p == k // 2 for p, k in zip(conv.padding, conv.kernel_size))
+    )
+
+
+class _FastDepthwiseMixin:
+    """Route CPU training through :class:`_DepthwiseConvFunction`; otherwise behave as the parent conv."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._fast and cpu_fp32_training(x):
+            return _DepthwiseConvFunction.apply(x, self.weight, self.bias, tuple(self.padding), tuple(self.stride))
+        return super().forward(x)
+
+
+class DepthwiseConv3d(_FastDepthwiseMixin, nn.Conv3d):
+    """``nn.Conv3d`` (same arguments and parameters) with a faster CPU backward when depthwise."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._fast = _is_plain_depthwise(self)
+
+
+class DepthwiseConv2d(_FastDepthwiseMixin, nn.Conv2d):
+    """``nn.Conv2d`` (same arguments and parameters) with a faster CPU backward when depthwise."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._fast = _is_plain_depthwise(self)
+
+
+class _DepthwiseTransposeMixin:
+    """On CPU, compute a strided depthwise transposed conv as zero-stuffing plus a stride-1 depthwise conv.
+
+    ``conv_transpose(x, w, stride=s, padding=k // 2)`` equals ``conv(stuff(x, s), flip(w),
+    padding=k - 1 - k // 2)``. PyTorch's CPU transposed depthwise kernel is slow, above all in
+    channels_last, while the stride-1 depthwise path (and its backward above) is fast.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self._fast and x.device.type == "cpu"):
+            return super().forward(x)
+        ndim = x.dim() - 2
+        flipped = self.weight.flip(tuple(range(2, 2 + ndim)))
+        padding = tuple(k - 1 - p for k, p in zip(self.kernel_size, self.padding))
+        stuffed = _stuff_zeros(x, tuple(self.stride))
+        if cpu_fp32_training(x):
+            return _DepthwiseConvFunction.apply(stuffed, flipped, self.bias, padding, (1,) * ndim)
+        return CONV_FUNCTIONS[ndim](stuffed, flipped, self.bias, padding=padding, groups=x.shape[1])
+
+
+def _is_plain_depthwise_transpose(conv: nn.Module) -> bool:
+    return (
+        conv.groups == conv.in_channels == conv.out_channels
+        and all(d == 1 for d in conv.dilation)
+        and all(o == 0 for o in conv.output_padding)
+        and all(k % 2 == 1 and p == k // 2 for p, k in zip(conv.padding, conv.kernel_size))
+    )
+
+
+class DepthwiseConvTranspose3d(_DepthwiseTransposeMixin, nn.ConvTranspose3d):
+    """``nn.ConvTranspose3d`` (same arguments and parameters) with a faster CPU path when depthwise."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._fast = _is_plain_depthwise_transpose(self)
+
+
+class DepthwiseConvTranspose2d(_DepthwiseTransposeMixin, nn.ConvTranspose2d):
+    """``nn.ConvTranspose2d`` (same arguments and parameters) with a faster CPU path when depthwise."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._fast = _is_plain_depthwise_transpose(self)
