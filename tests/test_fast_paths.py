@@ -1,0 +1,89 @@
+"""The CPU fast paths (depthwise, transposed depthwise, pointwise, per-channel norm) match PyTorch."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from connectomics_mednext import MedNeXt
+from connectomics_mednext.model.depthwise import DepthwiseConv2d, DepthwiseConv3d, DepthwiseConvTranspose3d
+from connectomics_mednext.model.norm import PerChannelGroupNorm
+from connectomics_mednext.model.pointwise import PointwiseConv3d, PointwiseConvTranspose3d
+from conftest import TINY
+
+CL = torch.channels_last_3d
+
+
+def _compare(reference: nn.Module, fast: nn.Module, x: torch.Tensor, atol: float = 1e-5) -> None:
+    fast.load_state_dict(reference.state_dict())
+    x_ref = x.detach().clone().requires_grad_()
+    x_fast = x.detach().clone().requires_grad_()
+    y_ref, y_fast = reference(x_ref), fast(x_fast)
+    assert y_ref.shape == y_fast.shape
+    assert torch.allclose(y_ref, y_fast, atol=atol)
+    grad = torch.randn_like(y_ref)
+    y_ref.backward(grad)
+    y_fast.backward(grad)
+    assert torch.allclose(x_ref.grad, x_fast.grad, atol=atol)
+    for (name, p_ref), p_fast in zip(reference.named_parameters(), fast.parameters()):
+        assert torch.allclose(p_ref.grad, p_fast.grad, atol=atol * 10, rtol=1e-4), name
+
+
+@pytest.mark.parametrize("kernel,stride,shape", [
+    (3, 1, (2, 6, 8, 8, 8)), (5, 2, (1, 6, 8, 12, 8)), ((1, 3, 5), (1, 2, 2), (2, 6, 4, 8, 8)), (3, 2, (1, 6, 7, 9, 5)),
+])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, CL])
+def test_depthwise_conv_matches_pytorch(kernel, stride, shape, memory_format):
+    padding = tuple(k // 2 for k in ((kernel,) * 3 if isinstance(kernel, int) else kernel))
+    args = dict(kernel_size=kernel, stride=stride, padding=padding, groups=6)
+    x = torch.randn(shape).contiguous(memory_format=memory_format)
+    _compare(nn.Conv3d(6, 6, **args), DepthwiseConv3d(6, 6, **args), x)
+
+
+def test_depthwise_conv_2d_matches_pytorch():
+    args = dict(kernel_size=5, padding=2, groups=4)
+    _compare(nn.Conv2d(4, 4, **args), DepthwiseConv2d(4, 4, **args), torch.randn(2, 4, 9, 10))
+
+
+@pytest.mark.parametrize("kernel,stride", [(3, 2), (5, 2), ((1, 3, 3), (1, 2, 2))])
+def test_transposed_depthwise_conv_matches_pytorch(kernel, stride):
+    padding = tuple(k // 2 for k in ((kernel,) * 3 if isinstance(kernel, int) else kernel))
+    args = dict(kernel_size=kernel, stride=stride, padding=padding, groups=6)
+    x = torch.randn(2, 6, 4, 5, 6).contiguous(memory_format=CL)
+    _compare(nn.ConvTranspose3d(6, 6, **args), DepthwiseConvTranspose3d(6, 6, **args), x)
+
+
+def test_pointwise_convs_match_pytorch_in_channels_last():
+    x = torch.randn(2, 6, 4, 5, 6).contiguous(memory_format=CL)
+    _compare(nn.Conv3d(6, 10, 1), PointwiseConv3d(6, 10, 1), x)
+    _compare(nn.ConvTranspose3d(6, 3, 1), PointwiseConvTranspose3d(6, 3, 1), x)
+
+
+def test_per_channel_norm_is_precise_and_has_correct_gradients():
+    x = (torch.randn(2, 5, 6, 7, 8, dtype=torch.float64) * 3 + 40).contiguous(memory_format=CL).requires_grad_()
+    norm = PerChannelGroupNorm(5).double()
+    nn.init.normal_(norm.weight)
+    nn.init.normal_(norm.bias)
+    function = type(norm).forward.__globals__["_ChannelNormFunction"]
+    assert torch.autograd.gradcheck(lambda a, w, b: function.apply(a, w, b, 1e-5), (x, norm.weight, norm.bias))
+    x32 = x.detach().float().contiguous(memory_format=CL)
+    reference = F.group_norm(x.detach().contiguous(), 5, norm.weight.detach(), norm.bias.detach())
+    assert (norm.float()(x32).double() - reference).abs().max() < 1e-5
+
+
+def test_channels_last_training_matches_default_layout():
+    config = dict(TINY, deep_supervision=True, grn=True, kernel_size=5)
+    default = MedNeXt(**dict(config, channels_last=False))
+    fast = MedNeXt(**dict(config, channels_last=True))
+    fast.load_state_dict(default.state_dict())
+    x = torch.randn(2, 1, 32, 32, 16)
+    for model in (default, fast):
+        out = model(x)
+        sum((v * v).mean() for v in out.values()).backward()
+        assert all(v.is_contiguous() for v in out.values())
+    out_default, out_fast = default(x), fast(x)
+    for key in out_default:
+        assert torch.allclose(out_default[key], out_fast[key], atol=1e-5)
+    # conv1 biases feed a norm, so their true gradient is 0 and only rounding noise remains.
+    for (name, p), q in zip(default.named_parameters(), fast.parameters()):
+        if p.grad is not None:
+            assert torch.allclose(p.grad, q.grad, atol=1e-4, rtol=1e-3), name
