@@ -96,8 +96,7 @@ class MedNeXt(nn.Module):
         ds_output: 'dict' returns an ``OrderedDict`` (``out_0`` first) in training mode and the
             full-resolution tensor in eval mode; 'list' returns a list in both, like the reference.
         channels_last: run the network on channels-last activations. ``None`` (default) does so
-            for CPU training, where it is much faster (CPU inference is faster in the default
-            layout); outputs are always returned in the default layout.
+            on CPU, where it is much faster; outputs are always returned in the default layout.
     """
 
     def __init__(
@@ -263,9 +262,7 @@ class MedNeXt(nn.Module):
         # Heads below full resolution only matter when their outputs are returned.
         want_heads = self.do_ds and (self.training or self.ds_output == "list")
 
-        use_channels_last = self.channels_last
-        if use_channels_last is None:
-            use_channels_last = x.device.type == "cpu" and torch.is_grad_enabled()
+        use_channels_last = x.device.type == "cpu" if self.channels_last is None else self.channels_last
         x = self.stem(x)
         if use_channels_last:
             # After the stem: with one input channel both layouts coincide and convs pick the default.

@@ -2,7 +2,8 @@
 
 PyTorch's CPU GroupNorm on channels-last input computes the variance in one pass, which
 loses about 1e-4 of precision for activations with a large mean; that breaks parity with
-reference checkpoints. This version uses ``torch.var_mean`` and an explicit backward.
+reference checkpoints. This version computes exact two-pass statistics and has an explicit
+backward.
 """
 from typing import Tuple
 
@@ -18,9 +19,11 @@ class _ChannelNormFunction(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float):
         spatial = tuple(range(2, x.dim()))
         affine_shape = (1, -1) + (1,) * len(spatial)
-        var, mean = torch.var_mean(x, dim=spatial, keepdim=True, correction=0)
-        rstd = torch.rsqrt(var + eps)
-        normalised = (x - mean).mul_(rstd)
+        # Two passes (mean, then the mean square of the centred values) are exact and, on
+        # channels-last tensors, faster than torch.var_mean's Welford reduction.
+        centred = x - x.mean(dim=spatial, keepdim=True)
+        rstd = torch.rsqrt(centred.square().mean(dim=spatial, keepdim=True) + eps)
+        normalised = centred.mul_(rstd)
         ctx.save_for_backward(normalised, weight, rstd)
         return torch.addcmul(bias.view(affine_shape), normalised, weight.view(affine_shape))
 

@@ -1,0 +1,211 @@
+"""Our MedNeXt against MONAI's ``monai.networks.nets.MedNeXt``: same run, same machine, same weights.
+
+MONAI is a benchmark-only dependency (``pip install monai``). MONAI's network is
+numerically the reference's once keys are renamed; this script copies our weights into
+it, checks that both give the same output, then times each implementation in its own
+subprocess (so peak memory is per implementation) and prints our figure, theirs and the
+ratio. Ratios are what we quote: this machine is noisy.
+
+    python benchmarks/bench_vs_monai.py                      # CPU: S and B, k3 and k5, 64^3
+    python benchmarks/bench_vs_monai.py --device cuda --bf16 # GPU: 128^3 windows
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+from typing import Dict, List
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from timing import as_list, deep_supervision_loss, keep_freed_memory, peak_memory_mib, time_repeated  # noqa: E402
+
+NUM_LEVELS = 4
+# Our (reference) names -> MONAI names; MONAI numbers decoder parts from the bottleneck up.
+RENAMES = [
+    (r"^enc_block_(\d)\.", lambda m: f"enc_stages.{m.group(1)}."),
+    (r"^down_(\d)\.", lambda m: f"down_blocks.{m.group(1)}."),
+    (r"^up_(\d)\.", lambda m: f"up_blocks.{NUM_LEVELS - 1 - int(m.group(1))}."),
+    (r"^dec_block_(\d)\.", lambda m: f"dec_stages.{NUM_LEVELS - 1 - int(m.group(1))}."),
+    (r"^out_([1-4])\.", lambda m: f"out_blocks.{NUM_LEVELS - int(m.group(1))}."),
+]
+
+
+def to_monai_state_dict(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Rename our (reference) state_dict keys to MONAI's, dropping ``dummy_tensor``."""
+    renamed = {}
+    for key, value in state.items():
+        if key == "dummy_tensor":
+            continue
+        for pattern, replacement in RENAMES:
+            key = re.sub(pattern, replacement, key)
+        renamed[key] = value
+    return renamed
+
+
+def build_pair(model_id: str, kernel: int):
+    """Our preset and MONAI's equivalent, holding the same weights."""
+    from monai.networks.nets import MedNeXt as MonaiMedNeXt
+
+    from connectomics_mednext import create_mednext_v1
+    from connectomics_mednext.model.presets import preset_kwargs
+
+    torch.manual_seed(0)
+    ours = create_mednext_v1(1, 2, model_id, kernel_size=kernel, deep_supervision=True, checkpoint_style=None)
+    exp_r = preset_kwargs(model_id)["exp_r"]
+    exp_r = [exp_r] * 9 if isinstance(exp_r, int) else exp_r
+    blocks = preset_kwargs(model_id)["block_counts"]
+    theirs = MonaiMedNeXt(
+        spatial_dims=3, init_filters=32, in_channels=1, out_channels=2,
+        encoder_expansion_ratio=exp_r[:4], bottleneck_expansion_ratio=exp_r[4], decoder_expansion_ratio=exp_r[5:],
+        kernel_size=kernel, deep_supervision=True, use_residual_connection=True,
+        blocks_down=blocks[:4], blocks_bottleneck=blocks[4], blocks_up=blocks[5:],
+    )
+    theirs.load_state_dict(to_monai_state_dict(ours.state_dict()), strict=True)
+    return ours, theirs
+
+
+def check_same_outputs(model_id: str, kernel: int, size: int = 32) -> float:
+    """Max abs difference between our and MONAI's full-resolution eval output."""
+    ours, theirs = build_pair(model_id, kernel)
+    x = torch.randn(1, 1, size, size, size)
+    with torch.no_grad():
+        a = as_list(ours.eval()(x))[0]
+        b = as_list(theirs.eval()(x))[0]
+    return (a - b).abs().max().item()
+
+
+def run_worker(args: argparse.Namespace) -> Dict:
+    from monai.inferers import sliding_window_inference
+
+    device = torch.device(args.device)
+    ours, theirs = build_pair(args.model, args.kernel)
+    model = (ours if args.impl == "ours" else theirs).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=3e-5, eps=1e-4)
+    patch = (args.patch,) * 3
+    x = torch.randn((1, 1) + patch, device=device)
+    target = torch.randint(0, 2, (1,) + patch, device=device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
+
+    def train_step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with autocast:
+            loss = deep_supervision_loss(as_list(model(x)), target)
+        loss.backward()
+        optimizer.step()
+
+    def full_resolution(inputs: torch.Tensor) -> torch.Tensor:
+        return as_list(model(inputs))[0]
+
+    def infer_window() -> None:
+        with torch.no_grad(), autocast:
+            full_resolution(x)
+
+    volume = torch.randn((1, 1) + (args.volume,) * 3, device=device)
+
+    def infer_volume() -> None:
+        with torch.no_grad(), autocast:
+            sliding_window_inference(volume, patch, args.sw_batch, full_resolution, overlap=0.5, mode="gaussian")
+
+    model.train()
+    result = {"train_step": time_repeated(train_step, device, args.warmup, args.repeats)}
+    result["train_peak_memory_mib"] = peak_memory_mib(device)
+    model.eval()
+    window = time_repeated(infer_window, device, args.warmup, args.repeats)
+    result["window"] = dict(window, voxels_per_s=x.numel() / window["median_s"])
+    if args.volume:
+        sweep = time_repeated(infer_volume, device, 0, args.volume_repeats)
+        result["sliding_window"] = dict(sweep, voxels_per_s=volume.numel() / sweep["median_s"])
+    return result
+
+
+def main(argv: List[str] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--models", nargs="*", default=["S", "B"])
+    parser.add_argument("--kernels", nargs="*", type=int, default=[3, 5])
+    parser.add_argument("--patch", type=int, help="window side (default 64 on CPU, 128 on GPU)")
+    parser.add_argument("--volume", type=int, help="sliding-window volume side; 0 skips (default 96 on CPU, 256 on GPU)")
+    parser.add_argument("--sw-batch", type=int, default=1, help="windows per batch in the sliding window")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--volume-repeats", type=int, default=1)
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc malloc as is (by default both sides keep freed memory; see README)")
+    parser.add_argument("--json", default=None, help="write results here (default benchmarks/results/<device>.json)")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--impl", choices=["ours", "monai"], help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--kernel", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    gpu = args.device.startswith("cuda")
+    args.patch = args.patch or (128 if gpu else 64)
+    args.volume = (256 if gpu else 96) if args.volume is None else args.volume
+    torch.set_num_threads(args.threads)
+    if not args.default_malloc:
+        keep_freed_memory()
+    if args.worker:
+        print(json.dumps(run_worker(args)))
+        return
+
+    forwarded = [a for a in (argv if argv is not None else sys.argv[1:])]
+    rows = []
+    for model_id in args.models:
+        for kernel in args.kernels:
+            difference = check_same_outputs(model_id, kernel)
+            if difference > 1e-4:
+                raise SystemExit(f"MedNeXt-{model_id} k{kernel}: ours and MONAI's outputs differ by {difference:.2e}.")
+            pair = {}
+            for impl in ("ours", "monai"):
+                out = subprocess.run(
+                    [sys.executable, os.path.abspath(__file__), *forwarded, "--worker", "--impl", impl,
+                     "--model", model_id, "--kernel", str(kernel)],
+                    check=True, capture_output=True, text=True,
+                )
+                pair[impl] = json.loads(out.stdout.strip().splitlines()[-1])
+            rows.append({"model": model_id, "kernel": kernel, "max_abs_difference": difference, **pair})
+            _print_row(rows[-1])
+    path = args.json or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", f"vs_monai_{'gpu' if gpu else 'cpu'}.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"config": {k: v for k, v in vars(args).items() if k not in ("worker", "impl", "model", "kernel")},
+                   "device_name": torch.cuda.get_device_name() if gpu else _cpu_name(),
+                   "torch": torch.__version__, "rows": rows}, f, indent=2)
+    print(f"results written to {path}")
+
+
+def _print_row(row: Dict) -> None:
+    ours, theirs = row["ours"], row["monai"]
+    figures = [
+        ("train step s", ours["train_step"]["median_s"], theirs["train_step"]["median_s"]),
+        ("train peak MiB", ours["train_peak_memory_mib"], theirs["train_peak_memory_mib"]),
+        ("window infer s", ours["window"]["median_s"], theirs["window"]["median_s"]),
+    ]
+    if "sliding_window" in ours:
+        figures.append(("sliding window s", ours["sliding_window"]["median_s"], theirs["sliding_window"]["median_s"]))
+    print(f"MedNeXt-{row['model']} k{row['kernel']} (outputs differ by {row['max_abs_difference']:.1e})")
+    print(f"  {'figure':18s} {'ours':>10s} {'MONAI':>10s} {'ratio':>7s}")
+    for name, a, b in figures:
+        print(f"  {name:18s} {a:10.3f} {b:10.3f} {a / b:7.2f}")
+    t = ours["train_step"]
+    print(f"  (ours train step min-max {t['min_s']:.3f}-{t['max_s']:.3f}; "
+          f"MONAI {theirs['train_step']['min_s']:.3f}-{theirs['train_step']['max_s']:.3f})")
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "cpu"
+
+
+if __name__ == "__main__":
+    main()
