@@ -16,7 +16,7 @@ from typing import Dict, List
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import as_list, deep_supervision_loss, keep_freed_memory, peak_memory_mib, time_repeated  # noqa: E402
+from timing import keep_freed_memory, make_train_step, peak_memory_mib, time_repeated  # noqa: E402
 
 CASES: Dict[str, Dict] = {
     "eager fp32": dict(checkpoint_style=None, bf16=False, channels_last=None),
@@ -36,21 +36,13 @@ def run_case(args: argparse.Namespace, case: Dict) -> Dict:
         1, 2, args.model, kernel_size=args.kernel, deep_supervision=True,
         checkpoint_style=case["checkpoint_style"], channels_last=case["channels_last"],
     ).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=3e-5, eps=1e-4)
     shape = (args.batch, 1) + (args.patch,) * 3
     x = torch.randn(shape, device=device)
     target = torch.randint(0, 2, (args.batch,) + (args.patch,) * 3, device=device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=case["bf16"])
-
-    def train_step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        with autocast:
-            loss = deep_supervision_loss(as_list(model(x)), target)
-        loss.backward()
-        optimizer.step()
+    train_step = make_train_step(model, x, target, case["bf16"])
 
     def infer() -> None:
-        with torch.no_grad(), autocast:
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=case["bf16"]):
             model(x)
 
     model.train()

@@ -65,6 +65,27 @@ def as_list(outputs) -> List[torch.Tensor]:
     return list(outputs)
 
 
+def make_train_step(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, bf16: bool) -> Callable[[], None]:
+    """One training step as the reference runs it: forward, deep-supervision loss, backward, AdamW.
+
+    Args:
+        model: the network, in training mode.
+        x: input batch.
+        target: integer labels of shape (B, *spatial).
+        bf16: run the forward pass under bf16 autocast.
+    """
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=3e-5, eps=1e-4)
+
+    def train_step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = deep_supervision_loss(as_list(model(x)), target)
+        loss.backward()
+        optimizer.step()
+
+    return train_step
+
+
 def deep_supervision_loss(outputs: Iterable[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
     """Cross-entropy over every scale with the reference's weights 1, 1/2, ... normalised to 1.
 

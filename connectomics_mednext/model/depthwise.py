@@ -98,16 +98,26 @@ def cpu_fp32_training(x: torch.Tensor) -> bool:
     )
 
 
-def _is_plain_depthwise(conv: nn.Module) -> bool:
+def _fits_fast_path(conv: nn.Module) -> bool:
+    """Depthwise, undilated, zero-padded, odd kernel with padding ``k // 2`` and no output padding."""
     return (
         conv.groups == conv.in_channels == conv.out_channels
         and all(d == 1 for d in conv.dilation)
         and conv.padding_mode == "zeros"
+        and all(o == 0 for o in conv.output_padding)
         and all(k % 2 == 1 and p == k // 2 for p, k in zip(conv.padding, conv.kernel_size))
     )
 
 
-class _FastDepthwiseMixin:
+class _FastPathModule:
+    """Records at construction whether the conv fits the fast path (``self._fast``)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._fast = _fits_fast_path(self)
+
+
+class _FastDepthwiseMixin(_FastPathModule):
     """Route CPU training through :class:`_DepthwiseConvFunction`; otherwise behave as the parent conv."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -119,20 +129,12 @@ class _FastDepthwiseMixin:
 class DepthwiseConv3d(_FastDepthwiseMixin, nn.Conv3d):
     """``nn.Conv3d`` (same arguments and parameters) with a faster CPU backward when depthwise."""
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._fast = _is_plain_depthwise(self)
-
 
 class DepthwiseConv2d(_FastDepthwiseMixin, nn.Conv2d):
     """``nn.Conv2d`` (same arguments and parameters) with a faster CPU backward when depthwise."""
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._fast = _is_plain_depthwise(self)
 
-
-class _DepthwiseTransposeMixin:
+class _DepthwiseTransposeMixin(_FastPathModule):
     """On CPU, compute a strided depthwise transposed conv as zero-stuffing plus a stride-1 depthwise conv.
 
     ``conv_transpose(x, w, stride=s, padding=k // 2)`` equals ``conv(stuff(x, s), flip(w),
@@ -152,26 +154,9 @@ class _DepthwiseTransposeMixin:
         return CONV_FUNCTIONS[ndim](stuffed, flipped, self.bias, padding=padding, groups=x.shape[1])
 
 
-def _is_plain_depthwise_transpose(conv: nn.Module) -> bool:
-    return (
-        conv.groups == conv.in_channels == conv.out_channels
-        and all(d == 1 for d in conv.dilation)
-        and all(o == 0 for o in conv.output_padding)
-        and all(k % 2 == 1 and p == k // 2 for p, k in zip(conv.padding, conv.kernel_size))
-    )
-
-
 class DepthwiseConvTranspose3d(_DepthwiseTransposeMixin, nn.ConvTranspose3d):
     """``nn.ConvTranspose3d`` (same arguments and parameters) with a faster CPU path when depthwise."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._fast = _is_plain_depthwise_transpose(self)
 
 
 class DepthwiseConvTranspose2d(_DepthwiseTransposeMixin, nn.ConvTranspose2d):
     """``nn.ConvTranspose2d`` (same arguments and parameters) with a faster CPU path when depthwise."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._fast = _is_plain_depthwise_transpose(self)

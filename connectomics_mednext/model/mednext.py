@@ -4,6 +4,7 @@ Beyond the reference it takes per-stage strides and per-stage, per-axis kernels 
 anisotropic EM volumes, validates input sizes up front, and returns deep-supervision
 outputs in a container that PyTorch Connectomics can consume.
 """
+import math
 from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -12,6 +13,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .blocks import (
+    CONV,
     IntOrSeq,
     MedNeXtBlock,
     MedNeXtDownBlock,
@@ -153,9 +155,7 @@ class MedNeXt(nn.Module):
         self._channels_last_format = torch.channels_last_3d if ndim == 3 else torch.channels_last
         self.block_counts = block_counts
         self.strides = level_strides
-        self.total_stride = tuple(
-            _product(level[axis] for level in level_strides) for axis in range(ndim)
-        )
+        self.total_stride = tuple(math.prod(level[axis] for level in level_strides) for axis in range(ndim))
 
         common = dict(do_res=do_res, norm_type=norm_type, dim=dim, grn=grn)
         resample = dict(do_res=do_res_up_down, norm_type=norm_type, dim=dim)
@@ -166,8 +166,7 @@ class MedNeXt(nn.Module):
                 for _ in range(block_counts[index])
             ])
 
-        conv = nn.Conv2d if dim == "2d" else nn.Conv3d
-        self.stem = conv(in_channels, n_channels, kernel_size=1)
+        self.stem = CONV[dim](in_channels, n_channels, kernel_size=1)
         # Registration order follows the reference, so parameters() (and optimizer
         # state) line up with reference checkpoints.
         for level in range(NUM_LEVELS):
@@ -285,13 +284,6 @@ class MedNeXt(nn.Module):
         if not want_heads:
             return outputs[0]
         return DS_OUTPUTS[self.ds_output](outputs)
-
-
-def _product(values) -> int:
-    result = 1
-    for v in values:
-        result *= v
-    return result
 
 
 def _nearest_multiples(size: int, total: int) -> str:
