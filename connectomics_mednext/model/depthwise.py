@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from .layout import memory_format_of
+
 CONV_FUNCTIONS = {2: F.conv2d, 3: F.conv3d}
 
 
@@ -31,17 +33,9 @@ def _stuff_zeros(x: torch.Tensor, stride: Tuple[int, ...], size: Optional[Tuple[
     if size is None:
         size = tuple((n - 1) * s + 1 for n, s in zip(x.shape[2:], stride))
     shape = x.shape[:2] + tuple(size)
-    stuffed = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=_memory_format_of(x)).zero_()
+    stuffed = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=memory_format_of(x)).zero_()
     stuffed[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in stride)] = x
     return stuffed
-
-
-def _memory_format_of(x: torch.Tensor) -> torch.memory_format:
-    if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous():
-        return torch.channels_last_3d
-    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        return torch.channels_last
-    return torch.contiguous_format
 
 
 class _DepthwiseConvFunction(torch.autograd.Function):

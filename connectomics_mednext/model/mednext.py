@@ -23,6 +23,7 @@ from .blocks import (
     check_dim,
     odd_kernel,
 )
+from .layout import CHANNELS_LAST
 
 NUM_STAGES = 9  # enc0..enc3, bottleneck, dec3..dec0
 NUM_LEVELS = 4  # resolution changes
@@ -152,7 +153,6 @@ class MedNeXt(nn.Module):
         self.checkpoint_style = checkpoint_style
         self.ds_output = ds_output
         self.channels_last = channels_last
-        self._channels_last_format = torch.channels_last_3d if ndim == 3 else torch.channels_last
         self.block_counts = block_counts
         self.strides = level_strides
         self.total_stride = tuple(math.prod(level[axis] for level in level_strides) for axis in range(ndim))
@@ -265,7 +265,7 @@ class MedNeXt(nn.Module):
         x = self.stem(x)
         if use_channels_last:
             # After the stem: with one input channel both layouts coincide and convs pick the default.
-            x = x.contiguous(memory_format=self._channels_last_format)
+            x = x.contiguous(memory_format=CHANNELS_LAST[x.dim()])
         skips = []
         for level in range(NUM_LEVELS):
             x = self._stage(getattr(self, f"enc_block_{level}"), x, use_checkpoint)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from .pointwise import is_channels_last
+from .layout import is_channels_last
 
 
 class _ChannelNormFunction(torch.autograd.Function):

@@ -8,11 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def is_channels_last(x: torch.Tensor) -> bool:
-    """Whether ``x`` (4D or 5D) is contiguous in channels-last order and not also in the default order."""
-    memory_format = {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.dim())
-    return memory_format is not None and x.is_contiguous(memory_format=memory_format) and not x.is_contiguous()
+from .layout import is_channels_last
 
 
 def _linear_on_channels(x: torch.Tensor, weight: torch.Tensor, bias) -> torch.Tensor:
