@@ -1,5 +1,6 @@
 """Loading reference MedNeXt checkpoints and UpKern (kernel up-sampling) initialisation."""
 import os
+import pickle
 import warnings
 from typing import Dict, Mapping, Union
 
@@ -32,7 +33,7 @@ def read_checkpoint(path: Union[str, "os.PathLike[str]"], weights_only: bool = T
         raise FileNotFoundError(f"Checkpoint file {path!r} does not exist.")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=weights_only)
-    except Exception as error:  # torch raises UnpicklingError or RuntimeError here
+    except pickle.UnpicklingError as error:
         if not weights_only:
             raise
         raise ValueError(
