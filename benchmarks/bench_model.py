@@ -79,7 +79,7 @@ def main(argv: List[str] = None) -> None:
         print(json.dumps(run_case(args, CASES[args.case])))
         return
     results = {}
-    passthrough = [a for a in (argv if argv is not None else sys.argv[1:])]
+    passthrough = list(argv if argv is not None else sys.argv[1:])
     for name in args.cases:
         if name not in CASES:
             parser.error(f"unknown case {name!r}; choose from {list(CASES)}")

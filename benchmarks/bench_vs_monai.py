@@ -159,7 +159,7 @@ def main(argv: List[str] = None) -> None:
         print(json.dumps(run_worker(args)))
         return
 
-    forwarded = [a for a in (argv if argv is not None else sys.argv[1:])]
+    forwarded = list(argv if argv is not None else sys.argv[1:])
     rows = []
     for model_id in args.models:
         for kernel in args.kernels:

@@ -6,7 +6,7 @@ from torch import nn
 
 from connectomics_mednext import MedNeXt
 from connectomics_mednext.model.depthwise import DepthwiseConv2d, DepthwiseConv3d, DepthwiseConvTranspose3d
-from connectomics_mednext.model.norm import PerChannelGroupNorm
+from connectomics_mednext.model.norm import PerChannelGroupNorm, _ChannelNormFunction
 from connectomics_mednext.model.pointwise import PointwiseConv3d, PointwiseConvTranspose3d
 from conftest import TINY
 
@@ -63,8 +63,9 @@ def test_per_channel_norm_is_precise_and_has_correct_gradients():
     norm = PerChannelGroupNorm(5).double()
     nn.init.normal_(norm.weight)
     nn.init.normal_(norm.bias)
-    function = type(norm).forward.__globals__["_ChannelNormFunction"]
-    assert torch.autograd.gradcheck(lambda a, w, b: function.apply(a, w, b, 1e-5), (x, norm.weight, norm.bias))
+    assert torch.autograd.gradcheck(
+        lambda a, w, b: _ChannelNormFunction.apply(a, w, b, 1e-5), (x, norm.weight, norm.bias)
+    )
     x32 = x.detach().float().contiguous(memory_format=CL)
     reference = F.group_norm(x.detach().contiguous(), 5, norm.weight.detach(), norm.bias.detach())
     assert (norm.float()(x32).double() - reference).abs().max() < 1e-5

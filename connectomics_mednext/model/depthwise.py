@@ -62,7 +62,8 @@ class _DepthwiseConvFunction(torch.autograd.Function):
         conv = CONV_FUNCTIONS[ndim]
         channels = x.shape[1]
         grad_x = grad_w = grad_b = None
-        grad_b_source = grad
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad.sum(dim=(0,) + tuple(range(2, 2 + ndim)))
         if any(s > 1 for s in ctx.stride):
             # Zeros up to the input size: gradients at positions the stride skipped.
             grad = _stuff_zeros(grad, ctx.stride, size=tuple(x.shape[2:]))
@@ -77,8 +78,6 @@ class _DepthwiseConvFunction(torch.autograd.Function):
                 conv(padded[b : b + 1], grad[b].unsqueeze(1), groups=channels)[0].unsqueeze(1)
                 for b in range(x.shape[0])
             )
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = grad_b_source.sum(dim=(0,) + tuple(range(2, 2 + ndim)))
         return grad_x, grad_w, grad_b, None, None
 
 
