@@ -1,0 +1,139 @@
+"""``build_mednext(cfg)``: a MedNeXt from a YACS config (PyTC's schema plus our keys)."""
+from typing import Any, Dict, List, Optional
+
+from .model import MedNeXt
+from .model.blocks import odd_kernel
+from .model.presets import PRESETS, preset_kwargs
+
+CHECKPOINT_STYLES: Dict[str, Optional[str]] = {"none": None, "outside_block": "outside_block"}
+NUM_STAGES = 9
+NUM_LEVELS = 4
+
+
+class ConfigError(ValueError):
+    """A config value MedNeXt cannot use; the message names the key."""
+
+
+def _kernel(value: Any, ndim: int) -> Any:
+    """KERNEL_SIZE from YAML: an int, one value per axis, or 9 per-stage values."""
+    if value is None:
+        return 3
+    if isinstance(value, int):
+        kernel, stages = value, [value]
+    elif len(value) == NUM_STAGES:
+        kernel = [k if isinstance(k, int) else tuple(k) for k in value]
+        stages = kernel
+    else:
+        kernel = tuple(value)
+        stages = [kernel]
+    try:
+        for stage in stages:
+            odd_kernel(stage, ndim)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(
+            f"MODEL.KERNEL_SIZE must be an odd int (3, 5, 7), {ndim} odd ints (one per axis) or "
+            f"{NUM_STAGES} such per-stage values, got {value!r}."
+        ) from error
+    return kernel
+
+
+def _strides(value: Any) -> Any:
+    if value is None:
+        return 2
+    if not isinstance(value, (list, tuple)) or len(value) != NUM_LEVELS:
+        raise ConfigError(f"MODEL.MEDNEXT.STRIDES must list {NUM_LEVELS} levels (each an int or [z, y, x]), got {value!r}.")
+    return [s if isinstance(s, int) else tuple(s) for s in value]
+
+
+def mednext_kwargs(cfg) -> Dict[str, Any]:
+    """The :class:`MedNeXt` arguments described by ``cfg``, validated key by key.
+
+    Args:
+        cfg: a config holding PyTC's MODEL/DATASET keys and :func:`add_mednext_config`'s keys.
+    """
+    model_cfg, node = cfg.MODEL, cfg.MODEL.MEDNEXT
+    if model_cfg.MEDNEXT_SIZE not in PRESETS:
+        raise ConfigError(f"MODEL.MEDNEXT_SIZE must be one of {sorted(PRESETS)}, got {model_cfg.MEDNEXT_SIZE!r}.")
+    if node.CHECKPOINT_STYLE != "preset" and node.CHECKPOINT_STYLE not in CHECKPOINT_STYLES:
+        raise ConfigError(
+            f"MODEL.MEDNEXT.CHECKPOINT_STYLE must be 'preset' or one of {sorted(CHECKPOINT_STYLES)}, "
+            f"got {node.CHECKPOINT_STYLE!r}."
+        )
+    dim = "2d" if cfg.DATASET.DO_2D else "3d"
+    kwargs = preset_kwargs(model_cfg.MEDNEXT_SIZE)
+    overrides = {"n_channels": node.N_CHANNELS, "exp_r": node.EXP_R, "block_counts": node.BLOCK_COUNTS}
+    kwargs.update({name: value for name, value in overrides.items() if value is not None})
+    if node.CHECKPOINT_STYLE != "preset":
+        kwargs["checkpoint_style"] = CHECKPOINT_STYLES[node.CHECKPOINT_STYLE]
+    kwargs.update(
+        in_channels=model_cfg.IN_PLANES,
+        n_classes=model_cfg.OUT_PLANES,
+        kernel_size=_kernel(model_cfg.KERNEL_SIZE, 2 if dim == "2d" else 3),
+        deep_supervision=model_cfg.DEEP_SUPERVISION,
+        norm_type=node.NORM,
+        grn=node.GRN,
+        do_res=node.DO_RES,
+        do_res_up_down=node.DO_RES_UP_DOWN,
+        strides=_strides(node.STRIDES),
+        dim=dim,
+    )
+    return kwargs
+
+
+# MedNeXt argument -> the config key that sets it, for error messages.
+ARGUMENT_KEYS: Dict[str, str] = {
+    "exp_r": "MODEL.MEDNEXT.EXP_R",
+    "block_counts": "MODEL.MEDNEXT.BLOCK_COUNTS",
+    "n_channels": "MODEL.MEDNEXT.N_CHANNELS",
+    "in_channels": "MODEL.IN_PLANES",
+    "n_classes": "MODEL.OUT_PLANES",
+    "norm_type": "MODEL.MEDNEXT.NORM",
+    "strides": "MODEL.MEDNEXT.STRIDES",
+}
+
+
+def build_mednext(cfg) -> MedNeXt:
+    """Build the MedNeXt that ``cfg`` describes and check that ``MODEL.INPUT_SIZE`` fits it.
+
+    Raises :class:`ConfigError` (a ValueError) naming the offending key.
+
+    Args:
+        cfg: a config holding PyTC's MODEL/DATASET keys and :func:`add_mednext_config`'s keys.
+    """
+    kwargs = mednext_kwargs(cfg)
+    try:
+        model = MedNeXt(**kwargs)
+    except ValueError as error:
+        message = str(error)
+        key = next((k for arg, k in ARGUMENT_KEYS.items() if message.startswith(arg)), "MODEL.MEDNEXT")
+        raise ConfigError(f"{key}: {message}") from error
+    for size_key in ("INPUT_SIZE", "OUTPUT_SIZE"):
+        size = list(cfg.MODEL[size_key])
+        if kwargs["dim"] == "2d":
+            size = size[-2:]
+        try:
+            model.check_input_size(size)
+        except ValueError as error:
+            raise ConfigError(f"MODEL.{size_key} {list(cfg.MODEL[size_key])} does not fit MedNeXt: {error}") from error
+    return model
+
+
+def deep_supervision_weights(cfg) -> Optional[List[float]]:
+    """The per-scale loss weights (full resolution first), or None without deep supervision.
+
+    Args:
+        cfg: the config.
+    """
+    if not cfg.MODEL.DEEP_SUPERVISION:
+        return None
+    weights = cfg.MODEL.MEDNEXT.DS_WEIGHTS
+    if weights is None:
+        weights = [0.5**i for i in range(NUM_LEVELS + 1)]
+    weights = list(weights)
+    if len(weights) != NUM_LEVELS + 1 or any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ConfigError(
+            f"MODEL.MEDNEXT.DS_WEIGHTS must be {NUM_LEVELS + 1} non-negative numbers with a positive sum "
+            f"(full resolution first), got {cfg.MODEL.MEDNEXT.DS_WEIGHTS!r}."
+        )
+    total = float(sum(weights))
+    return [w / total for w in weights]
