@@ -38,7 +38,7 @@ def run_python(code: str, env: dict) -> str:
 
 
 def test_register_plugs_mednext_into_pytc(pytc_env):
-    out = run_python(f"""
+    out = run_python("""
         import glob, torch
         from connectomics.config import get_cfg_defaults
         stock = get_cfg_defaults()
