@@ -2,14 +2,15 @@
 
 The flags are PyTC v1.0's. When PyTC is importable, the plugin is registered and PyTC's own
 flow runs unchanged: ``Trainer``, then ``train``, ``test``, ``test_singly`` or ``run_chunk``.
+Otherwise our engine trains or infers from the same YAML and writes the same files.
 """
 import argparse
 import os
 import sys
 from typing import List, Optional
 
-from .config import add_mednext_config
-from .pytc import PyTCNotAvailable, register
+from .config import add_mednext_config, load_native_cfg
+from .pytc import PyTCNotAvailable, is_pytc_available, register
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--local_world_size", type=int, default=1, help="number of GPUs each process")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help="node rank for distributed training")
     parser.add_argument("--debug", action="store_true", help="run in debug mode")
+    parser.add_argument("--engine", choices=["auto", "pytc", "native"], default="auto",
+                        help="auto: PyTorch Connectomics when importable, else our engine")
     parser.add_argument("opts", default=None, nargs=argparse.REMAINDER,
                         help="config overrides, e.g. SOLVER.ITERATION_TOTAL 100")
     return parser
@@ -69,18 +72,34 @@ def run_pytc(args: argparse.Namespace) -> None:
     print(f"Rank: {args.local_rank}. Device: {device}. Process is finished!")
 
 
+def run_native(args: argparse.Namespace) -> None:
+    """Train or infer with our engine, from the same flags and YAML.
+
+    Args:
+        args: parsed command-line arguments.
+    """
+    from .engine.trainer import main_infer, main_train
+
+    if args.distributed:
+        raise SystemExit("--distributed needs PyTorch Connectomics for now; our engine trains on one process.")
+    cfg = load_native_cfg(args.config_file, args.config_base, args.opts)
+    if args.inference:
+        main_infer(cfg, args.checkpoint)
+    else:
+        main_train(cfg, args.checkpoint)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
-    """Entry point of ``connectomics-mednext`` and ``scripts/main.py``.
+    """Entry point of ``connectomics-mednext`` and ``scripts/main.py``: PyTC's flow when PyTC is
+    importable, else our engine.
 
     Args:
         argv: command-line arguments; ``None`` reads ``sys.argv``.
     """
     args = build_parser().parse_args(argv if argv is not None else sys.argv[1:])
     _check_files(args)
+    use_pytc = args.engine == "pytc" or (args.engine == "auto" and is_pytc_available())
     try:
-        run_pytc(args)
+        (run_pytc if use_pytc else run_native)(args)
     except PyTCNotAvailable as error:
-        raise SystemExit(
-            f"{error}\nThis command runs through PyTorch Connectomics for now; the standalone engine "
-            "is not part of this release. Use the Python API (see the README) without PyTC."
-        ) from error
+        raise SystemExit(f"--engine pytc: {error}") from error

@@ -4,7 +4,7 @@ Written in the style of detectron2's ``add_*_config``: one function, one comment
 idempotent. Keys that accept either an int or a list default to ``None`` ("use the preset"),
 because YACS refuses to merge an int into a list default and vice versa.
 """
-from typing import Any, List, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 from yacs.config import CfgNode as CN
 
@@ -133,3 +133,28 @@ def get_native_defaults() -> CN:
     cfg.MONITOR.VIS_OPT = [0, 16]  # visualisation option, sections shown
     cfg.MONITOR.ITERATION_NUM = [20, 200]  # log scalars / images every this many iterations
     return add_mednext_config(cfg)
+
+
+def load_native_cfg(config_file: str, config_base: Optional[str] = None, opts: Sequence[str] = ()) -> CN:
+    """Native defaults, then ``config_base``, ``config_file`` and command-line ``opts``; frozen.
+
+    A key outside our subset of PyTC's schema raises one clear error naming it.
+
+    Args:
+        config_file: the task YAML.
+        config_base: an optional base YAML merged first.
+        opts: ``KEY VALUE`` pairs.
+    """
+    cfg = get_native_defaults()
+    sources = [(path, cfg.merge_from_file) for path in (config_base, config_file) if path]
+    sources.append(("the command line", lambda _: cfg.merge_from_list(list(opts))))
+    for source, merge in sources:
+        try:
+            merge(source)
+        except (KeyError, AssertionError) as error:
+            raise ValueError(
+                f"{source}: {error.args[0] if error.args else error}. This engine reads a subset of PyTC's keys "
+                "(see connectomics_mednext/config.py); install PyTorch Connectomics to use the others."
+            ) from error
+    cfg.freeze()
+    return cfg

@@ -9,6 +9,8 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from .model.blocks import LayerNorm
+
 
 class ConstantLR(LRScheduler):
     """Keep every group at its base learning rate (the MedNeXt preset for EM).
@@ -55,8 +57,63 @@ def _poly(cfg, optimizer: Optimizer) -> LRScheduler:
     return PolyLR(optimizer, cfg.SOLVER.ITERATION_TOTAL, cfg.SOLVER.POLY_POWER)
 
 
-# SOLVER.LR_SCHEDULER_NAME -> builder(cfg, optimizer); PyTC's own names are left to PyTC.
+def _multistep(cfg, optimizer: Optimizer) -> LRScheduler:
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(cfg.SOLVER.STEPS), gamma=cfg.SOLVER.GAMMA)
+
+
+# SOLVER.LR_SCHEDULER_NAME -> builder(cfg, optimizer). In PyTC, register() adds these two and
+# leaves PyTC's own names to PyTC.
 SCHEDULERS: Dict[str, Callable[..., LRScheduler]] = {"Constant": _constant, "Poly": _poly}
+# Our engine's schedulers: ours plus PyTC's MultiStepLR.
+NATIVE_SCHEDULERS: Dict[str, Callable[..., LRScheduler]] = {**SCHEDULERS, "MultiStepLR": _multistep}
+
+
+def _sgd(cfg, params) -> Optimizer:
+    return torch.optim.SGD(params, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM)
+
+
+def _adam_family(optimizer_class):
+    def build(cfg, params) -> Optimizer:
+        return optimizer_class(params, lr=cfg.SOLVER.BASE_LR, betas=tuple(cfg.SOLVER.BETAS), eps=cfg.SOLVER.ADAM_EPS)
+    return build
+
+
+OPTIMIZERS: Dict[str, Callable[..., Optimizer]] = {
+    "SGD": _sgd, "Adam": _adam_family(torch.optim.Adam), "AdamW": _adam_family(torch.optim.AdamW),
+}
+
+
+def build_native_solver(cfg, model: torch.nn.Module):
+    """Optimizer and LR scheduler for our engine, with PyTC's weight-decay groups.
+
+    Norm parameters get ``SOLVER.WEIGHT_DECAY_NORM``, biases ``WEIGHT_DECAY_BIAS`` (and
+    ``BIAS_LR_FACTOR``), everything else ``WEIGHT_DECAY``, as in PyTC.
+
+    Args:
+        cfg: the config.
+        model: the network.
+    """
+    solver = cfg.SOLVER
+    if solver.NAME not in OPTIMIZERS:
+        raise ValueError(f"SOLVER.NAME must be one of {sorted(OPTIMIZERS)}, got {solver.NAME!r}.")
+    if solver.LR_SCHEDULER_NAME not in NATIVE_SCHEDULERS:
+        raise ValueError(
+            f"SOLVER.LR_SCHEDULER_NAME must be one of {sorted(NATIVE_SCHEDULERS)} here, got {solver.LR_SCHEDULER_NAME!r}."
+        )
+    norms = (torch.nn.GroupNorm, torch.nn.LayerNorm, LayerNorm)
+    groups = []
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad:
+                continue
+            lr, decay = solver.BASE_LR, solver.WEIGHT_DECAY
+            if isinstance(module, norms):
+                decay = solver.WEIGHT_DECAY_NORM
+            elif name == "bias":
+                lr, decay = solver.BASE_LR * solver.BIAS_LR_FACTOR, solver.WEIGHT_DECAY_BIAS
+            groups.append({"params": [param], "lr": lr, "weight_decay": decay})
+    optimizer = OPTIMIZERS[solver.NAME](cfg, groups)
+    return optimizer, NATIVE_SCHEDULERS[solver.LR_SCHEDULER_NAME](cfg, optimizer)
 
 
 def set_adam_eps(cfg, optimizer: Optimizer) -> Optimizer:

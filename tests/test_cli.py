@@ -1,4 +1,4 @@
-"""The command line when PyTC is missing, and flag errors."""
+"""The command line: engine choice when PyTC is missing, and flag errors."""
 import pytest
 
 from connectomics_mednext import cli, pytc
@@ -12,8 +12,9 @@ def test_missing_pytc_is_reported_plainly(monkeypatch, tmp_path):
         raise ImportError(f"No module named {name!r}")
 
     monkeypatch.setattr(pytc.importlib, "import_module", no_pytc)
-    with pytest.raises(SystemExit, match="PyTorch Connectomics v1.0 is not importable"):
-        cli.main(["--config-file", str(config)])
+    assert not pytc.is_pytc_available()
+    with pytest.raises(SystemExit, match="--engine pytc: PyTorch Connectomics v1.0 is not importable"):
+        cli.main(["--engine", "pytc", "--config-file", str(config)])
 
 
 def test_missing_config_file_names_the_flag(tmp_path):

@@ -1,0 +1,94 @@
+"""Random training crops read lazily from HDF5 volumes, with targets, weights and flips."""
+from typing import List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from .targets import balance_weight, make_target
+from .volumes import check_same_shape, normalise_image, open_volume, split_names
+
+# WEIGHT_OPT code -> weight from (target, valid mask); None is PyTC's "no weight" placeholder.
+WEIGHTS = {
+    "0": lambda target, mask: mask,
+    "1": lambda target, mask: balance_weight(target) * (1.0 if mask is None else mask),
+}
+
+
+class CropSampler:
+    """Draw batches of random ``MODEL.INPUT_SIZE`` crops; only the crops are read from disk.
+
+    Args:
+        cfg: the config (DATASET, MODEL keys).
+        image_key: config key of the image names (``IMAGE_NAME`` or ``VAL_IMAGE_NAME``).
+        label_key: config key of the label names.
+        mask_key: config key of the valid-mask names.
+        seed: seed of the crop and flip generator.
+        augment: random flips (and z transposes when ``DATASET.IS_ISOTROPIC``).
+    """
+
+    def __init__(self, cfg, image_key: str = "IMAGE_NAME", label_key: str = "LABEL_NAME",
+                 mask_key: str = "VALID_MASK_NAME", seed: int = 0, augment: bool = True) -> None:
+        data = cfg.DATASET
+        self.images = [open_volume(p) for p in split_names(data[image_key], data.INPUT_PATH, f"DATASET.{image_key}")]
+        self.labels = [open_volume(p) for p in split_names(data[label_key], data.INPUT_PATH, f"DATASET.{label_key}")]
+        check_same_shape(self.images, self.labels, f"DATASET.{label_key}")
+        self.masks: Optional[List] = None
+        if data[mask_key]:
+            self.masks = [open_volume(p) for p in split_names(data[mask_key], data.INPUT_PATH, f"DATASET.{mask_key}")]
+            check_same_shape(self.images, self.masks, f"DATASET.{mask_key}")
+        self.size = tuple(cfg.MODEL.INPUT_SIZE)
+        for image in self.images:
+            if any(v < s for v, s in zip(image.shape, self.size)):
+                raise ValueError(
+                    f"MODEL.INPUT_SIZE {list(self.size)} is larger than volume {image.file.filename!r} "
+                    f"of shape {image.shape}."
+                )
+        self.target_opt = list(cfg.MODEL.TARGET_OPT)
+        self.weight_opt = [list(w) for w in cfg.MODEL.WEIGHT_OPT]
+        unknown = [w for ws in self.weight_opt for w in ws if w not in WEIGHTS]
+        if unknown:
+            raise ValueError(f"MODEL.WEIGHT_OPT {unknown[0]!r} is not supported; use one of {sorted(WEIGHTS)}.")
+        self.augment = augment
+        self.isotropic = bool(data.IS_ISOTROPIC)
+        self.rng = np.random.default_rng(seed)
+        sizes = np.array([np.prod(v.shape) for v in self.images], dtype=np.float64)
+        self.volume_p = sizes / sizes.sum()
+
+    def _crop(self) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+        index = self.rng.choice(len(self.images), p=self.volume_p)
+        start = [int(self.rng.integers(0, n - s + 1)) for n, s in zip(self.images[index].shape, self.size)]
+        box = tuple(slice(a, a + s) for a, s in zip(start, self.size))
+        mask = None if self.masks is None else (self.masks[index][box] > 0).astype(np.float32)
+        return self.images[index][box], self.labels[index][box], mask
+
+    def _flip(self, arrays: List[Optional[np.ndarray]]) -> List[Optional[np.ndarray]]:
+        flips = [axis for axis in range(3) if self.rng.random() < 0.5]
+        transpose = self.isotropic and self.size[0] == self.size[1] and self.rng.random() < 0.5
+        out = []
+        for array in arrays:
+            if array is not None:
+                array = np.flip(array, axis=[a - 3 for a in flips]) if flips else array
+                array = np.swapaxes(array, -3, -2) if transpose else array
+                array = np.ascontiguousarray(array)
+            out.append(array)
+        return out
+
+    def sample(self, batch: int) -> Tuple[torch.Tensor, List[torch.Tensor], List[List[torch.Tensor]]]:
+        """A batch in PyTC's layout: image (B, 1, z, y, x), one target per code, weights per target per loss."""
+        images, targets, weights = [], [[] for _ in self.target_opt], [[[] for _ in w] for w in self.weight_opt]
+        for _ in range(batch):
+            image, label, mask = self._crop()
+            if self.augment:
+                image, label, mask = self._flip([image, label, mask])
+            images.append(normalise_image(image)[None])
+            for i, code in enumerate(self.target_opt):
+                target = make_target(label, code)
+                targets[i].append(target)
+                for j, wopt in enumerate(self.weight_opt[i]):
+                    weight = WEIGHTS[wopt](target, None if mask is None else mask[None])
+                    weights[i][j].append(np.zeros((1,), dtype=np.int64) if weight is None else weight)
+        return (
+            torch.from_numpy(np.stack(images)),
+            [torch.from_numpy(np.stack(t)) for t in targets],
+            [[torch.from_numpy(np.stack(w)) for w in per_target] for per_target in weights],
+        )

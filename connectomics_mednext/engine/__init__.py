@@ -1,0 +1,1 @@
+"""Our own training and inference engine (no PyTC needed)."""

@@ -1,0 +1,217 @@
+"""Our training loop: PyTC's config, checkpoints and TensorBoard layout, without PyTC."""
+import os
+import time
+from typing import Dict, Optional
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.tensorboard import SummaryWriter
+
+from ..build import build_mednext, deep_supervision_weights
+from ..data.sampler import CropSampler
+from ..data.targets import make_target
+from ..data.volumes import open_volume, split_names
+from ..losses import DeepSupervisionLoss, resample_modes_for_targets
+from ..losses.criterion import TargetCriterion
+from ..solver import build_native_solver
+from .checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from .inference import make_activation, predict_to_hdf5
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def _clip_gradients(cfg, model: torch.nn.Module) -> None:
+    clip = cfg.SOLVER.CLIP_GRADIENTS
+    if not clip.ENABLED:
+        return
+    if clip.CLIP_TYPE == "norm":
+        # The global norm over all parameters, as the MedNeXt recipe clips.
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip.CLIP_VALUE, clip.NORM_TYPE)
+    elif clip.CLIP_TYPE == "value":
+        torch.nn.utils.clip_grad_value_(model.parameters(), clip.CLIP_VALUE)
+    else:
+        raise ValueError(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be 'norm' or 'value', got {clip.CLIP_TYPE!r}.")
+
+
+def dice_iou(prediction: np.ndarray, truth: np.ndarray) -> Dict[str, float]:
+    """Dice and IoU of two boolean arrays (1.0 when both are empty)."""
+    intersection = float(np.logical_and(prediction, truth).sum())
+    total = float(prediction.sum() + truth.sum())
+    union = total - intersection
+    return {"dice": 2 * intersection / total if total else 1.0, "iou": intersection / union if union else 1.0}
+
+
+class Trainer:
+    """Train a MedNeXt from a config, as PyTC's Trainer does, with our data, loss and solver.
+
+    Args:
+        cfg: the frozen config.
+        device: where to train.
+        checkpoint: a checkpoint to resume from (ours or PyTC's layout).
+    """
+
+    def __init__(self, cfg, device: torch.device, checkpoint: Optional[str] = None) -> None:
+        self.cfg = cfg
+        self.device = device
+        self.output_dir = cfg.DATASET.OUTPUT_PATH
+        self.model = build_mednext(cfg).to(device)
+        self.optimizer, self.scheduler = build_native_solver(cfg, self.model)
+        criterion = TargetCriterion.from_cfg(cfg)
+        self.channels = criterion.channels
+        weights = deep_supervision_weights(cfg)
+        self.criterion = criterion if weights is None else DeepSupervisionLoss(
+            criterion, weights, resample_modes_for_targets(cfg.MODEL.TARGET_OPT))
+        self.sampler = CropSampler(cfg, seed=0)
+        self.start_iter = cfg.MODEL.PRE_MODEL_ITER
+        if checkpoint is not None:
+            self._resume(load_checkpoint(checkpoint))
+        self.amp_dtype = None
+        if cfg.MODEL.MIXED_PRECESION:
+            self.amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+
+    def _resume(self, state) -> None:
+        self.model.load_state_dict(state["state_dict"])
+        if "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"])
+        if "lr_scheduler" in state:
+            self.scheduler.load_state_dict(state["lr_scheduler"])
+        self.start_iter = int(state.get("iteration", self.start_iter))
+        rng = state.get("rng")
+        if rng is not None:
+            torch.set_rng_state(rng["torch"])
+            self.sampler.rng.bit_generator.state = rng["sampler"]
+
+    def save(self, iteration: int) -> str:
+        """Write ``checkpoint_<iteration>.pth.tar`` and return its path."""
+        path = checkpoint_path(self.output_dir, iteration)
+        save_checkpoint(path, iteration, self.model, self.optimizer, self.scheduler,
+                        self.sampler.rng.bit_generator.state)
+        return path
+
+    def _step(self, iteration: int):
+        start = time.perf_counter()
+        image, target, weight = self.sampler.sample(self.cfg.SOLVER.SAMPLES_PER_BATCH)
+        data_time = time.perf_counter() - start
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            pred = self.model(image.to(self.device))
+            loss, losses_vis = self.criterion(pred, target, weight)
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(
+                f"The loss became {loss.item()} at iteration {iteration}; training stopped. The last "
+                f"checkpoint in {self.output_dir!r} is from before it. Lower SOLVER.BASE_LR or check the data."
+            )
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+            _clip_gradients(self.cfg, self.model)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            _clip_gradients(self.cfg, self.model)
+            self.optimizer.step()
+        self.scheduler.step()
+        return loss.detach(), losses_vis, pred, image, target, data_time
+
+    def train(self) -> None:
+        """Run from the start (or resumed) iteration to ``SOLVER.ITERATION_TOTAL``."""
+        cfg = self.cfg
+        os.makedirs(self.output_dir, exist_ok=True)
+        writer = SummaryWriter(os.path.join(self.output_dir, "log"))
+        scalar_every, image_every = cfg.MONITOR.ITERATION_NUM
+        total = cfg.SOLVER.ITERATION_TOTAL
+        self.model.train()
+        began = time.perf_counter()
+        iteration = self.start_iter
+        try:
+            while iteration < total:
+                loss, losses_vis, pred, image, target, data_time = self._step(iteration)
+                iteration += 1
+                if iteration % scalar_every == 0:
+                    writer.add_scalar("Loss", loss.item(), iteration)
+                    writer.add_scalar("Learning Rate", self.optimizer.param_groups[0]["lr"], iteration)
+                    writer.add_scalar("Data Time", data_time, iteration)
+                    for name, value in losses_vis.items():
+                        writer.add_scalar(f"Loss/{name}", float(value), iteration)
+                if iteration % image_every == 0:
+                    self._log_images(writer, image, target, pred, iteration)
+                if iteration % cfg.SOLVER.ITERATION_SAVE == 0:
+                    self.save(iteration)
+                if cfg.DATASET.VAL_IMAGE_NAME and iteration % cfg.SOLVER.ITERATION_VAL == 0:
+                    scores = self.validate()
+                    for name, value in scores.items():
+                        writer.add_scalar(f"Validation/{name}", value, iteration)
+                    print(f"[Iteration {iteration:05d}] validation Dice {scores['dice']:.4f} IoU {scores['iou']:.4f}",
+                          flush=True)
+                    self.model.train()
+                elapsed = time.perf_counter() - began
+                eta = elapsed / (iteration - self.start_iter) * (total - iteration)
+                print(f"[Iteration {iteration:05d}/{total}] loss={loss.item():.5f} "
+                      f"lr={self.optimizer.param_groups[0]['lr']:.2e} data={data_time:.3f}s ETA {eta / 60:.1f} min",
+                      flush=True)
+        except KeyboardInterrupt:
+            print(f"Interrupted: saved {self.save(iteration)}", flush=True)
+            raise SystemExit(130)
+        finally:
+            writer.close()
+
+    def _log_images(self, writer, image, target, pred, iteration: int) -> None:
+        full = pred if isinstance(pred, torch.Tensor) else next(iter(pred.values()))
+        middle = image.shape[2] // 2
+        writer.add_image("Input", (image[0, :, middle] * 0.5 + 0.5).clamp(0, 1), iteration)
+        first = torch.split(full.detach().float(), self.channels, dim=1)[0][0, :1, middle]
+        writer.add_image("Prediction", torch.sigmoid(first).cpu(), iteration)
+        label = target[0][0]
+        label = label[:1, middle].float() if label.dim() == 4 else label[None, middle].float() / max(1, label.max())
+        writer.add_image("Label", label.cpu(), iteration)
+
+    @torch.no_grad()
+    def validate(self) -> Dict[str, float]:
+        """Dice and IoU of the first target, thresholded at 0.5, on the validation volume."""
+        cfg = self.cfg
+        self.model.eval()
+        image = open_volume(split_names(cfg.DATASET.VAL_IMAGE_NAME, cfg.DATASET.INPUT_PATH, "DATASET.VAL_IMAGE_NAME")[0])
+        label = open_volume(split_names(cfg.DATASET.VAL_LABEL_NAME, cfg.DATASET.INPUT_PATH, "DATASET.VAL_LABEL_NAME")[0])
+        path = os.path.join(self.output_dir, "validation.h5")
+        window = tuple(cfg.MODEL.INPUT_SIZE)
+        predict_to_hdf5(self.model, [image], path, window, tuple(max(1, w // 2) for w in window), sum(self.channels),
+                        make_activation(["sigmoid"] * len(self.channels), self.channels), device=self.device)
+        with h5py.File(path, "r") as f:
+            prediction = f["vol0"][0] >= 128
+        truth = make_target(np.asarray(label), cfg.MODEL.TARGET_OPT[0])[0] > 0.5
+        os.remove(path)
+        return dice_iou(prediction, truth)
+
+
+def main_train(cfg, checkpoint: Optional[str] = None) -> None:
+    """Train with our engine (``scripts/main.py`` without PyTC)."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    Trainer(cfg, device, checkpoint).train()
+
+
+def main_infer(cfg, checkpoint: Optional[str]) -> str:
+    """Predict ``INFERENCE.IMAGE_NAME`` into ``INFERENCE.OUTPUT_PATH/OUTPUT_NAME`` (datasets ``vol0``, ...)."""
+    if checkpoint is None:
+        raise SystemExit("--inference needs --checkpoint.")
+    inference = cfg.INFERENCE
+    if inference.AUG_NUM not in (None, 0):
+        raise ValueError("INFERENCE.AUG_NUM (test-time flips) is not supported by this engine yet; set it to None.")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = build_mednext(cfg).to(device)
+    model.load_state_dict(load_checkpoint(checkpoint)["state_dict"])
+    model.eval()
+    channels = TargetCriterion.from_cfg(cfg).channels
+    window = tuple(inference.INPUT_SIZE or cfg.MODEL.INPUT_SIZE)
+    os.makedirs(inference.OUTPUT_PATH, exist_ok=True)
+    output = os.path.join(inference.OUTPUT_PATH, inference.OUTPUT_NAME)
+    names = split_names(inference.IMAGE_NAME, cfg.DATASET.INPUT_PATH, "INFERENCE.IMAGE_NAME")
+    predict_to_hdf5(model, [open_volume(name) for name in names], output, window, tuple(inference.STRIDE),
+                    sum(channels), make_activation(list(inference.OUTPUT_ACT), channels),
+                    inference.SAMPLES_PER_BATCH, inference.BLENDING, device)
+    print(f"Prediction saved as: {output}")
+    return output

@@ -1,0 +1,184 @@
+"""Our engine end to end on tiny synthetic volumes: train, resume, infer, interrupted inference, bad input."""
+import os
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from connectomics_mednext import cli
+from connectomics_mednext.config import load_native_cfg
+from connectomics_mednext.data.synthetic import make_em_volume
+from connectomics_mednext.engine.inference import make_activation, predict_to_hdf5
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BASE = os.path.join(ROOT, "configs", "MedNeXt-Base.yaml")
+
+CONFIG = """
+MODEL:
+  INPUT_SIZE: [16, 32, 32]
+  OUTPUT_SIZE: [16, 32, 32]
+  OUT_PLANES: 1
+  TARGET_OPT: ["0"]
+  WEIGHT_OPT: [["1", "0"]]
+  LOSS_OPTION: [["WeightedBCEWithLogitsLoss", "DiceLoss"]]
+  OUTPUT_ACT: [["none", "sigmoid"]]
+  LOSS_WEIGHT: [[1.0, 1.0]]
+  MEDNEXT:
+    N_CHANNELS: 4
+    BLOCK_COUNTS: [1, 1, 1, 1, 1, 1, 1, 1, 1]
+DATASET:
+  INPUT_PATH: {data}/
+  IMAGE_NAME: image.h5
+  LABEL_NAME: label.h5
+  VAL_IMAGE_NAME: image.h5
+  VAL_LABEL_NAME: label.h5
+  OUTPUT_PATH: {data}/out/
+SOLVER:
+  ITERATION_TOTAL: 4
+  ITERATION_SAVE: 2
+  ITERATION_VAL: 4
+  SAMPLES_PER_BATCH: 1
+MONITOR:
+  ITERATION_NUM: [1, 2]
+INFERENCE:
+  OUTPUT_ACT: ["sigmoid"]
+  IMAGE_NAME: image.h5
+  OUTPUT_PATH: {data}/out/test
+  STRIDE: [8, 16, 16]
+  SAMPLES_PER_BATCH: 2
+"""
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("em")
+    volume = make_em_volume((24, 40, 40), cells=8, mitochondria=4, seed=3)
+    for name in ("image", "label"):
+        with h5py.File(path / f"{name}.h5", "w") as f:
+            f.create_dataset("main", data=volume[name])
+    return path
+
+
+def write_config(tmp_path, data_dir, extra: str = "") -> str:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(CONFIG.format(data=tmp_path) + extra)
+    for name in ("image.h5", "label.h5"):
+        if not (tmp_path / name).exists():
+            os.symlink(data_dir / name, tmp_path / name)
+    return str(path)
+
+
+def run(config: str, *extra: str) -> None:
+    cli.main(["--engine", "native", "--config-base", BASE, "--config-file", config, *extra])
+
+
+def test_train_resume_and_infer(tmp_path, data_dir):
+    config = write_config(tmp_path, data_dir)
+    run(config)
+    out = tmp_path / "out"
+    assert {"checkpoint_00002.pth.tar", "checkpoint_00004.pth.tar", "log"} <= set(os.listdir(out))
+    assert not any(name.endswith(".tmp") for name in os.listdir(out))
+    final = torch.load(out / "checkpoint_00004.pth.tar", weights_only=True)
+    assert final["iteration"] == 4 and {"state_dict", "optimizer", "lr_scheduler"} <= set(final)
+
+    resumed_dir = tmp_path / "resumed"
+    run(config, "--checkpoint", str(out / "checkpoint_00002.pth.tar"), "DATASET.OUTPUT_PATH", str(resumed_dir))
+    resumed = torch.load(resumed_dir / "checkpoint_00004.pth.tar", weights_only=True)
+    for key, value in final["state_dict"].items():
+        assert torch.allclose(value, resumed["state_dict"][key], atol=1e-6), key
+
+    run(config, "--inference", "--checkpoint", str(out / "checkpoint_00004.pth.tar"))
+    with h5py.File(out / "test" / "result.h5", "r") as f:
+        assert list(f) == ["vol0"]
+        assert f["vol0"].shape == (1, 24, 40, 40) and f["vol0"].dtype == np.uint8
+    assert not os.path.exists(out / "test" / "result.h5.partial")
+
+
+class FailsAfter(torch.nn.Module):
+    """Wraps a model and raises after ``calls`` forward passes, like a killed job."""
+
+    def __init__(self, model, calls):
+        super().__init__()
+        self.model, self.calls = model, calls
+
+    def forward(self, x):
+        self.calls -= 1
+        if self.calls < 0:
+            raise KeyboardInterrupt
+        return self.model(x)
+
+
+def test_interrupted_inference_resumes_to_the_same_result(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Conv3d(1, 2, 3, padding=1).eval()
+    volume = (np.random.default_rng(0).random((40, 24, 24)) * 255).astype(np.uint8)
+    args = dict(window=(8, 16, 16), stride=(4, 8, 8), channels=2, activation=make_activation(["sigmoid"], [2]))
+    reference = predict_to_hdf5(model, [volume], str(tmp_path / "reference.h5"), **args)
+    target = str(tmp_path / "result.h5")
+    with pytest.raises(KeyboardInterrupt):
+        predict_to_hdf5(FailsAfter(model, 20), [volume], target, **args)
+    assert not os.path.exists(target)
+    with h5py.File(target + ".partial", "r") as f:
+        done = int(f["vol0"].attrs["done_z"])
+    assert 0 < done < 40
+    predict_to_hdf5(model, [volume], target, **args)
+    with h5py.File(reference, "r") as a, h5py.File(target, "r") as b:
+        assert np.array_equal(a["vol0"][:], b["vol0"][:])
+
+
+def test_blending_reproduces_a_constant_prediction_exactly(tmp_path):
+    class Identity(torch.nn.Module):
+        def forward(self, x):
+            return (x + 1) / 2  # undo the 0.5 mean/std normalisation
+
+    volume = (np.random.default_rng(1).random((37, 40, 45)) * 255).astype(np.uint8)
+    path = predict_to_hdf5(Identity(), [volume], str(tmp_path / "id.h5"), (16, 16, 16), (8, 8, 8), 1,
+                           make_activation(["none"], [1]))
+    with h5py.File(path, "r") as f:
+        assert np.array_equal(f["vol0"][0], volume)
+
+
+def test_valid_config_loads_frozen(tmp_path, data_dir):
+    cfg = load_native_cfg(write_config(tmp_path, data_dir), BASE)
+    assert cfg.MODEL.ARCHITECTURE == "mednext" and cfg.is_frozen()
+
+
+def test_unsupported_key_is_named(tmp_path, data_dir):
+    config = write_config(tmp_path, data_dir, "AUGMENTOR:\n  FLIP:\n    ENABLED: True\n")
+    with pytest.raises(ValueError, match="AUGMENTOR.*subset of PyTC's keys"):
+        load_native_cfg(config, BASE)
+
+
+def test_missing_file_is_named(tmp_path, data_dir):
+    config = write_config(tmp_path, data_dir)
+    with pytest.raises(FileNotFoundError, match="DATASET.IMAGE_NAME: file .*missing.h5"):
+        run(config, "DATASET.IMAGE_NAME", "missing.h5")
+
+
+def test_missing_hdf5_key_is_named(tmp_path, data_dir):
+    config = write_config(tmp_path, data_dir)
+    with h5py.File(tmp_path / "two.h5", "w") as f:
+        f.create_dataset("raw", data=np.zeros((24, 40, 40), np.uint8))
+        f.create_dataset("other", data=np.zeros((24, 40, 40), np.uint8))
+    with pytest.raises(KeyError, match="two.h5.*'raw', 'other'|two.h5.*'other', 'raw'"):
+        run(config, "DATASET.IMAGE_NAME", "two.h5")
+
+
+def test_image_and_label_shapes_must_match(tmp_path, data_dir):
+    config = write_config(tmp_path, data_dir)
+    with h5py.File(tmp_path / "small_label.h5", "w") as f:
+        f.create_dataset("main", data=np.zeros((24, 40, 32), np.uint16))
+    with pytest.raises(ValueError, match=r"DATASET.LABEL_NAME .*small_label.h5.* \(24, 40, 32\) .*\(24, 40, 40\)"):
+        run(config, "DATASET.LABEL_NAME", "small_label.h5")
+
+
+def test_patch_larger_than_volume(tmp_path, data_dir):
+    config = write_config(tmp_path, data_dir)
+    with pytest.raises(ValueError, match=r"MODEL.INPUT_SIZE \[32, 32, 32\] is larger than volume"):
+        run(config, "MODEL.INPUT_SIZE", "[32, 32, 32]", "MODEL.OUTPUT_SIZE", "[32, 32, 32]")
+
+
+def test_distributed_needs_pytc(tmp_path, data_dir):
+    with pytest.raises(SystemExit, match="--distributed"):
+        run(write_config(tmp_path, data_dir), "--distributed")
