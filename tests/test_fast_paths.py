@@ -52,10 +52,12 @@ def test_transposed_depthwise_conv_matches_pytorch(kernel, stride):
     _compare(nn.ConvTranspose3d(6, 6, **args), DepthwiseConvTranspose3d(6, 6, **args), x)
 
 
-def test_pointwise_convs_match_pytorch_in_channels_last():
-    x = torch.randn(2, 6, 4, 5, 6).contiguous(memory_format=CL)
-    _compare(nn.Conv3d(6, 10, 1), PointwiseConv3d(6, 10, 1), x)
-    _compare(nn.ConvTranspose3d(6, 3, 1), PointwiseConvTranspose3d(6, 3, 1), x)
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, CL])
+@pytest.mark.parametrize("stride", [1, 2, (1, 2, 2)])
+def test_pointwise_convs_match_pytorch(memory_format, stride):
+    x = torch.randn(2, 6, 4, 6, 6).contiguous(memory_format=memory_format)
+    _compare(nn.Conv3d(6, 10, 1, stride=stride), PointwiseConv3d(6, 10, 1, stride=stride), x)
+    _compare(nn.ConvTranspose3d(6, 3, 1, stride=stride), PointwiseConvTranspose3d(6, 3, 1, stride=stride), x)
 
 
 def test_per_channel_norm_is_precise_and_has_correct_gradients():

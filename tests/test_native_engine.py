@@ -182,3 +182,38 @@ def test_patch_larger_than_volume(tmp_path, data_dir):
 def test_distributed_needs_pytc(tmp_path, data_dir):
     with pytest.raises(SystemExit, match="--distributed"):
         run(write_config(tmp_path, data_dir), "--distributed")
+
+
+def _trainer(tmp_path, data_dir):
+    from connectomics_mednext.engine.trainer import Trainer
+
+    cfg = load_native_cfg(write_config(tmp_path, data_dir), BASE)
+    return Trainer(cfg, torch.device("cpu"))
+
+
+def test_non_finite_loss_stops_with_a_message(tmp_path, data_dir):
+    from connectomics_mednext.engine.trainer import NonFiniteLoss
+
+    trainer = _trainer(tmp_path, data_dir)
+    trainer.criterion = lambda pred, target, weight: (pred.sum() * float("nan"), {})
+    with pytest.raises(NonFiniteLoss, match="The loss became nan at iteration 0"):
+        trainer.train()
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits(tmp_path, data_dir):
+    trainer = _trainer(tmp_path, data_dir)
+    sample = trainer.sampler.sample
+    calls = []
+
+    def interrupted(batch):
+        calls.append(batch)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return sample(batch)
+
+    trainer.sampler.sample = interrupted
+    with pytest.raises(SystemExit) as info:
+        trainer.train()
+    assert info.value.code == 130
+    state = torch.load(tmp_path / "out" / "checkpoint_00001.pth.tar", weights_only=True)
+    assert state["iteration"] == 1

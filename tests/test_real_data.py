@@ -2,7 +2,6 @@
 import os
 
 import h5py
-import numpy as np
 import pytest
 
 from connectomics_mednext import cli

@@ -16,8 +16,6 @@ from .pointwise import PointwiseConv2d, PointwiseConv3d, PointwiseConvTranspose2
 
 IntOrSeq = Union[int, Sequence[int]]
 
-CONV: Dict[str, type] = {"2d": nn.Conv2d, "3d": nn.Conv3d}
-CONV_TRANSPOSE: Dict[str, type] = {"2d": nn.ConvTranspose2d, "3d": nn.ConvTranspose3d}
 DEPTHWISE_CONV: Dict[str, type] = {"2d": DepthwiseConv2d, "3d": DepthwiseConv3d}
 DEPTHWISE_CONV_TRANSPOSE: Dict[str, type] = {"2d": DepthwiseConvTranspose2d, "3d": DepthwiseConvTranspose3d}
 POINTWISE_CONV: Dict[str, type] = {"2d": PointwiseConv2d, "3d": PointwiseConv3d}
@@ -264,7 +262,7 @@ class MedNeXtDownBlock(_InvertedBottleneck):
         super().__init__(depthwise, in_channels, out_channels, exp_r, norm_type, dim, grn)
         self.resample_do_res = do_res
         if do_res:
-            self.res_conv = CONV[dim](in_channels, out_channels, kernel_size=1, stride=strides)
+            self.res_conv = POINTWISE_CONV[dim](in_channels, out_channels, kernel_size=1, stride=strides)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.transform(x)
@@ -316,7 +314,7 @@ class MedNeXtUpBlock(_InvertedBottleneck):
         super().__init__(depthwise, in_channels, out_channels, exp_r, norm_type, dim, grn)
         self.resample_do_res = do_res
         if do_res:
-            self.res_conv = CONV_TRANSPOSE[dim](in_channels, out_channels, kernel_size=1, stride=strides)
+            self.res_conv = POINTWISE_CONV_TRANSPOSE[dim](in_channels, out_channels, kernel_size=1, stride=strides)
         # F.pad lists the last axis first: (x_before, x_after, y_before, y_after, ...).
         self._pad = tuple(p for s in reversed(strides) for p in (s - 1, 0))
         self._needs_pad = any(s > 1 for s in strides)

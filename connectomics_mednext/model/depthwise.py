@@ -10,32 +10,16 @@ convolutions that the fast forward kernel can compute:
 
 The results equal PyTorch's gradients up to float rounding.
 """
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from .layout import memory_format_of
+from .layout import spread_zeros
 
 CONV_FUNCTIONS = {2: F.conv2d, 3: F.conv3d}
-
-
-def _stuff_zeros(x: torch.Tensor, stride: Tuple[int, ...], size: Optional[Tuple[int, ...]] = None) -> torch.Tensor:
-    """Spread ``x`` onto a grid ``stride`` times finer, with zeros between: ``n -> (n - 1) * s + 1`` voxels.
-
-    Args:
-        x: tensor of shape (B, C, *spatial).
-        stride: the spacing per spatial axis.
-        size: spatial size of the result when it needs trailing zeros (at least the default).
-    """
-    if size is None:
-        size = tuple((n - 1) * s + 1 for n, s in zip(x.shape[2:], stride))
-    shape = x.shape[:2] + tuple(size)
-    stuffed = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=memory_format_of(x)).zero_()
-    stuffed[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in stride)] = x
-    return stuffed
 
 
 class _DepthwiseConvFunction(torch.autograd.Function):
@@ -66,7 +50,7 @@ class _DepthwiseConvFunction(torch.autograd.Function):
             grad_b = grad.sum(dim=(0,) + tuple(range(2, 2 + ndim)))
         if any(s > 1 for s in ctx.stride):
             # Zeros up to the input size: gradients at positions the stride skipped.
-            grad = _stuff_zeros(grad, ctx.stride, size=tuple(x.shape[2:]))
+            grad = spread_zeros(grad, ctx.stride, size=tuple(x.shape[2:]))
         if ctx.needs_input_grad[0]:
             flipped = weight.flip(tuple(range(2, 2 + ndim)))
             grad_x = conv(grad, flipped, padding=ctx.padding, groups=channels)
@@ -141,7 +125,7 @@ class _DepthwiseTransposeMixin(_FastPathModule):
         ndim = x.dim() - 2
         flipped = self.weight.flip(tuple(range(2, 2 + ndim)))
         padding = tuple(k - 1 - p for k, p in zip(self.kernel_size, self.padding))
-        stuffed = _stuff_zeros(x, tuple(self.stride))
+        stuffed = spread_zeros(x, tuple(self.stride))
         if cpu_fp32_training(x):
             return _DepthwiseConvFunction.apply(stuffed, flipped, self.bias, padding, (1,) * ndim)
         return CONV_FUNCTIONS[ndim](stuffed, flipped, self.bias, padding=padding, groups=x.shape[1])

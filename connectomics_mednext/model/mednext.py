@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .blocks import (
-    CONV,
+    POINTWISE_CONV,
     IntOrSeq,
     MedNeXtBlock,
     MedNeXtDownBlock,
@@ -166,7 +166,7 @@ class MedNeXt(nn.Module):
                 for _ in range(block_counts[index])
             ])
 
-        self.stem = CONV[dim](in_channels, n_channels, kernel_size=1)
+        self.stem = POINTWISE_CONV[dim](in_channels, n_channels, kernel_size=1)
         # Registration order follows the reference, so parameters() (and optimizer
         # state) line up with reference checkpoints.
         for level in range(NUM_LEVELS):
@@ -263,9 +263,9 @@ class MedNeXt(nn.Module):
 
         use_channels_last = x.device.type == "cpu" if self.channels_last is None else self.channels_last
         x = self.stem(x)
-        if use_channels_last:
-            # After the stem: with one input channel both layouts coincide and convs pick the default.
-            x = x.contiguous(memory_format=CHANNELS_LAST[x.dim()])
+        # The stem's output is channels-last on CPU already; with one input channel the two
+        # layouts coincide, so convert after the stem, not before.
+        x = x.contiguous(memory_format=CHANNELS_LAST[x.dim()] if use_channels_last else torch.contiguous_format)
         skips = []
         for level in range(NUM_LEVELS):
             x = self._stage(getattr(self, f"enc_block_{level}"), x, use_checkpoint)
