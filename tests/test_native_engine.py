@@ -195,7 +195,7 @@ def test_non_finite_loss_stops_with_a_message(tmp_path, data_dir):
     from connectomics_mednext.engine.trainer import NonFiniteLoss
 
     trainer = _trainer(tmp_path, data_dir)
-    trainer.criterion = lambda pred, target, weight: (pred.sum() * float("nan"), {})
+    trainer.criterion = lambda pred, target, weight: (torch.tensor(float("nan")), {})
     with pytest.raises(NonFiniteLoss, match="The loss became nan at iteration 0"):
         trainer.train()
 
