@@ -12,6 +12,24 @@ TINY = dict(in_channels=1, n_channels=4, n_classes=2, exp_r=2, kernel_size=3, do
             do_res_up_down=True, block_counts=[1] * 9)
 
 
+def binary_model_yaml(size, target: str = "0", channels: int = 4) -> str:
+    """The MODEL section of a tiny one-target config (BCE with logits + Dice), as YAML text."""
+    return f"""
+MODEL:
+  INPUT_SIZE: {list(size)}
+  OUTPUT_SIZE: {list(size)}
+  OUT_PLANES: 1
+  TARGET_OPT: ["{target}"]
+  WEIGHT_OPT: [["1", "0"]]
+  LOSS_OPTION: [["WeightedBCEWithLogitsLoss", "DiceLoss"]]
+  OUTPUT_ACT: [["none", "sigmoid"]]
+  LOSS_WEIGHT: [[1.0, 1.0]]
+  MEDNEXT:
+    N_CHANNELS: {channels}
+    BLOCK_COUNTS: [1, 1, 1, 1, 1, 1, 1, 1, 1]
+"""
+
+
 def reference_fixture(name: str) -> dict:
     """Load a golden reference fixture, skipping the test when the folder is absent."""
     path = FIXTURES / name

@@ -10,24 +10,13 @@ from connectomics_mednext import cli
 from connectomics_mednext.config import load_native_cfg
 from connectomics_mednext.data.synthetic import make_em_volume
 from connectomics_mednext.engine.inference import make_activation, predict_to_hdf5
+from conftest import binary_model_yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = os.path.join(ROOT, "configs", "MedNeXt-Base.yaml")
 
 CONFIG = """
-MODEL:
-  INPUT_SIZE: [16, 32, 32]
-  OUTPUT_SIZE: [16, 32, 32]
-  OUT_PLANES: 1
-  TARGET_OPT: ["0"]
-  WEIGHT_OPT: [["1", "0"]]
-  LOSS_OPTION: [["WeightedBCEWithLogitsLoss", "DiceLoss"]]
-  OUTPUT_ACT: [["none", "sigmoid"]]
-  LOSS_WEIGHT: [[1.0, 1.0]]
-  MEDNEXT:
-    N_CHANNELS: 4
-    BLOCK_COUNTS: [1, 1, 1, 1, 1, 1, 1, 1, 1]
-DATASET:
+""" + binary_model_yaml((16, 32, 32), "0", 4) + """DATASET:
   INPUT_PATH: {data}/
   IMAGE_NAME: image.h5
   LABEL_NAME: label.h5

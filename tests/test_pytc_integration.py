@@ -12,6 +12,8 @@ import h5py
 import numpy as np
 import pytest
 
+from conftest import binary_model_yaml
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STANDINS = os.path.join(ROOT, "tools", "pytc_standins")
 
@@ -84,19 +86,7 @@ TINY_CONFIG = """
 SYSTEM:
   NUM_GPUS: 1
   NUM_CPUS: 0
-MODEL:
-  INPUT_SIZE: [32, 32, 32]
-  OUTPUT_SIZE: [32, 32, 32]
-  OUT_PLANES: 1
-  TARGET_OPT: ["0"]
-  WEIGHT_OPT: [["1", "0"]]
-  LOSS_OPTION: [["WeightedBCEWithLogitsLoss", "DiceLoss"]]
-  OUTPUT_ACT: [["none", "sigmoid"]]
-  LOSS_WEIGHT: [[1.0, 1.0]]
-  MEDNEXT:
-    N_CHANNELS: 4
-    BLOCK_COUNTS: [1, 1, 1, 1, 1, 1, 1, 1, 1]
-DATASET:
+""" + binary_model_yaml((32, 32, 32), "0", 4) + """DATASET:
   INPUT_PATH: {data}/
   IMAGE_NAME: img.h5
   LABEL_NAME: lab.h5

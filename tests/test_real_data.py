@@ -6,24 +6,13 @@ import pytest
 
 from connectomics_mednext import cli
 from connectomics_mednext.data.targets import make_target
+from conftest import binary_model_yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GALA = os.path.join(os.path.dirname(ROOT), "shared", "data", "gala_mini")
 
 CONFIG = """
-MODEL:
-  INPUT_SIZE: [16, 64, 64]
-  OUTPUT_SIZE: [16, 64, 64]
-  OUT_PLANES: 1
-  TARGET_OPT: ["4-1-1"]
-  WEIGHT_OPT: [["1", "0"]]
-  LOSS_OPTION: [["WeightedBCEWithLogitsLoss", "DiceLoss"]]
-  OUTPUT_ACT: [["none", "sigmoid"]]
-  LOSS_WEIGHT: [[1.0, 1.0]]
-  MEDNEXT:
-    N_CHANNELS: 8
-    BLOCK_COUNTS: [1, 1, 1, 1, 1, 1, 1, 1, 1]
-DATASET:
+""" + binary_model_yaml((16, 64, 64), "4-1-1", 8) + """DATASET:
   INPUT_PATH: {data}/
   IMAGE_NAME: train_image.h5
   LABEL_NAME: train_label.h5
