@@ -116,6 +116,21 @@ def test_interrupted_inference_resumes_to_the_same_result(tmp_path):
         assert np.array_equal(a["vol0"][:], b["vol0"][:])
 
 
+def test_an_interrupted_run_with_other_weights_is_not_continued(tmp_path):
+    volume = (np.random.default_rng(0).random((40, 24, 24)) * 255).astype(np.uint8)
+    args = dict(window=(8, 16, 16), stride=(4, 8, 8), channels=1, activation=make_activation(["none"], [1]))
+    zeros, ones = torch.nn.Conv3d(1, 1, 1), torch.nn.Conv3d(1, 1, 1)
+    for conv, value in ((zeros, 0.0), (ones, 1.0)):
+        torch.nn.init.zeros_(conv.weight)
+        torch.nn.init.constant_(conv.bias, value)
+    target = str(tmp_path / "result.h5")
+    with pytest.raises(KeyboardInterrupt):
+        predict_to_hdf5(FailsAfter(zeros, 20), [volume], target, source="a.pth@2", **args)
+    predict_to_hdf5(ones, [volume], target, source="b.pth@4", **args)
+    with h5py.File(target, "r") as f:
+        assert (f["vol0"][:] == 255).all()
+
+
 def test_blending_reproduces_a_constant_prediction_exactly(tmp_path):
     class Identity(torch.nn.Module):
         def forward(self, x):

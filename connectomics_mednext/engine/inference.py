@@ -50,7 +50,7 @@ def make_activation(output_act: Sequence[str], channels: Sequence[int]) -> Activ
 @torch.no_grad()
 def predict_to_hdf5(model: torch.nn.Module, volumes: Sequence, output_path: str, window: Sequence[int],
                     stride: Sequence[int], channels: int, activation: Activation, batch_size: int = 1,
-                    blending: str = "gaussian", device: torch.device = torch.device("cpu")) -> str:
+                    blending: str = "gaussian", device: torch.device = torch.device("cpu"), source: str = "") -> str:
     """Predict each (z, y, x) uint8 volume (array or HDF5 dataset) into dataset ``vol<i>`` of ``output_path``.
 
     Args:
@@ -64,6 +64,8 @@ def predict_to_hdf5(model: torch.nn.Module, volumes: Sequence, output_path: str,
         batch_size: windows per forward pass.
         blending: a key of ``BLENDINGS``.
         device: where the model runs.
+        source: identifies the weights (e.g. the checkpoint); an interrupted run is only
+            continued by a run with the same source, window and stride.
     """
     if blending not in BLENDINGS:
         raise ValueError(f"INFERENCE.BLENDING must be one of {sorted(BLENDINGS)}, got {blending!r}.")
@@ -74,7 +76,7 @@ def predict_to_hdf5(model: torch.nn.Module, volumes: Sequence, output_path: str,
         for index, volume in enumerate(volumes):
             shape = tuple(volume.shape)
             starts = [window_starts(n, w, s) for n, w, s in zip(shape, window, stride)]
-            target = _resumable_dataset(out, f"vol{index}", (channels,) + shape, window + stride)
+            target = _resumable_dataset(out, f"vol{index}", (channels,) + shape, window + stride, source)
             done = int(target.attrs["done_z"])
             if done < shape[0]:
                 _stream(model, volume, target, starts, window, weights, channels, activation, batch_size, device, done)
@@ -82,14 +84,17 @@ def predict_to_hdf5(model: torch.nn.Module, volumes: Sequence, output_path: str,
     return output_path
 
 
-def _resumable_dataset(out: h5py.File, name: str, shape, settings) -> h5py.Dataset:
-    """The output dataset, reused if an interrupted run with the same settings left it."""
-    if name in out and (out[name].shape != shape or tuple(out[name].attrs.get("settings", ())) != settings):
-        del out[name]
+def _resumable_dataset(out: h5py.File, name: str, shape, settings, source: str) -> h5py.Dataset:
+    """The output dataset, reused if an interrupted run with the same settings and source left it."""
+    if name in out:
+        attrs = out[name].attrs
+        if out[name].shape != shape or tuple(attrs.get("settings", ())) != settings or attrs.get("source") != source:
+            del out[name]
     if name not in out:
         dataset = out.create_dataset(name, shape=shape, dtype=np.uint8,
                                      chunks=(1, min(shape[1], settings[0]), min(shape[2], 256), min(shape[3], 256)))
         dataset.attrs["settings"] = settings
+        dataset.attrs["source"] = source
         dataset.attrs["done_z"] = 0
     return out[name]
 

@@ -178,6 +178,8 @@ class Trainer:
         image = open_volume(split_names(cfg.DATASET.VAL_IMAGE_NAME, cfg.DATASET.INPUT_PATH, "DATASET.VAL_IMAGE_NAME")[0])
         label = open_volume(split_names(cfg.DATASET.VAL_LABEL_NAME, cfg.DATASET.INPUT_PATH, "DATASET.VAL_LABEL_NAME")[0])
         path = os.path.join(self.output_dir, "validation.h5")
+        if os.path.exists(path + ".partial"):
+            os.remove(path + ".partial")  # left by a crash, computed with older weights
         window = tuple(cfg.MODEL.INPUT_SIZE)
         predict_to_hdf5(self.model, [image], path, window, tuple(max(1, w // 2) for w in window), sum(self.channels),
                         make_activation(["sigmoid"] * len(self.channels), self.channels), device=self.device)
@@ -203,7 +205,8 @@ def main_infer(cfg, checkpoint: Optional[str]) -> str:
         raise ValueError("INFERENCE.AUG_NUM (test-time flips) is not supported by this engine yet; set it to None.")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = build_mednext(cfg).to(device)
-    model.load_state_dict(load_checkpoint(checkpoint)["state_dict"])
+    state = load_checkpoint(checkpoint)
+    model.load_state_dict(state["state_dict"])
     model.eval()
     channels = TargetCriterion.from_cfg(cfg).channels
     window = tuple(inference.INPUT_SIZE or cfg.MODEL.INPUT_SIZE)
@@ -212,6 +215,7 @@ def main_infer(cfg, checkpoint: Optional[str]) -> str:
     names = split_names(inference.IMAGE_NAME, cfg.DATASET.INPUT_PATH, "INFERENCE.IMAGE_NAME")
     predict_to_hdf5(model, [open_volume(name) for name in names], output, window, tuple(inference.STRIDE),
                     sum(channels), make_activation(list(inference.OUTPUT_ACT), channels),
-                    inference.SAMPLES_PER_BATCH, inference.BLENDING, device)
+                    inference.SAMPLES_PER_BATCH, inference.BLENDING, device,
+                    source=f"{os.path.abspath(checkpoint)}@{state.get('iteration')}")
     print(f"Prediction saved as: {output}")
     return output
