@@ -221,3 +221,16 @@ def test_ctrl_c_saves_a_checkpoint_and_exits(tmp_path, data_dir):
     assert info.value.code == 130
     state = torch.load(tmp_path / "out" / "checkpoint_00001.pth.tar", weights_only=True)
     assert state["iteration"] == 1
+
+
+def test_semantic_target_trains_and_validates(tmp_path, data_dir, capsys):
+    config = write_config(tmp_path, data_dir)
+    with h5py.File(data_dir / "label.h5", "r") as f, h5py.File(tmp_path / "classes.h5", "w") as g:
+        g.create_dataset("main", data=(f["main"][:] > 0).astype(np.uint8))
+    with pytest.raises(ValueError, match="expects classes 0..1, but the label holds"):
+        run(config, "MODEL.OUT_PLANES", "2", "MODEL.TARGET_OPT", "['9-2']", "MODEL.WEIGHT_OPT", "[['0']]",
+            "MODEL.LOSS_OPTION", "[['WeightedCE']]", "MODEL.OUTPUT_ACT", "[['none']]", "MODEL.LOSS_WEIGHT", "[[1.0]]")
+    run(config, "DATASET.LABEL_NAME", "classes.h5", "DATASET.VAL_LABEL_NAME", "classes.h5", "MODEL.OUT_PLANES", "2", "MODEL.TARGET_OPT", "['9-2']", "MODEL.WEIGHT_OPT", "[['0']]",
+        "MODEL.LOSS_OPTION", "[['WeightedCE']]", "MODEL.OUTPUT_ACT", "[['none']]", "MODEL.LOSS_WEIGHT", "[[1.0]]",
+        "SOLVER.ITERATION_TOTAL", "2", "SOLVER.ITERATION_VAL", "2")
+    assert "validation Dice" in capsys.readouterr().out

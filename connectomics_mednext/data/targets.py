@@ -38,6 +38,9 @@ def _boundary(label: np.ndarray, code: str) -> np.ndarray:
 
 
 def _semantic(label: np.ndarray, code: str) -> np.ndarray:
+    classes = int(code.split("-")[1])
+    if label.size and int(label.max()) >= classes:
+        raise ValueError(f"MODEL.TARGET_OPT {code!r} expects classes 0..{classes - 1}, but the label holds {int(label.max())}.")
     return label.astype(np.int64)
 
 

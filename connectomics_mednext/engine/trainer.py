@@ -172,7 +172,11 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> Dict[str, float]:
-        """Dice and IoU of the first target, thresholded at 0.5, on the validation volume."""
+        """Dice and IoU of the first target on the validation volume.
+
+        Channel targets use their first channel at probability 0.5; a semantic target ('9-N')
+        is scored as foreground (any class but 0) of the arg-max.
+        """
         cfg = self.cfg
         self.model.eval()
         image = open_volume(split_names(cfg.DATASET.VAL_IMAGE_NAME, cfg.DATASET.INPUT_PATH, "DATASET.VAL_IMAGE_NAME")[0])
@@ -183,9 +187,13 @@ class Trainer:
         window = tuple(cfg.MODEL.INPUT_SIZE)
         predict_to_hdf5(self.model, [image], path, window, tuple(max(1, w // 2) for w in window), sum(self.channels),
                         make_activation(["sigmoid"] * len(self.channels), self.channels), device=self.device)
+        code = cfg.MODEL.TARGET_OPT[0]
+        truth = make_target(np.asarray(label), code)
         with h5py.File(path, "r") as f:
-            prediction = f["vol0"][0] >= 128
-        truth = make_target(np.asarray(label), cfg.MODEL.TARGET_OPT[0])[0] > 0.5
+            if truth.dtype == np.int64:  # semantic: no channel axis
+                prediction, truth = f["vol0"][: self.channels[0]].argmax(0) > 0, truth > 0
+            else:
+                prediction, truth = f["vol0"][0] >= 128, truth[0] > 0.5
         os.remove(path)
         return dice_iou(prediction, truth)
 
