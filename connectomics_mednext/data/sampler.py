@@ -1,11 +1,12 @@
-"""Random training crops read lazily from HDF5 volumes, with targets, weights and flips."""
+"""Random training crops read lazily from HDF5 volumes, with targets, weights and augmentation."""
 from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
 
 from .targets import balance_weight, make_target
-from .volumes import check_same_shape, normalise_image, open_volume, split_names
+from .augment import augment
+from .volumes import check_same_shape, open_volume, split_names, standardise, to_unit_range
 
 # WEIGHT_OPT code -> weight from (target, valid mask); None is PyTC's "no weight" placeholder.
 WEIGHTS = {
@@ -23,11 +24,11 @@ class CropSampler:
         label_key: config key of the label names.
         mask_key: config key of the valid-mask names.
         seed: seed of the crop and flip generator.
-        augment: random flips (and z transposes when ``DATASET.IS_ISOTROPIC``).
+        do_augment: apply :data:`augment.AUGMENTATIONS` (z transposes only when ``DATASET.IS_ISOTROPIC``).
     """
 
     def __init__(self, cfg, image_key: str = "IMAGE_NAME", label_key: str = "LABEL_NAME",
-                 mask_key: str = "VALID_MASK_NAME", seed: int = 0, augment: bool = True) -> None:
+                 mask_key: str = "VALID_MASK_NAME", seed: int = 0, do_augment: bool = True) -> None:
         data = cfg.DATASET
         self.images = [open_volume(p) for p in split_names(data[image_key], data.INPUT_PATH, f"DATASET.{image_key}")]
         self.labels = [open_volume(p) for p in split_names(data[label_key], data.INPUT_PATH, f"DATASET.{label_key}")]
@@ -48,7 +49,7 @@ class CropSampler:
         unknown = [w for ws in self.weight_opt for w in ws if w not in WEIGHTS]
         if unknown:
             raise ValueError(f"MODEL.WEIGHT_OPT {unknown[0]!r} is not supported; use one of {sorted(WEIGHTS)}.")
-        self.augment = augment
+        self.do_augment = do_augment
         self.isotropic = bool(data.IS_ISOTROPIC)
         self.rng = np.random.default_rng(seed)
         sizes = np.array([np.prod(v.shape) for v in self.images], dtype=np.float64)
@@ -61,26 +62,15 @@ class CropSampler:
         mask = None if self.masks is None else (self.masks[index][box] > 0).astype(np.float32)
         return self.images[index][box], self.labels[index][box], mask
 
-    def _flip(self, arrays: List[Optional[np.ndarray]]) -> List[Optional[np.ndarray]]:
-        flips = [axis for axis in range(3) if self.rng.random() < 0.5]
-        transpose = self.isotropic and self.size[0] == self.size[1] and self.rng.random() < 0.5
-        out = []
-        for array in arrays:
-            if array is not None:
-                array = np.flip(array, axis=[a - 3 for a in flips]) if flips else array
-                array = np.swapaxes(array, -3, -2) if transpose else array
-                array = np.ascontiguousarray(array)
-            out.append(array)
-        return out
-
     def sample(self, batch: int) -> Tuple[torch.Tensor, List[torch.Tensor], List[List[torch.Tensor]]]:
         """A batch in PyTC's layout: image (B, 1, z, y, x), one target per code, weights per target per loss."""
         images, targets, weights = [], [[] for _ in self.target_opt], [[[] for _ in w] for w in self.weight_opt]
         for _ in range(batch):
             image, label, mask = self._crop()
-            if self.augment:
-                image, label, mask = self._flip([image, label, mask])
-            images.append(normalise_image(image)[None])
+            image = to_unit_range(image)
+            if self.do_augment:
+                image, label, mask = augment(self.rng, image, label, mask, self.isotropic)
+            images.append(standardise(image)[None])
             for i, code in enumerate(self.target_opt):
                 target = make_target(label, code)
                 targets[i].append(target)
