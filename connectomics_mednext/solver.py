@@ -1,8 +1,9 @@
-"""LR schedulers PyTC lacks (Constant, Poly) and the AdamW eps the MedNeXt recipe uses.
+"""LR schedulers PyTC lacks (Constant, Poly), our engine's solver, and the Adam eps of the MedNeXt recipe.
 
 The schedulers keep only plain numbers in their state, so checkpoints holding them load
 with ``torch.load(weights_only=True)``. Both are stepped once per iteration, as PyTC does.
 """
+import math
 from typing import Callable, Dict, List
 
 import torch
@@ -49,6 +50,33 @@ class PolyLR(LRScheduler):
         return [base * remaining**self.power for base in self.base_lrs]
 
 
+class WarmupCosineLR(LRScheduler):
+    """Linear warm-up from ``warmup_factor * base_lr`` over ``warmup_iters``, then cosine decay to 0.
+
+    Args:
+        optimizer: the optimizer.
+        total_steps: steps until the rate reaches 0.
+        warmup_factor: starting fraction of the base rate.
+        warmup_iters: warm-up length in steps.
+        last_epoch: index of the last step taken; -1 starts afresh.
+    """
+
+    def __init__(self, optimizer: Optimizer, total_steps: int, warmup_factor: float = 0.001,
+                 warmup_iters: int = 1000, last_epoch: int = -1) -> None:
+        self.total_steps = total_steps
+        self.warmup_factor = warmup_factor
+        self.warmup_iters = warmup_iters
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> List[float]:
+        step = self.last_epoch
+        factor = 0.5 * (1.0 + math.cos(math.pi * min(step, self.total_steps) / self.total_steps))
+        if step < self.warmup_iters:
+            alpha = step / self.warmup_iters
+            factor *= self.warmup_factor * (1 - alpha) + alpha
+        return [base * factor for base in self.base_lrs]
+
+
 def _constant(cfg, optimizer: Optimizer) -> LRScheduler:
     return ConstantLR(optimizer)
 
@@ -64,8 +92,15 @@ def _multistep(cfg, optimizer: Optimizer) -> LRScheduler:
 # SOLVER.LR_SCHEDULER_NAME -> builder(cfg, optimizer). In PyTC, register() adds these two and
 # leaves PyTC's own names to PyTC.
 SCHEDULERS: Dict[str, Callable[..., LRScheduler]] = {"Constant": _constant, "Poly": _poly}
-# Our engine's schedulers: ours plus PyTC's MultiStepLR.
-NATIVE_SCHEDULERS: Dict[str, Callable[..., LRScheduler]] = {**SCHEDULERS, "MultiStepLR": _multistep}
+def _warmup_cosine(cfg, optimizer: Optimizer) -> LRScheduler:
+    solver = cfg.SOLVER
+    return WarmupCosineLR(optimizer, solver.ITERATION_TOTAL, solver.WARMUP_FACTOR, solver.WARMUP_ITERS)
+
+
+# Our engine's schedulers: ours plus PyTC's MultiStepLR and WarmupCosineLR.
+NATIVE_SCHEDULERS: Dict[str, Callable[..., LRScheduler]] = {
+    **SCHEDULERS, "MultiStepLR": _multistep, "WarmupCosineLR": _warmup_cosine,
+}
 
 
 def _sgd(cfg, params) -> Optimizer:
