@@ -77,7 +77,7 @@ def test_train_resume_and_infer(tmp_path, data_dir):
     for key, value in final["state_dict"].items():
         assert torch.allclose(value, resumed["state_dict"][key], atol=1e-6), key
 
-    run(config, "--inference", "--checkpoint", str(out / "checkpoint_00004.pth.tar"))
+    run(config, "--inference", "--checkpoint", str(out / "checkpoint_00004.pth.tar"), "INFERENCE.AUG_NUM", "8")
     with h5py.File(out / "test" / "result.h5", "r") as f:
         assert list(f) == ["vol0"]
         assert f["vol0"].shape == (1, 24, 40, 40) and f["vol0"].dtype == np.uint8

@@ -17,6 +17,7 @@ from ..losses.criterion import TargetCriterion
 from ..solver import build_native_solver
 from .checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from .inference import make_activation, predict_to_hdf5
+from .tta import with_test_time_augmentation
 
 
 class NonFiniteLoss(RuntimeError):
@@ -209,8 +210,6 @@ def main_infer(cfg, checkpoint: Optional[str]) -> str:
     if checkpoint is None:
         raise SystemExit("--inference needs --checkpoint.")
     inference = cfg.INFERENCE
-    if inference.AUG_NUM not in (None, 0):
-        raise ValueError("INFERENCE.AUG_NUM (test-time flips) is not supported by this engine yet; set it to None.")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = build_mednext(cfg).to(device)
     state = load_checkpoint(checkpoint)
@@ -221,9 +220,10 @@ def main_infer(cfg, checkpoint: Optional[str]) -> str:
     os.makedirs(inference.OUTPUT_PATH, exist_ok=True)
     output = os.path.join(inference.OUTPUT_PATH, inference.OUTPUT_NAME)
     names = split_names(inference.IMAGE_NAME, cfg.DATASET.INPUT_PATH, "INFERENCE.IMAGE_NAME")
-    predict_to_hdf5(model, [open_volume(name) for name in names], output, window, tuple(inference.STRIDE),
-                    sum(channels), make_activation(list(inference.OUTPUT_ACT), channels),
-                    inference.SAMPLES_PER_BATCH, inference.BLENDING, device,
+    predictor, activation = with_test_time_augmentation(
+        model, make_activation(list(inference.OUTPUT_ACT), channels), inference.AUG_NUM, inference.AUG_MODE)
+    predict_to_hdf5(predictor, [open_volume(name) for name in names], output, window, tuple(inference.STRIDE),
+                    sum(channels), activation, inference.SAMPLES_PER_BATCH, inference.BLENDING, device,
                     source=f"{os.path.abspath(checkpoint)}@{state.get('iteration')}")
     print(f"Prediction saved as: {output}")
     return output
