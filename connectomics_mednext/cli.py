@@ -9,7 +9,7 @@ import os
 import sys
 from typing import List, Optional
 
-from .config import add_mednext_config, load_native_cfg
+from .config import add_mednext_config, check_native_values, load_native_cfg
 from .pytc import PyTCNotAvailable, is_pytc_available, register
 
 
@@ -83,6 +83,7 @@ def run_native(args: argparse.Namespace) -> None:
     if args.distributed:
         raise SystemExit("--distributed needs PyTorch Connectomics for now; our engine trains on one process.")
     cfg = load_native_cfg(args.config_file, args.config_base, args.opts)
+    check_native_values(cfg)
     if args.inference:
         main_infer(cfg, args.checkpoint)
     else:

@@ -85,7 +85,9 @@ def get_native_defaults() -> CN:
     cfg.DATASET.VAL_LABEL_NAME = None  # validation label file(s)
     cfg.DATASET.VAL_VALID_MASK_NAME = None  # validation valid-mask file(s)
     cfg.DATASET.OUTPUT_PATH = "path/to/output"  # checkpoints, logs and predictions
-    cfg.DATASET.PAD_SIZE = [2, 64, 64]  # padding added around each volume [z, y, x]
+    # Padding added around each volume [z, y, x]. PyTC's default is [2, 64, 64]; ours is 0
+    # because our engine does not pad yet (check_native_values refuses anything else).
+    cfg.DATASET.PAD_SIZE = [0, 0, 0]
     cfg.DATASET.DO_2D = False  # train a 2D network on z slices
     cfg.DATASET.IS_ISOTROPIC = False  # allow z transposes in augmentation
     cfg.DATASET.DISTRIBUTED = False  # different crops per DDP rank
@@ -158,3 +160,30 @@ def load_native_cfg(config_file: str, config_base: Optional[str] = None, opts: S
             ) from error
     cfg.freeze()
     return cfg
+
+
+# (key, value our engine requires, why): PyTC keys our engine has but cannot honour otherwise yet.
+NATIVE_VALUE_LIMITS = [
+    ("DATASET.PAD_SIZE", [0, 0, 0], "our engine does not pad volumes yet"),
+    ("INFERENCE.PAD_SIZE", None, "our engine does not pad volumes yet (None or [0, 0, 0])"),
+    ("DATASET.DO_2D", False, "our engine trains 3D networks only"),
+    ("INFERENCE.OUTPUT_SIZE", None, "our engine predicts whole windows (None means INFERENCE.INPUT_SIZE)"),
+]
+
+
+def check_native_values(cfg: CN) -> None:
+    """Raise one clear error for a value our engine would otherwise have to ignore.
+
+    Args:
+        cfg: the loaded config.
+    """
+    for key, required, reason in NATIVE_VALUE_LIMITS:
+        node = cfg
+        for name in key.split("."):
+            node = node[name]
+        value = list(node) if isinstance(node, (list, tuple)) else node
+        acceptable = [required] + ([[0, 0, 0]] if key == "INFERENCE.PAD_SIZE" else [])
+        if key == "INFERENCE.OUTPUT_SIZE" and value is not None:
+            acceptable.append(list(cfg.INFERENCE.INPUT_SIZE or cfg.MODEL.INPUT_SIZE))
+        if value not in acceptable:
+            raise ValueError(f"{key} is {value!r}, but {reason}; use {required!r} or PyTorch Connectomics.")

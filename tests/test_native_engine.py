@@ -234,3 +234,14 @@ def test_semantic_target_trains_and_validates(tmp_path, data_dir, capsys):
         "MODEL.LOSS_OPTION", "[['WeightedCE']]", "MODEL.OUTPUT_ACT", "[['none']]", "MODEL.LOSS_WEIGHT", "[[1.0]]",
         "SOLVER.ITERATION_TOTAL", "2", "SOLVER.ITERATION_VAL", "2")
     assert "validation Dice" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("DATASET.PAD_SIZE", "[8, 28, 28]", "DATASET.PAD_SIZE is \\[8, 28, 28\\], but our engine does not pad"),
+    ("INFERENCE.PAD_SIZE", "[4, 4, 4]", "INFERENCE.PAD_SIZE"),
+    ("DATASET.DO_2D", "True", "DATASET.DO_2D is True, but our engine trains 3D networks only"),
+    ("INFERENCE.OUTPUT_SIZE", "[8, 16, 16]", "INFERENCE.OUTPUT_SIZE"),
+])
+def test_values_our_engine_cannot_honour_are_refused(tmp_path, data_dir, key, value, message):
+    with pytest.raises(ValueError, match=message):
+        run(write_config(tmp_path, data_dir), key, value)
