@@ -80,14 +80,14 @@ def run_native(args: argparse.Namespace) -> None:
     """
     from .engine.trainer import main_infer, main_train
 
-    if args.distributed:
-        raise SystemExit("--distributed needs PyTorch Connectomics for now; our engine trains on one process.")
     cfg = load_native_cfg(args.config_file, args.config_base, args.opts)
     check_native_values(cfg)
     if args.inference:
+        if args.distributed and int(os.environ.get("RANK", "0")) != 0:
+            return  # our inference runs on one process: rank 0 writes the whole output
         main_infer(cfg, args.checkpoint)
     else:
-        main_train(cfg, args.checkpoint)
+        main_train(cfg, args.checkpoint, distributed=args.distributed)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -1,6 +1,6 @@
 """PyTC-layout checkpoints (``checkpoint_%05d.pth.tar``), written atomically, with RNG states."""
 import os
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import torch
 
@@ -10,7 +10,7 @@ def checkpoint_path(output_dir: str, iteration: int) -> str:
     return os.path.join(output_dir, "checkpoint_%05d.pth.tar" % iteration)
 
 
-def save_checkpoint(path: str, iteration: int, model, optimizer, scheduler, sampler_state: Dict[str, Any]) -> None:
+def save_checkpoint(path: str, iteration: int, model, optimizer, scheduler, sampler_states: List[Dict[str, Any]]) -> None:
     """Write the checkpoint to a temporary file, then rename it, so no half file ever has the final name.
 
     Args:
@@ -19,7 +19,7 @@ def save_checkpoint(path: str, iteration: int, model, optimizer, scheduler, samp
         model: the network (unwrapped).
         optimizer: the optimizer.
         scheduler: the LR scheduler.
-        sampler_state: the crop sampler's generator state.
+        sampler_states: the crop generators' states, one per rank.
     """
     state = {
         "iteration": iteration,
@@ -28,7 +28,7 @@ def save_checkpoint(path: str, iteration: int, model, optimizer, scheduler, samp
         "lr_scheduler": scheduler.state_dict(),
         # Crops come from the sampler's own generator; torch's drives dropout-free init only,
         # but is kept so a resumed run matches an uninterrupted one.
-        "rng": {"torch": torch.get_rng_state(), "sampler": sampler_state},
+        "rng": {"torch": torch.get_rng_state(), "sampler": sampler_states},
     }
     temporary = path + ".tmp"
     torch.save(state, temporary)

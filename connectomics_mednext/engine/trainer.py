@@ -6,6 +6,8 @@ from typing import Dict, Optional
 import h5py
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 
 from ..build import build_mednext, deep_supervision_weights
@@ -16,6 +18,7 @@ from ..losses import DeepSupervisionLoss, resample_modes_for_targets
 from ..losses.criterion import TargetCriterion
 from ..solver import build_native_solver
 from .checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from .distributed import default_device, init_distributed
 from .inference import make_activation, predict_to_hdf5
 from .tta import with_test_time_augmentation
 
@@ -52,20 +55,28 @@ class Trainer:
         cfg: the frozen config.
         device: where to train.
         checkpoint: a checkpoint to resume from (ours or PyTC's layout).
+        rank: this process's rank under DDP (rank 0 logs, validates and writes).
+        world_size: number of DDP processes; 1 trains without DDP.
     """
 
-    def __init__(self, cfg, device: torch.device, checkpoint: Optional[str] = None) -> None:
+    def __init__(self, cfg, device: torch.device, checkpoint: Optional[str] = None, rank: int = 0,
+                 world_size: int = 1) -> None:
         self.cfg = cfg
         self.device = device
+        self.rank, self.world_size = rank, world_size
+        self.is_main = rank == 0
         self.output_dir = cfg.DATASET.OUTPUT_PATH
         self.model = build_mednext(cfg).to(device)
+        # Every parameter is used in each step (dummy_tensor needs no grad): no unused-parameter search.
+        self.network = self.model if world_size == 1 else DistributedDataParallel(
+            self.model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=False)
         self.optimizer, self.scheduler = build_native_solver(cfg, self.model)
         criterion = TargetCriterion.from_cfg(cfg)
         self.channels = criterion.channels
         weights = deep_supervision_weights(cfg)
         self.criterion = criterion if weights is None else DeepSupervisionLoss(
             criterion, weights, resample_modes_for_targets(cfg.MODEL.TARGET_OPT))
-        self.sampler = CropSampler(cfg, seed=0)
+        self.sampler = CropSampler(cfg, seed=rank)  # a different crop stream per rank
         self.start_iter = cfg.MODEL.PRE_MODEL_ITER
         if checkpoint is not None:
             self._resume(load_checkpoint(checkpoint))
@@ -84,13 +95,22 @@ class Trainer:
         rng = state.get("rng")
         if rng is not None:
             torch.set_rng_state(rng["torch"])
-            self.sampler.rng.bit_generator.state = rng["sampler"]
+            states = rng["sampler"]
+            self.sampler.rng.bit_generator.state = states[self.rank % len(states)]
 
-    def save(self, iteration: int) -> str:
-        """Write ``checkpoint_<iteration>.pth.tar`` and return its path."""
+    def save(self, iteration: int, gather: bool = True) -> str:
+        """Write ``checkpoint_<iteration>.pth.tar`` (rank 0) and return its path.
+
+        Under DDP every rank must call it (the crop generators of all ranks are gathered),
+        unless ``gather`` is False.
+        """
+        states = [self.sampler.rng.bit_generator.state]
+        if self.world_size > 1 and gather:
+            states = [None] * self.world_size
+            dist.all_gather_object(states, self.sampler.rng.bit_generator.state)
         path = checkpoint_path(self.output_dir, iteration)
-        save_checkpoint(path, iteration, self.model, self.optimizer, self.scheduler,
-                        self.sampler.rng.bit_generator.state)
+        if self.is_main:
+            save_checkpoint(path, iteration, self.model, self.optimizer, self.scheduler, states)
         return path
 
     def _step(self, iteration: int):
@@ -99,9 +119,12 @@ class Trainer:
         data_time = time.perf_counter() - start
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-            pred = self.model(image.to(self.device))
+            pred = self.network(image.to(self.device))
             loss, losses_vis = self.criterion(pred, target, weight)
-        if not torch.isfinite(loss):
+        finite = torch.isfinite(loss.detach()).float()
+        if self.world_size > 1:  # every rank must stop together, or the others wait forever
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        if not finite:
             raise NonFiniteLoss(
                 f"The loss became {loss.item()} at iteration {iteration}; training stopped. The last "
                 f"checkpoint in {self.output_dir!r} is from before it. Lower SOLVER.BASE_LR or check the data."
@@ -123,7 +146,7 @@ class Trainer:
         """Run from the start (or resumed) iteration to ``SOLVER.ITERATION_TOTAL``."""
         cfg = self.cfg
         os.makedirs(self.output_dir, exist_ok=True)
-        writer = SummaryWriter(os.path.join(self.output_dir, "log"))
+        writer = SummaryWriter(os.path.join(self.output_dir, "log")) if self.is_main else None
         scalar_every, image_every = cfg.MONITOR.ITERATION_NUM
         total = cfg.SOLVER.ITERATION_TOTAL
         self.model.train()
@@ -133,6 +156,10 @@ class Trainer:
             while iteration < total:
                 loss, losses_vis, pred, image, target, data_time = self._step(iteration)
                 iteration += 1
+                if iteration % cfg.SOLVER.ITERATION_SAVE == 0:
+                    self.save(iteration)
+                if not self.is_main:
+                    continue
                 if iteration % scalar_every == 0:
                     writer.add_scalar("Loss", loss.item(), iteration)
                     writer.add_scalar("Learning Rate", self.optimizer.param_groups[0]["lr"], iteration)
@@ -141,8 +168,6 @@ class Trainer:
                         writer.add_scalar(f"Loss/{name}", float(value), iteration)
                 if iteration % image_every == 0:
                     self._log_images(writer, image, target, pred, iteration)
-                if iteration % cfg.SOLVER.ITERATION_SAVE == 0:
-                    self.save(iteration)
                 if cfg.DATASET.VAL_IMAGE_NAME and iteration % cfg.SOLVER.ITERATION_VAL == 0:
                     scores = self.validate()
                     for name, value in scores.items():
@@ -156,10 +181,13 @@ class Trainer:
                       f"lr={self.optimizer.param_groups[0]['lr']:.2e} data={data_time:.3f}s ETA {eta / 60:.1f} min",
                       flush=True)
         except KeyboardInterrupt:
-            print(f"Interrupted: saved {self.save(iteration)}", flush=True)
+            path = self.save(iteration, gather=False)  # other ranks may be gone: no collective
+            if self.is_main:
+                print(f"Interrupted: saved {path}", flush=True)
             raise SystemExit(130)
         finally:
-            writer.close()
+            if writer is not None:
+                writer.close()
 
     def _log_images(self, writer, image, target, pred, iteration: int) -> None:
         full = pred if isinstance(pred, torch.Tensor) else next(iter(pred.values()))
@@ -199,10 +227,14 @@ class Trainer:
         return dice_iou(prediction, truth)
 
 
-def main_train(cfg, checkpoint: Optional[str] = None) -> None:
-    """Train with our engine (``scripts/main.py`` without PyTC)."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    Trainer(cfg, device, checkpoint).train()
+def main_train(cfg, checkpoint: Optional[str] = None, distributed: bool = False) -> None:
+    """Train with our engine (``scripts/main.py`` without PyTC); under torchrun with ``distributed``."""
+    rank, world_size, device = init_distributed() if distributed else (0, 1, default_device())
+    try:
+        Trainer(cfg, device, checkpoint, rank, world_size).train()
+    finally:
+        if distributed:
+            dist.destroy_process_group()
 
 
 def main_infer(cfg, checkpoint: Optional[str]) -> str:
@@ -210,7 +242,7 @@ def main_infer(cfg, checkpoint: Optional[str]) -> str:
     if checkpoint is None:
         raise SystemExit("--inference needs --checkpoint.")
     inference = cfg.INFERENCE
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device()
     model = build_mednext(cfg).to(device)
     state = load_checkpoint(checkpoint)
     model.load_state_dict(state["state_dict"])
