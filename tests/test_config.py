@@ -6,7 +6,7 @@ import pytest
 from yacs.config import CfgNode as CN
 
 from connectomics_mednext.build import build_mednext
-from connectomics_mednext.config import MEDNEXT_KEYS, add_mednext_config, get_native_defaults
+from connectomics_mednext.config import MEDNEXT_KEYS, add_mednext_config, check_native_values, get_native_defaults
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = os.path.join(ROOT, "configs", "MedNeXt-Base.yaml")
@@ -66,6 +66,7 @@ def test_shipped_configs_load_natively_and_build(path):
     cfg.merge_from_file(BASE)
     cfg.merge_from_file(path)
     assert cfg.MODEL.ARCHITECTURE == "mednext" and cfg.MODEL.DEEP_SUPERVISION
+    check_native_values(cfg)  # our engine can run it as written
     model = build_mednext(cfg)
     assert model.n_classes == cfg.MODEL.OUT_PLANES
 
