@@ -10,6 +10,6 @@ setup(
     packages=find_packages(include=["connectomics_mednext", "connectomics_mednext.*"]),
     python_requires=">=3.9",
     install_requires=["torch>=2.1", "yacs", "numpy", "h5py", "tensorboard"],
-    extras_require={"test": ["pytest"], "bench": ["monai"]},
+    extras_require={"test": ["pytest", "tifffile"], "tiff": ["tifffile"], "bench": ["monai"]},
     entry_points={"console_scripts": ["connectomics-mednext = connectomics_mednext.cli:main"]},
 )

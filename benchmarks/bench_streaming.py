@@ -1,12 +1,13 @@
-"""Peak memory of streaming inference against the volume's depth.
+"""Peak memory of streaming inference against the volume's depth and x-y plane.
 
-Writes random uint8 volumes of growing depth (same x-y plane) to HDF5, predicts each in a
-fresh process, and prints the peak RSS next to the input size and the size a float32
-prediction held in memory would take (what PyTC allocates). Peak RSS should stay flat as the
-depth grows. ``--model pointwise`` (a 1x1 conv) measures the streaming machinery alone, fast
-enough for gigavoxel volumes on a CPU; ``--model mednext`` runs a small MedNeXt.
+Writes random uint8 volumes (``DEPTHxPLANE``: depth x plane x plane) to HDF5, predicts each in
+a fresh process, and prints the peak RSS next to the input size, the size a float32 prediction
+held in memory would take (what PyTC allocates) and our block buffers' bound. Peak RSS should
+stop growing once the plane exceeds the block (``--block``, INFERENCE.STREAM_BLOCK_SIZE in y and
+x). ``--model pointwise`` (a 1x1 conv) measures the streaming machinery alone, fast enough for
+gigavoxel volumes on a CPU; ``--model mednext`` runs a small MedNeXt.
 
-    python benchmarks/bench_streaming.py --depths 256 1024 4096 --plane 512
+    python benchmarks/bench_streaming.py --shapes 256x512 4096x512 64x2048 64x4096
 """
 import argparse
 import json
@@ -20,6 +21,16 @@ from typing import List
 
 import h5py
 import numpy as np
+
+
+WINDOW, STRIDE = (32, 128, 128), (16, 64, 64)
+
+
+def buffer_bound_mib(plane: int, block: int, channels: int = 1) -> float:
+    """The blocks' float buffers plus one input slab (float32 and uint8), from the module docstring's bound."""
+    side = min(plane, block)
+    reach = min(plane, side + 2 * WINDOW[1])
+    return ((channels + 1) * WINDOW[0] * side * side * 4 + WINDOW[0] * reach * reach * 5) / 2**20
 
 
 def write_volume(path: str, depth: int, plane: int) -> None:
@@ -44,18 +55,17 @@ def run_worker(args: argparse.Namespace) -> dict:
         "pointwise": lambda: torch.nn.Conv3d(1, 1, 1),
     }
     model = models[args.model]().eval()
-    window = (32, 128, 128)
     start = time.perf_counter()
-    predict_to_hdf5(model, [open_volume(args.volume)], args.output, window, (16, 64, 64), 1,
-                    make_activation(["sigmoid"], [1]), batch_size=4)
+    predict_to_hdf5(model, [open_volume(args.volume)], args.output, WINDOW, STRIDE, 1,
+                    make_activation(["sigmoid"], [1]), batch_size=4, block_size=(0, args.block, args.block))
     return {"seconds": time.perf_counter() - start,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def main(argv: List[str] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--depths", type=int, nargs="+", default=[128, 512, 2048])
-    parser.add_argument("--plane", type=int, default=512)
+    parser.add_argument("--shapes", nargs="+", default=["256x512", "64x2048"], help="DEPTHxPLANE volumes")
+    parser.add_argument("--block", type=int, default=1024, help="largest output block in y and x")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--model", choices=["pointwise", "mednext"], default="pointwise")
     parser.add_argument("--json", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
@@ -69,18 +79,22 @@ def main(argv: List[str] = None) -> None:
         return
     rows = []
     with tempfile.TemporaryDirectory() as folder:
-        for depth in args.depths:
-            volume, output = os.path.join(folder, f"in_{depth}.h5"), os.path.join(folder, f"out_{depth}.h5")
-            write_volume(volume, depth, args.plane)
+        for shape in args.shapes:
+            depth, plane = (int(n) for n in shape.split("x"))
+            volume, output = os.path.join(folder, f"in_{shape}.h5"), os.path.join(folder, f"out_{shape}.h5")
+            write_volume(volume, depth, plane)
             result = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", "--volume", volume,
-                                     "--output", output, "--threads", str(args.threads), "--model", args.model],
-                                    check=True, capture_output=True, text=True)
-            voxels = depth * args.plane * args.plane
-            row = {"depth": depth, "plane": args.plane, "model": args.model, "input_mib": voxels / 2**20,
-                   "float32_prediction_mib": 4 * voxels / 2**20, **json.loads(result.stdout.strip().splitlines()[-1])}
+                                     "--output", output, "--threads", str(args.threads), "--model", args.model,
+                                     "--block", str(args.block)], check=True, capture_output=True, text=True)
+            voxels = depth * plane * plane
+            row = {"depth": depth, "plane": plane, "block": args.block, "model": args.model,
+                   "input_mib": voxels / 2**20, "float32_prediction_mib": 4 * voxels / 2**20,
+                   "buffer_bound_mib": buffer_bound_mib(plane, args.block),
+                   **json.loads(result.stdout.strip().splitlines()[-1])}
             rows.append(row)
-            print(f"depth {depth:5d}: input {row['input_mib']:7.0f} MiB, float32 prediction {row['float32_prediction_mib']:7.0f} MiB, "
-                  f"peak RSS {row['peak_rss_mib']:6.0f} MiB, {row['seconds']:6.1f} s", flush=True)
+            print(f"{depth:5d} x {plane:5d}^2: input {row['input_mib']:6.0f} MiB, float32 prediction "
+                  f"{row['float32_prediction_mib']:6.0f} MiB, buffers <= {row['buffer_bound_mib']:4.0f} MiB, "
+                  f"peak RSS {row['peak_rss_mib']:5.0f} MiB, {row['seconds']:6.1f} s", flush=True)
             for path in (volume, output):
                 os.remove(path)
     os.makedirs(os.path.dirname(args.json), exist_ok=True)

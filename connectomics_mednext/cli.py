@@ -83,9 +83,7 @@ def run_native(args: argparse.Namespace) -> None:
     cfg = load_native_cfg(args.config_file, args.config_base, args.opts)
     check_native_values(cfg)
     if args.inference:
-        if args.distributed and int(os.environ.get("RANK", "0")) != 0:
-            return  # our inference runs on one process: rank 0 writes the whole output
-        main_infer(cfg, args.checkpoint)
+        main_infer(cfg, args.checkpoint, distributed=args.distributed)
     else:
         main_train(cfg, args.checkpoint, distributed=args.distributed)
 

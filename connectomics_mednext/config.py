@@ -23,6 +23,8 @@ MEDNEXT_KEYS: List[Tuple[str, Any, str]] = [
     ("MODEL.MEDNEXT.CHECKPOINT_STYLE", "preset", "'preset', 'none' or 'outside_block' (gradient checkpointing)."),
     ("MODEL.MEDNEXT.STRIDES", None, "Per-level downsampling: 4 entries, each an int or [z, y, x]. None: 2."),
     ("MODEL.MEDNEXT.DS_WEIGHTS", None, "Loss weight per scale, full resolution first. None: 1, 1/2, ... normalised."),
+    ("INFERENCE.STREAM_BLOCK_SIZE", [0, 1024, 1024],
+     "Our engine's largest output block [z, y, x] held in memory while streaming; 0: the whole axis."),
     ("SOLVER.ADAM_EPS", 1e-8, "eps of Adam and AdamW (PyTC does not set it; the MedNeXt recipe uses 1e-4)."),
     ("SOLVER.POLY_POWER", 0.9, "Exponent of the 'Poly' LR scheduler: lr * (1 - it / ITERATION_TOTAL) ** power."),
 ]
@@ -85,9 +87,8 @@ def get_native_defaults() -> CN:
     cfg.DATASET.VAL_LABEL_NAME = None  # validation label file(s)
     cfg.DATASET.VAL_VALID_MASK_NAME = None  # validation valid-mask file(s)
     cfg.DATASET.OUTPUT_PATH = "path/to/output"  # checkpoints, logs and predictions
-    # Padding added around each volume [z, y, x]. PyTC's default is [2, 64, 64]; ours is 0
-    # because our engine does not pad yet (check_native_values refuses anything else).
-    cfg.DATASET.PAD_SIZE = [0, 0, 0]
+    cfg.DATASET.PAD_SIZE = [2, 64, 64]  # padding around each volume: [z, y, x] or [z0, z1, y0, y1, x0, x1]
+    cfg.DATASET.PAD_MODE = "reflect"  # 'reflect', 'symmetric', 'edge' or 'constant' (zeros)
     cfg.DATASET.DO_2D = False  # train a 2D network on z slices
     cfg.DATASET.IS_ISOTROPIC = False  # allow z transposes in augmentation
     cfg.DATASET.DISTRIBUTED = False  # different crops per DDP rank
@@ -124,6 +125,7 @@ def get_native_defaults() -> CN:
     cfg.INFERENCE.OUTPUT_PATH = ""  # prediction folder
     cfg.INFERENCE.OUTPUT_NAME = "result.h5"  # prediction file
     cfg.INFERENCE.PAD_SIZE = None  # padding [z, y, x]; None: DATASET.PAD_SIZE
+    cfg.INFERENCE.UNPAD = True  # crop the padding off the prediction
     cfg.INFERENCE.AUG_MODE = "mean"  # how test-time flips are combined
     cfg.INFERENCE.AUG_NUM = None  # test-time flips: None/0, 4, 8 or 16
     cfg.INFERENCE.STRIDE = [4, 128, 128]  # sliding-window step [z, y, x]
@@ -164,8 +166,6 @@ def load_native_cfg(config_file: str, config_base: Optional[str] = None, opts: S
 
 # (key, value our engine requires, why): PyTC keys our engine has but cannot honour otherwise yet.
 NATIVE_VALUE_LIMITS = [
-    ("DATASET.PAD_SIZE", [0, 0, 0], "our engine does not pad volumes yet"),
-    ("INFERENCE.PAD_SIZE", None, "our engine does not pad volumes yet (None or [0, 0, 0])"),
     ("DATASET.DO_2D", False, "our engine trains 3D networks only"),
     ("INFERENCE.OUTPUT_SIZE", None, "our engine predicts whole windows (None means INFERENCE.INPUT_SIZE)"),
 ]
@@ -182,7 +182,7 @@ def check_native_values(cfg: CN) -> None:
         for name in key.split("."):
             node = node[name]
         value = list(node) if isinstance(node, (list, tuple)) else node
-        acceptable = [required] + ([[0, 0, 0]] if key == "INFERENCE.PAD_SIZE" else [])
+        acceptable = [required]
         if key == "INFERENCE.OUTPUT_SIZE" and value is not None:
             acceptable.append(list(cfg.INFERENCE.INPUT_SIZE or cfg.MODEL.INPUT_SIZE))
         if value not in acceptable:

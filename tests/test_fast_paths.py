@@ -5,6 +5,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from connectomics_mednext import MedNeXt
+from connectomics_mednext.model import fused
+from connectomics_mednext.model.blocks import MedNeXtBlock, MedNeXtDownBlock, MedNeXtUpBlock
 from connectomics_mednext.model.depthwise import DepthwiseConv2d, DepthwiseConv3d, DepthwiseConvTranspose3d
 from connectomics_mednext.model.norm import PerChannelGroupNorm, _ChannelNormFunction
 from connectomics_mednext.model.pointwise import PointwiseConv3d, PointwiseConvTranspose3d
@@ -73,8 +75,9 @@ def test_per_channel_norm_is_precise_and_has_correct_gradients():
     assert (norm.float()(x32).double() - reference).abs().max() < 1e-5
 
 
-def test_channels_last_training_matches_default_layout():
-    config = dict(TINY, deep_supervision=True, grn=True, kernel_size=5)
+@pytest.mark.parametrize("grn", [False, True])  # without GRN the blocks take the fused pointwise path
+def test_channels_last_training_matches_default_layout(grn):
+    config = dict(TINY, deep_supervision=True, grn=grn, kernel_size=5)
     default = MedNeXt(**dict(config, channels_last=False))
     fast = MedNeXt(**dict(config, channels_last=True))
     fast.load_state_dict(default.state_dict())
@@ -90,3 +93,30 @@ def test_channels_last_training_matches_default_layout():
     for (name, p), q in zip(default.named_parameters(), fast.parameters()):
         if p.grad is not None:
             assert torch.allclose(p.grad, q.grad, atol=1e-4, rtol=1e-3), name
+
+
+def test_fused_pointwise_has_exact_gradients(monkeypatch):
+    monkeypatch.setattr(fused, "TILE_ROWS", 16)  # several tiles, the last one short
+    double = dict(dtype=torch.float64)
+    y = (torch.randn(2, 3, 3, 4, 3, **double) * 3 + 20).contiguous(memory_format=CL).requires_grad_()
+    residual = torch.randn(2, 2, 3, 4, 3, **double).contiguous(memory_format=CL).requires_grad_()
+    params = [torch.randn(*shape, **double, requires_grad=True) for shape in ((3,), (3,), (5, 3), (5,), (2, 5), (2,))]
+    assert torch.autograd.gradcheck(lambda *a: fused._FusedPointwise.apply(*a, 1e-5), (y, residual, *params))
+    assert torch.autograd.gradcheck(lambda *a: fused._FusedPointwise.apply(a[0], None, *a[1:], 1e-5), (y, *params))
+
+
+@pytest.mark.parametrize("block,out_channels,extra", [
+    (MedNeXtBlock, 6, {}), (MedNeXtDownBlock, 12, dict(do_res=True)), (MedNeXtUpBlock, 3, dict(do_res=True)),
+    (MedNeXtDownBlock, 12, dict(do_res=False, stride=(1, 2, 2))),
+])
+def test_fused_blocks_match_op_by_op_blocks(monkeypatch, block, out_channels, extra):
+    monkeypatch.setattr(fused, "TILE_ROWS", 128)
+    calls = []
+    apply = fused._FusedPointwise.apply
+    monkeypatch.setattr(fused._FusedPointwise, "apply", lambda *a: calls.append(1) or apply(*a))
+    reference = block(6, out_channels, exp_r=3, kernel_size=3, **extra)
+    reference._fusable = False
+    fast = block(6, out_channels, exp_r=3, kernel_size=3, **extra)
+    x = (torch.randn(2, 6, 6, 8, 10) * 2 + 5).contiguous(memory_format=CL)
+    _compare(reference, fast, x)
+    assert calls, "the fused path was not taken"

@@ -1,4 +1,5 @@
 """MedNeXt behaviour: shapes, presets, deep supervision, checkpointing, anisotropy, errors."""
+import gc
 from collections import OrderedDict
 
 import pytest
@@ -131,6 +132,10 @@ def test_ddp_needs_no_find_unused_parameters(tmp_path):
         for _ in range(2):  # an unused parameter would make the second step raise
             out = model(torch.randn(1, 1, 16, 16, 32))
             sum(v.mean() for v in out.values()).backward()
+        # Free DDP's reducer while its process group is alive: destroyed first, gloo's
+        # destructor can wait forever on its worker threads.
+        del model, out
+        gc.collect()
     finally:
         dist.destroy_process_group()
 

@@ -6,7 +6,8 @@ import torch
 
 from .targets import balance_weight, make_target
 from .augment import augment
-from .volumes import check_same_shape, open_volume, split_names, standardise, to_unit_range
+from .padding import pad_volume, pad_widths
+from .volumes import check_same_shape, open_volume, split_names, standardise, to_unit_range, volume_name
 
 # WEIGHT_OPT code -> weight from (target, valid mask); None is PyTC's "no weight" placeholder.
 WEIGHTS = {
@@ -15,8 +16,16 @@ WEIGHTS = {
 }
 
 
+def _padded(volumes: List, data) -> List:
+    widths = pad_widths(data.PAD_SIZE, "DATASET.PAD_SIZE")
+    return [pad_volume(v, widths, data.PAD_MODE, volume_name(v)) for v in volumes]
+
+
 class CropSampler:
     """Draw batches of random ``MODEL.INPUT_SIZE`` crops; only the crops are read from disk.
+
+    Volumes, labels and masks are padded by ``DATASET.PAD_SIZE`` in ``DATASET.PAD_MODE``, as PyTC
+    pads them, through a lazy view.
 
     Args:
         cfg: the config (DATASET, MODEL keys).
@@ -37,12 +46,14 @@ class CropSampler:
         if data[mask_key]:
             self.masks = [open_volume(p) for p in split_names(data[mask_key], data.INPUT_PATH, f"DATASET.{mask_key}")]
             check_same_shape(self.images, self.masks, f"DATASET.{mask_key}")
+        self.images, self.labels = _padded(self.images, data), _padded(self.labels, data)
+        self.masks = None if self.masks is None else _padded(self.masks, data)
         self.size = tuple(cfg.MODEL.INPUT_SIZE)
         for image in self.images:
             if any(v < s for v, s in zip(image.shape, self.size)):
                 raise ValueError(
-                    f"MODEL.INPUT_SIZE {list(self.size)} is larger than volume {image.file.filename!r} "
-                    f"of shape {image.shape}."
+                    f"MODEL.INPUT_SIZE {list(self.size)} is larger than volume {volume_name(image)!r} "
+                    f"of shape {image.shape} (after DATASET.PAD_SIZE)."
                 )
         self.target_opt = list(cfg.MODEL.TARGET_OPT)
         self.weight_opt = [list(w) for w in cfg.MODEL.WEIGHT_OPT]

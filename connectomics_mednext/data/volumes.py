@@ -1,9 +1,15 @@
-"""Lazy HDF5 volumes named as in PyTC: ``DATASET.INPUT_PATH`` + names joined with '@'."""
+"""Lazy volumes named as in PyTC: ``DATASET.INPUT_PATH`` + names joined with '@'.
+
+HDF5 files give an ``h5py.Dataset``; TIFF stacks a :class:`~.tiff.TiffVolume`. Both have
+``shape`` and ``dtype`` and read only the box they are indexed with.
+"""
 import os
 from typing import List, Optional, Sequence
 
 import h5py
 import numpy as np
+
+from .tiff import TIFF_SUFFIXES, TiffVolume
 
 
 def split_names(names: Optional[str], input_path: str, key: str) -> List[str]:
@@ -23,13 +29,15 @@ def split_names(names: Optional[str], input_path: str, key: str) -> List[str]:
     return paths
 
 
-def open_volume(path: str, dataset: Optional[str] = None) -> h5py.Dataset:
-    """Open a 3D dataset of an HDF5 file without reading it: ``dataset``, or the file's only one.
+def open_volume(path: str, dataset: Optional[str] = None):
+    """Open a (z, y, x) volume without reading it: a TIFF stack, or a dataset of an HDF5 file.
 
     Args:
-        path: HDF5 file.
-        dataset: dataset name; ``None`` takes the only dataset (or ``main``).
+        path: HDF5 or TIFF (``.tif``, ``.tiff``) file.
+        dataset: HDF5 dataset name; ``None`` takes the only dataset (or ``main``).
     """
+    if path.lower().endswith(TIFF_SUFFIXES):
+        return TiffVolume(path)
     handle = h5py.File(path, "r")
     names = [k for k in handle.keys() if isinstance(handle[k], h5py.Dataset)]
     if dataset is None:
@@ -44,7 +52,19 @@ def open_volume(path: str, dataset: Optional[str] = None) -> h5py.Dataset:
     return volume
 
 
-def check_same_shape(images: Sequence[h5py.Dataset], others: Sequence[h5py.Dataset], what: str) -> None:
+def volume_name(volume) -> str:
+    """The file a volume from :func:`open_volume` (or a padded view of one) comes from, for messages."""
+    if isinstance(volume, h5py.Dataset):
+        return volume.file.filename
+    return volume.name if isinstance(getattr(volume, "name", None), str) else "the input array"
+
+
+def read_whole(volume) -> np.ndarray:
+    """All of a lazy volume, as an array."""
+    return np.asarray(volume[(slice(None),) * 3])
+
+
+def check_same_shape(images: Sequence, others: Sequence, what: str) -> None:
     """Raise if ``others`` do not pair one-to-one with ``images`` in shape.
 
     Args:
@@ -57,8 +77,8 @@ def check_same_shape(images: Sequence[h5py.Dataset], others: Sequence[h5py.Datas
     for image, other in zip(images, others):
         if image.shape != other.shape:
             raise ValueError(
-                f"{what} {other.file.filename!r} has shape {other.shape} but its image "
-                f"{image.file.filename!r} has {image.shape}."
+                f"{what} {volume_name(other)!r} has shape {other.shape} but its image "
+                f"{volume_name(image)!r} has {image.shape}."
             )
 
 

@@ -1,35 +1,35 @@
-"""Streaming sliding-window inference from an HDF5 volume straight into an HDF5 file.
+"""Streaming sliding-window inference from lazy volumes straight into an HDF5 file.
 
-Windows are visited in z order. A float buffer covers only the z range that windows not
-yet run can still touch (at most window_z + stride_z planes), so peak memory is about
-``(C + 1) * (window_z + stride_z) * Y * X * 4`` bytes plus one batch, whatever the volume's
-depth. Finished planes go to ``<output>.partial`` as uint8 (probability x 255, clipped), with
-the count of finished planes in its ``done_z`` attribute; a rerun continues from there, and the
-file is renamed to its final name only when complete.
+The output is cut into blocks (:mod:`.blocks`). Within a block, windows run in z order and a
+float buffer covers one window's depth of the block's y-x extent, so peak memory is about
+``(C + 1) * window_z * block_y * block_x * 4`` bytes, plus one input slab and one batch,
+whatever the volume's size. Finished planes of a block go to ``<output>.partial`` as uint8
+(probability x 255, clipped), and its ``done_z`` attribute records each block's progress; a
+rerun continues from there. Under ``torch.distributed`` each rank takes every N-th block into
+its own ``<output>.rank<r>.partial``, and rank 0 joins them. The file gets its final name only
+when complete.
 """
+import glob
+import json
 import os
-from typing import Callable, List, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import h5py
 import numpy as np
 import torch
+import torch.distributed as dist
 
-from ..data.volumes import normalise_image
+from ..data.padding import PadWidths, pad_volume
+from ..data.volumes import normalise_image, volume_name
 from .blending import BLENDINGS
+from .blocks import Box, plan_blocks, window_starts, windows_over
 
 Activation = Callable[[torch.Tensor], torch.Tensor]
 ACTIVATIONS = {"sigmoid": torch.sigmoid, "softmax": lambda x: torch.softmax(x, dim=1), "none": lambda x: x,
                "tanh": torch.tanh}
-
-
-def window_starts(size: int, window: int, stride: int) -> List[int]:
-    """Window starts along one axis: every ``stride``, plus one flush with the end."""
-    if window > size:
-        raise ValueError(f"window {window} is larger than the volume ({size}).")
-    starts = list(range(0, size - window + 1, stride))
-    if starts[-1] != size - window:
-        starts.append(size - window)
-    return starts
+NO_PADDING: PadWidths = ((0, 0), (0, 0), (0, 0))
+# Planes copied at a time when rank 0 joins the ranks' files.
+MERGE_PLANES = 16
 
 
 def make_activation(output_act: Sequence[str], channels: Sequence[int]) -> Activation:
@@ -50,13 +50,15 @@ def make_activation(output_act: Sequence[str], channels: Sequence[int]) -> Activ
 @torch.no_grad()
 def predict_to_hdf5(model: torch.nn.Module, volumes: Sequence, output_path: str, window: Sequence[int],
                     stride: Sequence[int], channels: int, activation: Activation, batch_size: int = 1,
-                    blending: str = "gaussian", device: torch.device = torch.device("cpu"), source: str = "") -> str:
-    """Predict each (z, y, x) uint8 volume (array or HDF5 dataset) into dataset ``vol<i>`` of ``output_path``.
+                    blending: str = "gaussian", device: torch.device = torch.device("cpu"), source: str = "",
+                    pad: PadWidths = NO_PADDING, pad_mode: str = "reflect", unpad: bool = True,
+                    block_size: Sequence[int] = (0, 1024, 1024), rank: int = 0, world_size: int = 1) -> str:
+    """Predict each (z, y, x) volume into dataset ``vol<i>`` of ``output_path``.
 
     Args:
         model: the network, returning (B, channels, *window) logits in eval mode.
-        volumes: the inputs, each read one z slab at a time.
-        output_path: the final HDF5 file; ``<output_path>.partial`` while unfinished.
+        volumes: lazy inputs (HDF5 datasets, TIFF stacks or arrays) of uint8 intensities.
+        output_path: the final HDF5 file.
         window: window size (z, y, x).
         stride: step between windows (z, y, x).
         channels: output channels.
@@ -65,69 +67,139 @@ def predict_to_hdf5(model: torch.nn.Module, volumes: Sequence, output_path: str,
         blending: a key of ``BLENDINGS``.
         device: where the model runs.
         source: identifies the weights (e.g. the checkpoint); an interrupted run is only
-            continued by a run with the same source, window and stride.
+            continued by a run with the same source and settings.
+        pad: (before, after) padding per axis, read lazily in ``pad_mode``.
+        pad_mode: PyTC's ``DATASET.PAD_MODE``.
+        unpad: crop the padding off the output (PyTC's ``INFERENCE.UNPAD``).
+        block_size: the largest output block (z, y, x) held in memory; 0 is the whole axis.
+        rank: this process's rank when ranks share the work.
+        world_size: the number of processes sharing the work.
     """
     if blending not in BLENDINGS:
         raise ValueError(f"INFERENCE.BLENDING must be one of {sorted(BLENDINGS)}, got {blending!r}.")
-    window, stride = tuple(window), tuple(stride)
+    window, stride = tuple(int(w) for w in window), tuple(int(s) for s in stride)
+    if any(not 1 <= s <= w for s, w in zip(stride, window)):
+        raise ValueError(f"INFERENCE.STRIDE {list(stride)} must be between 1 and the window {list(window)} on each axis.")
     weights = BLENDINGS[blending](window)
-    partial = output_path + ".partial"
-    with h5py.File(partial, "a") as out:
+    own = output_path + (".partial" if world_size == 1 else f".rank{rank}.partial")
+    plans = []
+    with _open_partial(own) as out:
         for index, volume in enumerate(volumes):
-            shape = tuple(volume.shape)
-            starts = [window_starts(n, w, s) for n, w, s in zip(shape, window, stride)]
-            target = _resumable_dataset(out, f"vol{index}", (channels,) + shape, window + stride, source)
-            done = int(target.attrs["done_z"])
-            if done < shape[0]:
-                _stream(model, volume, target, starts, window, weights, channels, activation, batch_size, device, done)
-    os.replace(partial, output_path)
+            view = pad_volume(volume, pad, pad_mode, volume_name(volume))
+            if any(n < w for n, w in zip(view.shape, window)):
+                raise ValueError(f"The window {list(window)} is larger than {volume_name(volume)!r} of shape "
+                                 f"{tuple(view.shape)} (after padding); lower INFERENCE.INPUT_SIZE or pad more.")
+            offset = tuple(a for a, _ in pad) if unpad else (0, 0, 0)
+            shape = tuple(volume.shape) if unpad else tuple(view.shape)
+            blocks = plan_blocks(shape, block_size, world_size)
+            settings = json.dumps({"window": window, "stride": stride, "blending": blending, "pad": pad,
+                                   "pad_mode": pad_mode, "unpad": unpad, "blocks": blocks, "world_size": world_size})
+            target = _resumable_dataset(out, f"vol{index}", (channels,) + shape, settings, source, blocks)
+            starts = [window_starts(n, w, s) for n, w, s in zip(view.shape, window, stride)]
+            for number in range(rank, len(blocks), world_size):
+                _predict_block(model, view, target, number, blocks[number], offset, starts, window, weights,
+                               activation, batch_size, device)
+            plans.append(((channels,) + shape, blocks))
+    if world_size > 1:
+        dist.barrier()
+        if rank != 0:
+            return output_path
+        _join_ranks(output_path, plans, world_size)
+    os.replace(output_path + ".partial", output_path)
+    for leftover in glob.glob(glob.escape(output_path) + ".rank*.partial"):
+        os.remove(leftover)
     return output_path
 
 
-def _resumable_dataset(out: h5py.File, name: str, shape, settings, source: str) -> h5py.Dataset:
+def _open_partial(path: str) -> h5py.File:
+    """Open an unfinished output for appending; one a kill left unreadable is started afresh."""
+    try:
+        return h5py.File(path, "a")
+    except OSError:
+        print(f"{path!r} cannot be read (interrupted while writing?); starting it again.", flush=True)
+        os.remove(path)
+        return h5py.File(path, "a")
+
+
+def _resumable_dataset(out: h5py.File, name: str, shape, settings: str, source: str,
+                       blocks: List[Box]) -> h5py.Dataset:
     """The output dataset, reused if an interrupted run with the same settings and source left it."""
     if name in out:
         attrs = out[name].attrs
-        if out[name].shape != shape or tuple(attrs.get("settings", ())) != settings or attrs.get("source") != source:
+        if out[name].shape != shape or attrs.get("settings") != settings or attrs.get("source") != source:
             del out[name]
     if name not in out:
-        dataset = out.create_dataset(name, shape=shape, dtype=np.uint8,
-                                     chunks=(1, min(shape[1], settings[0]), min(shape[2], 256), min(shape[3], 256)))
+        dataset = out.create_dataset(name, shape=shape, dtype=np.uint8, chunks=_chunks(shape))
         dataset.attrs["settings"] = settings
         dataset.attrs["source"] = source
-        dataset.attrs["done_z"] = 0
+        dataset.attrs["done_z"] = np.array([z[0] for z, _, _ in blocks], dtype=np.int64)
     return out[name]
 
 
-def _stream(model, volume, target, starts, window, weights, channels, activation, batch_size, device, done):
-    shape = volume.shape
-    wz = window[0]
-    # Buffer planes [base, base + depth); depth covers one window plus the step to the next.
-    base = done
-    depth = min(shape[0] - base, wz + max(np.diff(starts[0] + [shape[0]]).max(), 1))
-    accum = np.zeros((channels, depth) + shape[1:], dtype=np.float32)
-    norm = np.zeros((depth,) + shape[1:], dtype=np.float32)
-    pending = [z for z in starts[0] if z + wz > done]
-    for index, z in enumerate(pending):
-        slab = normalise_image(np.asarray(volume[z:z + wz]))
-        boxes = [(y, x) for y in starts[1] for x in starts[2]]
+def _chunks(shape):
+    return (1, min(shape[1], 16), min(shape[2], 256), min(shape[3], 256))
+
+
+def _predict_block(model, view, target, number: int, block: Box, offset, starts, window, weights, activation,
+                   batch_size: int, device) -> None:
+    """Stream block ``number`` in z, from the plane its ``done_z`` entry says is next."""
+    wz, wy, wx = window
+    (z_lo, z_hi), (y_lo, y_hi), (x_lo, x_hi) = [(a + o, b + o) for (a, b), o in zip(block, offset)]
+    base = int(target.attrs["done_z"][number]) + offset[0]
+    if base >= z_hi:
+        return
+    rows = windows_over(starts[0], wz, (base, z_hi))
+    ys, xs = windows_over(starts[1], wy, (y_lo, y_hi)), windows_over(starts[2], wx, (x_lo, x_hi))
+    reach_y, reach_x = slice(ys[0], ys[-1] + wy), slice(xs[0], xs[-1] + wx)
+    boxes = [(y, x) for y in ys for x in xs]
+    # Each row starts at or before base, so one window's depth holds every plane it can touch.
+    depth = min(wz, z_hi - base)
+    accum = np.zeros((target.shape[0], depth, y_hi - y_lo, x_hi - x_lo), dtype=np.float32)
+    norm = np.zeros(accum.shape[1:], dtype=np.float32)
+    for row, z in enumerate(rows):
+        slab = normalise_image(view[slice(z, z + wz), reach_y, reach_x])
         for first in range(0, len(boxes), batch_size):
             chunk = boxes[first:first + batch_size]
-            batch = np.stack([slab[None, :, y:y + window[1], x:x + window[2]] for y, x in chunk])
+            batch = np.stack([slab[None, :, y - ys[0]:y - ys[0] + wy, x - xs[0]:x - xs[0] + wx] for y, x in chunk])
             probs = activation(model(torch.from_numpy(batch).to(device)).float()).cpu().numpy()
             for (y, x), prob in zip(chunk, probs):
-                lo = max(z, base)  # planes below base are already written
-                accum[:, lo - base:z + wz - base, y:y + window[1], x:x + window[2]] += prob[:, lo - z:] * weights[lo - z:]
-                norm[lo - base:z + wz - base, y:y + window[1], x:x + window[2]] += weights[lo - z:]
-        finished = pending[index + 1] if index + 1 < len(pending) else shape[0]
+                spans = [(max(z, base), min(z + wz, z_hi)), (max(y, y_lo), min(y + wy, y_hi)),
+                         (max(x, x_lo), min(x + wx, x_hi))]
+                inside = tuple(slice(a - s, b - s) for (a, b), s in zip(spans, (z, y, x)))
+                into = tuple(slice(a - s, b - s) for (a, b), s in zip(spans, (base, y_lo, x_lo)))
+                accum[(slice(None),) + into] += prob[(slice(None),) + inside] * weights[inside]
+                norm[into] += weights[inside]
+        finished = min(rows[row + 1], z_hi) if row + 1 < len(rows) else z_hi
         if finished > base:
             count = finished - base
             values = accum[:, :count] / np.maximum(norm[:count], 1e-8)
-            target[:, base:finished] = np.clip(np.rint(values * 255.0), 0, 255).astype(np.uint8)
-            target.attrs["done_z"] = finished
+            target[:, base - offset[0]:finished - offset[0], y_lo - offset[1]:y_hi - offset[1],
+                   x_lo - offset[2]:x_hi - offset[2]] = np.clip(np.rint(values * 255.0), 0, 255).astype(np.uint8)
+            done = target.attrs["done_z"]
+            done[number] = finished - offset[0]
+            target.attrs["done_z"] = done
             target.file.flush()
-            accum = np.roll(accum, -count, axis=1)
-            norm = np.roll(norm, -count, axis=0)
-            accum[:, -count:] = 0
-            norm[-count:] = 0
+            accum[:, :-count], norm[:-count] = accum[:, count:].copy(), norm[count:].copy()
+            accum[:, -count:], norm[-count:] = 0, 0
             base = finished
+
+
+def _join_ranks(output_path: str, plans, world_size: int) -> None:
+    """Rank 0: copy every block from the file of the rank that predicted it into ``<output>.partial``."""
+    parts = [h5py.File(f"{output_path}.rank{r}.partial", "r") for r in range(world_size)]
+    try:
+        with h5py.File(output_path + ".partial", "w") as out:
+            for index, (shape, blocks) in enumerate(plans):
+                name = f"vol{index}"
+                joined = out.create_dataset(name, shape=shape, dtype=np.uint8, chunks=_chunks(shape))
+                for number, ((z0, z1), (y0, y1), (x0, x1)) in enumerate(blocks):
+                    part = parts[number % world_size][name]
+                    if int(part.attrs["done_z"][number]) < z1:
+                        raise RuntimeError(f"Block {number} of {name} is unfinished in {part.file.filename!r}.")
+                    for z in range(z0, z1, MERGE_PLANES):
+                        planes = slice(z, min(z + MERGE_PLANES, z1))
+                        joined[:, planes, y0:y1, x0:x1] = part[:, planes, y0:y1, x0:x1]
+                joined.attrs["source"] = parts[0][name].attrs["source"]
+    finally:
+        for part in parts:
+            part.close()

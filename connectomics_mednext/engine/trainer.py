@@ -1,6 +1,7 @@
 """Our training loop: PyTC's config, checkpoints and TensorBoard layout, without PyTC."""
 import os
 import time
+from datetime import timedelta
 from typing import Dict, Optional
 
 import h5py
@@ -12,8 +13,9 @@ from torch.utils.tensorboard import SummaryWriter
 
 from ..build import build_mednext, deep_supervision_weights
 from ..data.sampler import CropSampler
+from ..data.padding import pad_widths
 from ..data.targets import make_target
-from ..data.volumes import open_volume, split_names
+from ..data.volumes import open_volume, read_whole, split_names
 from ..losses import DeepSupervisionLoss, resample_modes_for_targets
 from ..losses.criterion import TargetCriterion
 from ..solver import build_native_solver
@@ -21,6 +23,9 @@ from .checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from .distributed import default_device, init_distributed
 from .inference import make_activation, predict_to_hdf5
 from .tta import with_test_time_augmentation
+
+
+INFERENCE_TIMEOUT = timedelta(hours=24)
 
 
 class NonFiniteLoss(RuntimeError):
@@ -217,7 +222,7 @@ class Trainer:
         predict_to_hdf5(self.model, [image], path, window, tuple(max(1, w // 2) for w in window), sum(self.channels),
                         make_activation(["sigmoid"] * len(self.channels), self.channels), device=self.device)
         code = cfg.MODEL.TARGET_OPT[0]
-        truth = make_target(np.asarray(label), code)
+        truth = make_target(read_whole(label), code)
         with h5py.File(path, "r") as f:
             if truth.dtype == np.int64:  # semantic: no channel axis
                 prediction, truth = f["vol0"][: self.channels[0]].argmax(0) > 0, truth > 0
@@ -237,25 +242,38 @@ def main_train(cfg, checkpoint: Optional[str] = None, distributed: bool = False)
             dist.destroy_process_group()
 
 
-def main_infer(cfg, checkpoint: Optional[str]) -> str:
-    """Predict ``INFERENCE.IMAGE_NAME`` into ``INFERENCE.OUTPUT_PATH/OUTPUT_NAME`` (datasets ``vol0``, ...)."""
+def main_infer(cfg, checkpoint: Optional[str], distributed: bool = False) -> str:
+    """Predict ``INFERENCE.IMAGE_NAME`` into ``INFERENCE.OUTPUT_PATH/OUTPUT_NAME`` (datasets ``vol0``, ...).
+
+    Under torchrun with ``distributed``, the ranks share the output's blocks and rank 0 joins them.
+    """
     if checkpoint is None:
         raise SystemExit("--inference needs --checkpoint.")
-    inference = cfg.INFERENCE
-    device = default_device()
-    model = build_mednext(cfg).to(device)
-    state = load_checkpoint(checkpoint)
-    model.load_state_dict(state["state_dict"])
-    model.eval()
-    channels = TargetCriterion.from_cfg(cfg).channels
-    window = tuple(inference.INPUT_SIZE or cfg.MODEL.INPUT_SIZE)
-    os.makedirs(inference.OUTPUT_PATH, exist_ok=True)
-    output = os.path.join(inference.OUTPUT_PATH, inference.OUTPUT_NAME)
-    names = split_names(inference.IMAGE_NAME, cfg.DATASET.INPUT_PATH, "INFERENCE.IMAGE_NAME")
-    predictor, activation = with_test_time_augmentation(
-        model, make_activation(list(inference.OUTPUT_ACT), channels), inference.AUG_NUM, inference.AUG_MODE)
-    predict_to_hdf5(predictor, [open_volume(name) for name in names], output, window, tuple(inference.STRIDE),
-                    sum(channels), activation, inference.SAMPLES_PER_BATCH, inference.BLENDING, device,
-                    source=f"{os.path.abspath(checkpoint)}@{state.get('iteration')}")
-    print(f"Prediction saved as: {output}")
+    # Ranks wait for the slowest one before rank 0 joins the files: that can take hours.
+    rank, world_size, device = init_distributed(INFERENCE_TIMEOUT) if distributed else (0, 1, default_device())
+    try:
+        inference = cfg.INFERENCE
+        model = build_mednext(cfg).to(device)
+        state = load_checkpoint(checkpoint)
+        model.load_state_dict(state["state_dict"])
+        model.eval()
+        channels = TargetCriterion.from_cfg(cfg).channels
+        window = tuple(inference.INPUT_SIZE or cfg.MODEL.INPUT_SIZE)
+        os.makedirs(inference.OUTPUT_PATH, exist_ok=True)
+        output = os.path.join(inference.OUTPUT_PATH, inference.OUTPUT_NAME)
+        names = split_names(inference.IMAGE_NAME, cfg.DATASET.INPUT_PATH, "INFERENCE.IMAGE_NAME")
+        pad_key = "INFERENCE.PAD_SIZE" if inference.PAD_SIZE is not None else "DATASET.PAD_SIZE"
+        pad = pad_widths(inference.PAD_SIZE if inference.PAD_SIZE is not None else cfg.DATASET.PAD_SIZE, pad_key)
+        predictor, activation = with_test_time_augmentation(
+            model, make_activation(list(inference.OUTPUT_ACT), channels), inference.AUG_NUM, inference.AUG_MODE)
+        predict_to_hdf5(predictor, [open_volume(name) for name in names], output, window, tuple(inference.STRIDE),
+                        sum(channels), activation, inference.SAMPLES_PER_BATCH, inference.BLENDING, device,
+                        source=f"{os.path.abspath(checkpoint)}@{state.get('iteration')}", pad=pad,
+                        pad_mode=cfg.DATASET.PAD_MODE, unpad=inference.UNPAD,
+                        block_size=tuple(inference.STREAM_BLOCK_SIZE), rank=rank, world_size=world_size)
+    finally:
+        if distributed:
+            dist.destroy_process_group()
+    if rank == 0:
+        print(f"Prediction saved as: {output}")
     return output

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fused import can_fuse, fused_pointwise
 from .depthwise import DepthwiseConv2d, DepthwiseConv3d, DepthwiseConvTranspose2d, DepthwiseConvTranspose3d
 from .norm import PerChannelGroupNorm
 from .pointwise import PointwiseConv2d, PointwiseConv3d, PointwiseConvTranspose2d, PointwiseConvTranspose3d
@@ -165,13 +166,24 @@ class _InvertedBottleneck(nn.Module):
         self.conv2 = conv(in_channels, hidden, kernel_size=1)
         self.act = nn.GELU()
         self.conv3 = conv(hidden, out_channels, kernel_size=1)
+        # GRN needs statistics of the whole expanded tensor, so it cannot run tile by tile.
+        self._fusable = not grn and type(self.norm) is PerChannelGroupNorm
 
-    def transform(self, x: torch.Tensor) -> torch.Tensor:
-        """The residual branch of the block, without any shortcut."""
-        x = self.act(self.conv2(self.norm(self.conv1(x))))
+    def transform(self, x: torch.Tensor, shortcut: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The block's branch, plus ``shortcut`` when given.
+
+        Args:
+            x: the block's input.
+            shortcut: what the block adds to its branch (its input, or a 1x1 conv of it).
+        """
+        y = self.conv1(x)
+        if self._fusable and can_fuse(y):
+            return fused_pointwise(y, shortcut, self.norm, self.conv2, self.conv3)
+        y = self.act(self.conv2(self.norm(y)))
         if self.grn:
-            x = global_response_norm(x, self.grn_gamma, self.grn_beta)
-        return self.conv3(x)
+            y = global_response_norm(y, self.grn_gamma, self.grn_beta)
+        y = self.conv3(y)
+        return y if shortcut is None else y + shortcut
 
 
 class MedNeXtBlock(_InvertedBottleneck):
@@ -217,8 +229,7 @@ class MedNeXtBlock(_InvertedBottleneck):
         self.do_res = do_res
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.transform(x)
-        return out + x if self.do_res else out
+        return self.transform(x, x if self.do_res else None)
 
 
 class MedNeXtDownBlock(_InvertedBottleneck):
@@ -265,8 +276,7 @@ class MedNeXtDownBlock(_InvertedBottleneck):
             self.res_conv = POINTWISE_CONV[dim](in_channels, out_channels, kernel_size=1, stride=strides)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.transform(x)
-        return out + self.res_conv(x) if self.resample_do_res else out
+        return self.transform(x, self.res_conv(x) if self.resample_do_res else None)
 
 
 class MedNeXtUpBlock(_InvertedBottleneck):
@@ -320,10 +330,8 @@ class MedNeXtUpBlock(_InvertedBottleneck):
         self._needs_pad = any(s > 1 for s in strides)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.transform(x)
-        if self.resample_do_res:
-            # pad(a) + pad(b) == pad(a + b): one padded copy instead of two.
-            out = out + self.res_conv(x)
+        # pad(a) + pad(b) == pad(a + b): the shortcut joins before the one padded copy.
+        out = self.transform(x, self.res_conv(x) if self.resample_do_res else None)
         return F.pad(out, self._pad) if self._needs_pad else out
 
 

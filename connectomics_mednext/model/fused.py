@@ -1,0 +1,130 @@
+"""The pointwise half of a MedNeXt block, fused over cache-sized row tiles on CPU.
+
+After the depthwise conv, a block is per-voxel work: per-channel norm, 1x1 expand, GELU, 1x1
+compress, plus a residual. Run op by op, each step writes a full tensor, up to ``exp_r`` times
+the block's channels, and reads it back; on a CPU that is memory traffic and page faults, not
+arithmetic. A channels-last tensor is a (voxels, C) matrix, so the whole chain runs on tiles of
+rows that stay in cache, and only the block's input and output touch memory.
+
+For training, the backward recomputes the tile's expansion and GELU instead of saving them, so
+the chain keeps one (voxels, C) tensor for backward where op-by-op autograd keeps
+``2C + 2 * exp_r * C`` values per voxel. The norm's statistics are exact two-pass ones, as in
+:mod:`.norm`.
+"""
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+from .layout import is_channels_last
+
+# Rows (voxels) per tile: 4096 x (exp_r * C) floats stay within a core's L2 for MedNeXt's widths.
+TILE_ROWS = 4096
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """A channels-last (B, C, *spatial) tensor as its (B, voxels, C) matrix view."""
+    return x.movedim(1, -1).reshape(x.shape[0], -1, x.shape[1])
+
+
+def _tiles(count: int):
+    return [slice(start, min(start + TILE_ROWS, count)) for start in range(0, count, TILE_ROWS)]
+
+
+def _channel_stats(rows: torch.Tensor, eps: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and 1 / std of a (voxels, C) matrix, in two passes (exact for large means)."""
+    mean = rows.mean(0)
+    square_sum = torch.zeros_like(mean)
+    for tile in _tiles(rows.shape[0]):
+        square_sum += (rows[tile] - mean).square_().sum(0)
+    return mean, torch.rsqrt(square_sum / rows.shape[0] + eps)
+
+
+class _FusedPointwise(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, y, residual, norm_weight, norm_bias, w2, b2, w3, b3, eps):
+        out = torch.empty((y.shape[0], w3.shape[0]) + y.shape[2:], dtype=y.dtype,
+                          memory_format=torch.channels_last_3d if y.dim() == 5 else torch.channels_last)
+        y_rows, out_rows = _rows(y), _rows(out)
+        res_rows = None if residual is None else _rows(residual.contiguous(memory_format=_format(y)))
+        w3t = w3.t()
+        means, rstds = [], []
+        for b in range(y.shape[0]):
+            rows = y_rows[b]
+            mean, rstd = _channel_stats(rows, eps)
+            means.append(mean)
+            rstds.append(rstd)
+            scale = norm_weight * rstd
+            for tile in _tiles(rows.shape[0]):
+                hidden = F.gelu(F.linear(torch.addcmul(norm_bias, rows[tile] - mean, scale), w2, b2))
+                target = out_rows[b, tile]
+                if res_rows is None:
+                    torch.addmm(b3, hidden, w3t, out=target)
+                else:
+                    torch.addmm(res_rows[b, tile], hidden, w3t, out=target).add_(b3)
+        ctx.save_for_backward(y, norm_weight, norm_bias, w2, b2, w3, torch.stack(means), torch.stack(rstds))
+        ctx.has_residual = residual is not None
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        y, norm_weight, norm_bias, w2, b2, w3, means, rstds = ctx.saved_tensors
+        grad = grad.contiguous(memory_format=_format(y))
+        y_rows, grad_rows = _rows(y), _rows(grad)
+        grad_y = torch.empty_like(y)
+        grad_y_rows = _rows(grad_y)
+        grads = {name: torch.zeros_like(t) for name, t in
+                 (("w2", w2), ("b2", b2), ("w3", w3), ("norm_weight", norm_weight), ("norm_bias", norm_bias))}
+        for b in range(y.shape[0]):
+            rows, g_rows, mean, rstd = y_rows[b], grad_rows[b], means[b], rstds[b]
+            sum_dt, sum_dt_xhat = torch.zeros_like(mean), torch.zeros_like(mean)
+            for tile in _tiles(rows.shape[0]):
+                xhat = (rows[tile] - mean).mul_(rstd)
+                t = torch.addcmul(norm_bias, xhat, norm_weight)
+                pre = F.linear(t, w2, b2)
+                g = g_rows[tile]
+                grads["w3"].addmm_(g.t(), F.gelu(pre))
+                grad_pre = torch.ops.aten.gelu_backward(g @ w3, pre)
+                grads["w2"].addmm_(grad_pre.t(), t)
+                grads["b2"] += grad_pre.sum(0)
+                dt = torch.mm(grad_pre, w2, out=grad_y_rows[b, tile])
+                sum_dt += dt.sum(0)
+                sum_dt_xhat += (dt * xhat).sum(0)
+            grads["norm_bias"] += sum_dt
+            grads["norm_weight"] += sum_dt_xhat
+            # d/dy of w * xhat + beta: w * rstd * (dt - mean(dt) - xhat * mean(dt * xhat)).
+            scale, count = norm_weight * rstd, rows.shape[0]
+            for tile in _tiles(count):
+                xhat = (rows[tile] - mean).mul_(rstd)
+                dt = grad_y_rows[b, tile]
+                dt.sub_(sum_dt / count).addcmul_(xhat, sum_dt_xhat / count, value=-1.0).mul_(scale)
+        grad_b3 = grad_rows.sum((0, 1))
+        return (grad_y, grad if ctx.has_residual else None, grads["norm_weight"], grads["norm_bias"],
+                grads["w2"], grads["b2"], grads["w3"], grad_b3, None)
+
+
+def _format(x: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last_3d if x.dim() == 5 else torch.channels_last
+
+
+def can_fuse(y: torch.Tensor) -> bool:
+    """Whether :func:`fused_pointwise` can take ``y``: a channels-last float32 CPU tensor outside autocast."""
+    return (y.device.type == "cpu" and y.dtype == torch.float32 and is_channels_last(y)
+            and not torch.is_autocast_enabled("cpu"))
+
+
+def fused_pointwise(y: torch.Tensor, residual: Optional[torch.Tensor], norm: torch.nn.GroupNorm,
+                    conv2: torch.nn.Module, conv3: torch.nn.Module) -> torch.Tensor:
+    """``conv3(gelu(conv2(norm(y)))) + residual`` on row tiles; the same math as the modules.
+
+    Args:
+        y: the depthwise conv's output, channels-last (see :func:`can_fuse`).
+        residual: added to the result (same shape as it), or None.
+        norm: a GroupNorm with one group per channel.
+        conv2: the 1x1 expansion conv.
+        conv3: the 1x1 compression conv.
+    """
+    return _FusedPointwise.apply(y, residual, norm.weight, norm.bias, conv2.weight.flatten(1), conv2.bias,
+                                 conv3.weight.flatten(1), conv3.bias, norm.eps)
