@@ -23,6 +23,8 @@ MEDNEXT_KEYS: List[Tuple[str, Any, str]] = [
     ("MODEL.MEDNEXT.CHECKPOINT_STYLE", "preset", "'preset', 'none' or 'outside_block' (gradient checkpointing)."),
     ("MODEL.MEDNEXT.STRIDES", None, "Per-level downsampling: 4 entries, each an int or [z, y, x]. None: 2."),
     ("MODEL.MEDNEXT.DS_WEIGHTS", None, "Loss weight per scale, full resolution first. None: 1, 1/2, ... normalised."),
+    ("MODEL.AMP_DTYPE", "auto",
+     "Our engine's MIXED_PRECESION type: 'auto' (float16 on GPU, bfloat16 on CPU), 'bfloat16' or 'float16' (GPU)."),
     ("INFERENCE.STREAM_BLOCK_SIZE", [0, 1024, 1024],
      "Our engine's largest output block [z, y, x] held in memory while streaming; 0: the whole axis."),
     ("SOLVER.ADAM_EPS", 1e-8, "eps of Adam and AdamW (PyTC does not set it; the MedNeXt recipe uses 1e-4)."),

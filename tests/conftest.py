@@ -41,3 +41,17 @@ def reference_fixture(name: str) -> dict:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+class FailsAfter(torch.nn.Module):
+    """Wraps a model and raises after ``calls`` forward passes, like a killed job."""
+
+    def __init__(self, model, calls):
+        super().__init__()
+        self.model, self.calls = model, calls
+
+    def forward(self, x):
+        self.calls -= 1
+        if self.calls < 0:
+            raise KeyboardInterrupt
+        return self.model(x)

@@ -41,6 +41,23 @@ def test_depthwise_conv_matches_pytorch(kernel, stride, shape, memory_format):
     _compare(nn.Conv3d(6, 6, **args), DepthwiseConv3d(6, 6, **args), x)
 
 
+@pytest.mark.parametrize("kernel,stride,shape", [
+    (3, 2, (1, 4, 5, 6, 7)), (5, 2, (2, 3, 4, 4, 5)), ((1, 3, 5), (1, 2, 2), (1, 3, 4, 5, 6)), ((3, 5, 7), (3, 2, 2), (1, 2, 4, 5, 3)),
+    (3, 2, (1, 2, 1, 2, 1)),
+])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, CL])
+def test_transposed_depthwise_inference_by_phases_matches_pytorch(kernel, stride, shape, memory_format):
+    padding = tuple(k // 2 for k in ((kernel,) * 3 if isinstance(kernel, int) else kernel))
+    args = dict(kernel_size=kernel, stride=stride, padding=padding, groups=shape[1])
+    reference = nn.ConvTranspose3d(shape[1], shape[1], **args)
+    fast = DepthwiseConvTranspose3d(shape[1], shape[1], **args)
+    fast.load_state_dict(reference.state_dict())
+    x = torch.randn(shape).contiguous(memory_format=memory_format)
+    with torch.no_grad():
+        expected, got = reference(x), fast(x)
+    assert got.shape == expected.shape and torch.allclose(got, expected, atol=1e-6)
+
+
 def test_depthwise_conv_2d_matches_pytorch():
     args = dict(kernel_size=5, padding=2, groups=4)
     _compare(nn.Conv2d(4, 4, **args), DepthwiseConv2d(4, 4, **args), torch.randn(2, 4, 9, 10))

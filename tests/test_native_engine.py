@@ -13,7 +13,7 @@ from connectomics_mednext import cli
 from connectomics_mednext.config import load_native_cfg
 from connectomics_mednext.data.synthetic import make_em_volume
 from connectomics_mednext.engine.inference import make_activation, predict_to_hdf5
-from conftest import binary_model_yaml
+from conftest import FailsAfter, binary_model_yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = os.path.join(ROOT, "configs", "MedNeXt-Base.yaml")
@@ -86,20 +86,6 @@ def test_train_resume_and_infer(tmp_path, data_dir):
         assert list(f) == ["vol0"]
         assert f["vol0"].shape == (1, 24, 40, 40) and f["vol0"].dtype == np.uint8
     assert not os.path.exists(out / "test" / "result.h5.partial")
-
-
-class FailsAfter(torch.nn.Module):
-    """Wraps a model and raises after ``calls`` forward passes, like a killed job."""
-
-    def __init__(self, model, calls):
-        super().__init__()
-        self.model, self.calls = model, calls
-
-    def forward(self, x):
-        self.calls -= 1
-        if self.calls < 0:
-            raise KeyboardInterrupt
-        return self.model(x)
 
 
 def test_interrupted_inference_resumes_to_the_same_result(tmp_path):
@@ -305,3 +291,25 @@ def test_semantic_target_trains_and_validates(tmp_path, data_dir, capsys):
 def test_values_our_engine_cannot_honour_are_refused(tmp_path, data_dir, key, value, message):
     with pytest.raises(ValueError, match=message):
         run(write_config(tmp_path, data_dir), key, value)
+
+
+def test_mixed_precision_types(tmp_path, data_dir):
+    from connectomics_mednext.engine.trainer import amp_dtype
+
+    config = write_config(tmp_path, data_dir)
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    choices = {value: load_native_cfg(config, BASE, ["MODEL.AMP_DTYPE", value])
+               for value in ("auto", "bfloat16", "float16", "fp8")}
+    assert amp_dtype(choices["auto"], cpu) == torch.bfloat16 and amp_dtype(choices["auto"], gpu) == torch.float16
+    assert amp_dtype(choices["bfloat16"], gpu) == torch.bfloat16 and amp_dtype(choices["float16"], gpu) == torch.float16
+    with pytest.raises(ValueError, match="MODEL.AMP_DTYPE 'float16' needs a GPU"):
+        amp_dtype(choices["float16"], cpu)
+    with pytest.raises(ValueError, match="MODEL.AMP_DTYPE must be one of"):
+        amp_dtype(choices["fp8"], cpu)
+
+
+def test_bf16_autocast_trains_on_cpu(tmp_path, data_dir):
+    run(write_config(tmp_path, data_dir), "MODEL.MIXED_PRECESION", "True", "SOLVER.ITERATION_TOTAL", "1",
+        "SOLVER.ITERATION_SAVE", "1", "DATASET.VAL_IMAGE_NAME", "None")
+    state = torch.load(tmp_path / "out" / "checkpoint_00001.pth.tar", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values())

@@ -10,25 +10,12 @@ from connectomics_mednext.data.padding import INDEX_PADDERS, PaddedVolume, pad_w
 from connectomics_mednext.data.volumes import open_volume
 from connectomics_mednext.engine.blocks import plan_blocks
 from connectomics_mednext.engine.inference import make_activation, predict_to_hdf5
+from conftest import FailsAfter
 
 
 class Identity(torch.nn.Module):
     def forward(self, x):
         return (x + 1) / 2  # undo the 0.5 mean/std normalisation
-
-
-class FailsAfter(torch.nn.Module):
-    """Wraps a model and raises after ``calls`` forward passes, like a killed job."""
-
-    def __init__(self, model, calls):
-        super().__init__()
-        self.model, self.calls = model, calls
-
-    def forward(self, x):
-        self.calls -= 1
-        if self.calls < 0:
-            raise KeyboardInterrupt
-        return self.model(x)
 
 
 def conv_model():

@@ -45,6 +45,24 @@ def _clip_gradients(cfg, model: torch.nn.Module) -> None:
         raise ValueError(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be 'norm' or 'value', got {clip.CLIP_TYPE!r}.")
 
 
+# MODEL.AMP_DTYPE -> autocast dtype per device type; float16 gets a GradScaler.
+AMP_DTYPES = {
+    "auto": {"cuda": torch.float16, "cpu": torch.bfloat16},
+    "bfloat16": {"cuda": torch.bfloat16, "cpu": torch.bfloat16},
+    "float16": {"cuda": torch.float16},
+}
+
+
+def amp_dtype(cfg, device: torch.device) -> torch.dtype:
+    """The autocast dtype ``MODEL.AMP_DTYPE`` asks for on ``device``."""
+    choice = cfg.MODEL.AMP_DTYPE
+    if choice not in AMP_DTYPES:
+        raise ValueError(f"MODEL.AMP_DTYPE must be one of {sorted(AMP_DTYPES)}, got {choice!r}.")
+    if device.type not in AMP_DTYPES[choice]:
+        raise ValueError(f"MODEL.AMP_DTYPE {choice!r} needs a GPU; on {device.type} use 'bfloat16' or 'auto'.")
+    return AMP_DTYPES[choice][device.type]
+
+
 def dice_iou(prediction: np.ndarray, truth: np.ndarray) -> Dict[str, float]:
     """Dice and IoU of two boolean arrays (1.0 when both are empty)."""
     intersection = float(np.logical_and(prediction, truth).sum())
@@ -85,9 +103,7 @@ class Trainer:
         self.start_iter = cfg.MODEL.PRE_MODEL_ITER
         if checkpoint is not None:
             self._resume(load_checkpoint(checkpoint))
-        self.amp_dtype = None
-        if cfg.MODEL.MIXED_PRECESION:
-            self.amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+        self.amp_dtype = amp_dtype(cfg, device) if cfg.MODEL.MIXED_PRECESION else None
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
 
     def _resume(self, state) -> None:
