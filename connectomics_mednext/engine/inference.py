@@ -12,7 +12,7 @@ when complete.
 import glob
 import json
 import os
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Sequence
 
 import h5py
 import numpy as np

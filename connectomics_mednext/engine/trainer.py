@@ -12,8 +12,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 
 from ..build import build_mednext, deep_supervision_weights
-from ..data.sampler import CropSampler
 from ..data.padding import pad_widths
+from ..data.sampler import CropSampler
 from ..data.targets import make_target
 from ..data.volumes import open_volume, read_whole, split_names
 from ..losses import DeepSupervisionLoss, resample_modes_for_targets

@@ -134,7 +134,7 @@ def _transposed_by_phases(x: torch.Tensor, weight: torch.Tensor, bias, stride: T
         taps, before = zip(*(_phase_taps(f, s, k, p) for f, s, k, p in zip(phases, stride, kernel, padding)))
         lengths = [len(range(f, n, s)) for f, n, s in zip(phases, size, stride)]
         if 0 in lengths:
-            continue  # an axis of one voxel has no odd phase
+            continue  # this phase has no outputs (an axis of one voxel)
         sub = weight[(slice(None), slice(None)) + taps].flip(tuple(range(2, 2 + ndim)))
         # F.pad lists the last axis first; enough zeros after for the last output of the phase.
         pads = [(b, t - 1 - b + m - n) for b, t, m, n in zip(before, sub.shape[2:], lengths, x.shape[2:])]
@@ -145,7 +145,8 @@ def _transposed_by_phases(x: torch.Tensor, weight: torch.Tensor, bias, stride: T
 
 
 class _DepthwiseTransposeMixin(_FastPathModule):
-    """On CPU, compute a strided depthwise transposed conv as zero-stuffing plus a stride-1 depthwise conv.
+    """On CPU, compute a strided depthwise transposed conv as zero-stuffing plus a stride-1 depthwise conv
+    in training, and by output phases (:func:`_transposed_by_phases`) without gradients.
 
     ``conv_transpose(x, w, stride=s, padding=k // 2)`` equals ``conv(stuff(x, s), flip(w),
     padding=k - 1 - k // 2)``. PyTorch's CPU transposed depthwise kernel is slow, above all in
