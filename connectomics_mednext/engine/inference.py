@@ -53,7 +53,9 @@ def predict_to_hdf5(model: torch.nn.Module, volumes: Sequence, output_path: str,
                     blending: str = "gaussian", device: torch.device = torch.device("cpu"), source: str = "",
                     pad: PadWidths = NO_PADDING, pad_mode: str = "reflect", unpad: bool = True,
                     block_size: Sequence[int] = (0, 1024, 1024), rank: int = 0, world_size: int = 1) -> str:
-    """Predict each (z, y, x) volume into dataset ``vol<i>`` of ``output_path``.
+    """Predict each (z, y, x) volume into dataset ``vol<i>`` of ``output_path``; return that path.
+
+    With several ranks every rank calls this; the file is complete when rank 0 returns.
 
     Args:
         model: the network, returning (B, channels, *window) logits in eval mode.
