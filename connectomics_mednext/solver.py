@@ -92,6 +92,8 @@ def _multistep(cfg, optimizer: Optimizer) -> LRScheduler:
 # SOLVER.LR_SCHEDULER_NAME -> builder(cfg, optimizer). In PyTC, register() adds these two and
 # leaves PyTC's own names to PyTC.
 SCHEDULERS: Dict[str, Callable[..., LRScheduler]] = {"Constant": _constant, "Poly": _poly}
+
+
 def _warmup_cosine(cfg, optimizer: Optimizer) -> LRScheduler:
     solver = cfg.SOLVER
     return WarmupCosineLR(optimizer, solver.ITERATION_TOTAL, solver.WARMUP_FACTOR, solver.WARMUP_ITERS)

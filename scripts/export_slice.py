@@ -15,8 +15,9 @@ from typing import List, Optional
 import h5py
 import numpy as np
 
-from connectomics_mednext.data.targets import make_target
+from connectomics_mednext.data.targets import make_target, target_foreground
 from connectomics_mednext.data.volumes import open_volume, read_whole
+from connectomics_mednext.engine.trainer import dice_iou
 
 
 def png_bytes(gray: np.ndarray) -> bytes:
@@ -54,11 +55,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         raise SystemExit(f"--z {z} is outside the volume's {image.shape[0]} slices.")
     panels = [image[z:z + 1, :, :][0], prediction[z]]
     if args.label:
-        target = make_target(read_whole(open_volume(args.label)), args.target_opt)
-        target = target > 0 if target.dtype == np.int64 else target[0] > 0.5  # semantic: any class but 0
-        predicted = prediction >= 128
-        overlap = 2.0 * np.logical_and(predicted, target).sum()
-        print(f"Dice {overlap / max(predicted.sum() + target.sum(), 1):.4f} (prediction >= 0.5 against target "
+        target = target_foreground(make_target(read_whole(open_volume(args.label)), args.target_opt))
+        print(f"Dice {dice_iou(prediction >= 128, target)['dice']:.4f} (prediction >= 0.5 against target "
               f"{args.target_opt}; predicting it everywhere scores {2 * target.mean() / (1 + target.mean()):.4f})")
         panels.append(target[z].astype(np.uint8) * 255)
     with open(args.out, "wb") as f:

@@ -14,26 +14,28 @@ def _binary(label: np.ndarray, code: str) -> np.ndarray:
     return (label > 0).astype(np.float32)[None]
 
 
+def _neighbours(axis: int) -> Tuple[Tuple[slice, ...], Tuple[slice, ...]]:
+    """Index boxes of every voxel with a predecessor along ``axis``, and of those predecessors."""
+    here, prev = [slice(None)] * 3, [slice(None)] * 3
+    here[axis], prev[axis] = slice(1, None), slice(None, -1)
+    return tuple(here), tuple(prev)
+
+
 def _affinity(label: np.ndarray, code: str) -> np.ndarray:
     out = np.zeros((3,) + label.shape, dtype=np.float32)
     for axis in range(3):
-        here = [slice(None)] * 3
-        prev = [slice(None)] * 3
-        here[axis], prev[axis] = slice(1, None), slice(None, -1)
-        same = (label[tuple(here)] == label[tuple(prev)]) & (label[tuple(here)] > 0)
-        out[axis][tuple(here)] = same
+        here, prev = _neighbours(axis)
+        out[axis][here] = (label[here] == label[prev]) & (label[here] > 0)
     return out
 
 
 def _boundary(label: np.ndarray, code: str) -> np.ndarray:
     edge = np.zeros(label.shape, dtype=bool)
     for axis in range(3):
-        here = [slice(None)] * 3
-        prev = [slice(None)] * 3
-        here[axis], prev[axis] = slice(1, None), slice(None, -1)
-        differs = label[tuple(here)] != label[tuple(prev)]
-        edge[tuple(here)] |= differs
-        edge[tuple(prev)] |= differs
+        here, prev = _neighbours(axis)
+        differs = label[here] != label[prev]
+        edge[here] |= differs
+        edge[prev] |= differs
     return edge.astype(np.float32)[None]
 
 
@@ -75,6 +77,16 @@ def make_target(label: np.ndarray, code: str) -> np.ndarray:
 def target_channels(code: str) -> int:
     """Output channels the network spends on this target."""
     return _entry(code)[1](code)
+
+
+def target_foreground(target: np.ndarray) -> np.ndarray:
+    """A target as a boolean foreground: its first channel above 0.5, or any class but 0 for a
+    semantic target (int64, no channel axis).
+
+    Args:
+        target: what :func:`make_target` returned.
+    """
+    return target > 0 if target.dtype == np.int64 else target[0] > 0.5
 
 
 def balance_weight(target: np.ndarray) -> np.ndarray:

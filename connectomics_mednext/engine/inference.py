@@ -21,12 +21,11 @@ import torch.distributed as dist
 
 from ..data.padding import PadWidths, pad_volume
 from ..data.volumes import normalise_image, volume_name
+from ..losses.criterion import ACTIVATIONS
 from .blending import BLENDINGS
 from .blocks import Box, plan_blocks, window_starts, windows_over
 
 Activation = Callable[[torch.Tensor], torch.Tensor]
-ACTIVATIONS = {"sigmoid": torch.sigmoid, "softmax": lambda x: torch.softmax(x, dim=1), "none": lambda x: x,
-               "tanh": torch.tanh}
 NO_PADDING: PadWidths = ((0, 0), (0, 0), (0, 0))
 # Planes copied at a time when rank 0 joins the ranks' files.
 MERGE_PLANES = 16

@@ -14,7 +14,7 @@ from torch.utils.tensorboard import SummaryWriter
 from ..build import build_mednext, deep_supervision_weights
 from ..data.padding import pad_widths
 from ..data.sampler import CropSampler
-from ..data.targets import make_target
+from ..data.targets import make_target, target_foreground
 from ..data.volumes import open_volume, read_whole, split_names
 from ..losses import DeepSupervisionLoss, resample_modes_for_targets
 from ..losses.criterion import TargetCriterion
@@ -241,11 +241,11 @@ class Trainer:
         truth = make_target(read_whole(label), code)
         with h5py.File(path, "r") as f:
             if truth.dtype == np.int64:  # semantic: no channel axis
-                prediction, truth = f["vol0"][: self.channels[0]].argmax(0) > 0, truth > 0
+                prediction = f["vol0"][: self.channels[0]].argmax(0) > 0
             else:
-                prediction, truth = f["vol0"][0] >= 128, truth[0] > 0.5
+                prediction = f["vol0"][0] >= 128
         os.remove(path)
-        return dice_iou(prediction, truth)
+        return dice_iou(prediction, target_foreground(truth))
 
 
 def main_train(cfg, checkpoint: Optional[str] = None, distributed: bool = False) -> None:

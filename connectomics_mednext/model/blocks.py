@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fused import can_fuse, fused_pointwise
 from .depthwise import DepthwiseConv2d, DepthwiseConv3d, DepthwiseConvTranspose2d, DepthwiseConvTranspose3d
+from .fused import can_fuse, fused_pointwise
 from .norm import PerChannelGroupNorm
 from .pointwise import PointwiseConv2d, PointwiseConv3d, PointwiseConvTranspose2d, PointwiseConvTranspose3d
 
