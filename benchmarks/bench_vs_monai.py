@@ -2,9 +2,10 @@
 
 MONAI is a benchmark-only dependency (``pip install monai``). MONAI's network is
 numerically the reference's once keys are renamed; this script copies our weights into
-it, checks that both give the same output, then times each implementation in its own
-subprocess (so peak memory is per implementation) and prints our figure, theirs and the
-ratio. Ratios are what we quote: this machine is noisy.
+it, checks that both give the same output, then runs each implementation in its own
+subprocess (so peak memory is per implementation) and times them run by run in turn, so a
+slow spell of the machine hits both. It prints our figure, theirs and the ratio. Ratios are
+what we quote: this machine is noisy.
 
     python benchmarks/bench_vs_monai.py                      # CPU: S and B, k3 and k5, 64^3
     python benchmarks/bench_vs_monai.py --device cuda --bf16 # GPU: 128^3 windows
@@ -20,7 +21,7 @@ from typing import Dict, List
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import as_list, keep_freed_memory, make_train_step, peak_memory_mib, time_repeated  # noqa: E402
+from timing import as_list, keep_freed_memory, make_train_step, peak_memory_mib, summarise, time_repeated  # noqa: E402
 
 NUM_LEVELS = 4
 # Our (reference) names -> MONAI names; MONAI numbers decoder parts from the bottleneck up.
@@ -91,7 +92,12 @@ def check_same_outputs(model_id: str, kernel: int, size: int = 32):
     return (a - b).abs().max().item()
 
 
-def run_worker(args: argparse.Namespace) -> Dict:
+# Workers answer on stdout lines that start with this, so library output cannot be mistaken for a reply.
+REPLY = "@@reply "
+
+
+def serve(args: argparse.Namespace) -> None:
+    """Worker: build one implementation, then time one run of each command read from stdin."""
     from monai.inferers import sliding_window_inference
 
     device = torch.device(args.device)
@@ -100,6 +106,7 @@ def run_worker(args: argparse.Namespace) -> Dict:
     patch = (args.patch,) * 3
     x = torch.randn((1, 1) + patch, device=device)
     target = torch.randint(0, 2, (1,) + patch, device=device)
+    volume = torch.randn((1, 1) + (args.volume,) * 3, device=device) if args.volume else None
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
     train_step = make_train_step(model, x, target, args.bf16)
 
@@ -110,21 +117,84 @@ def run_worker(args: argparse.Namespace) -> Dict:
         with torch.no_grad(), autocast:
             full_resolution(x)
 
-    volume = torch.randn((1, 1) + (args.volume,) * 3, device=device)
-
     def infer_volume() -> None:
         with torch.no_grad(), autocast:
             sliding_window_inference(volume, patch, args.sw_batch, full_resolution, overlap=0.5, mode="gaussian")
 
-    model.train()
-    result = {"train_step": time_repeated(train_step, device, args.warmup, args.repeats)}
-    result["train_peak_memory_mib"] = peak_memory_mib(device)
-    model.eval()
-    window = time_repeated(infer_window, device, args.warmup, args.repeats)
-    result["window"] = dict(window, voxels_per_s=x.numel() / window["median_s"])
-    if args.volume:
-        sweep = time_repeated(infer_volume, device, 0, args.volume_repeats)
-        result["sliding_window"] = dict(sweep, voxels_per_s=volume.numel() / sweep["median_s"])
+    commands = {"train": (model.train, train_step), "window": (model.eval, infer_window),
+                "volume": (model.eval, infer_volume)}
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "peak_memory":
+            reply = peak_memory_mib(device)
+        else:
+            set_mode, work = commands[command]
+            set_mode()
+            reply = time_repeated(work, device, 0, 1)["median_s"]
+        print(REPLY + json.dumps(reply), flush=True)
+
+
+class Worker:
+    """One implementation in its own process, so its peak memory is its own."""
+
+    def __init__(self, argv: List[str]) -> None:
+        self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def ask(self, command: str):
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        for line in self.process.stdout:
+            if line.startswith(REPLY):
+                return json.loads(line[len(REPLY):])
+        raise SystemExit(f"benchmark worker {self.process.args} stopped (exit code {self.process.wait()}).")
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait()
+
+
+def interleaved(workers: Dict[str, Worker], command: str, warmup: int, repeats: int) -> Dict[str, Dict[str, float]]:
+    """Run ``command`` in each worker in turn (ABBA order), so slow spells of the machine hit both sides.
+
+    Args:
+        workers: implementation name -> worker.
+        command: what each run does ('train', 'window' or 'volume').
+        warmup: untimed runs per worker first.
+        repeats: timed runs per worker.
+    """
+    for worker in workers.values():
+        for _ in range(warmup):
+            worker.ask(command)
+    times: Dict[str, List[float]] = {name: [] for name in workers}
+    names = list(workers)
+    for round_index in range(repeats):
+        for name in names if round_index % 2 == 0 else reversed(names):
+            times[name].append(workers[name].ask(command))
+    return {name: summarise(values) for name, values in times.items()}
+
+
+def compare(args: argparse.Namespace, forwarded: List[str], model_id: str, kernel: int) -> Dict[str, Dict]:
+    """Time ours and MONAI's, interleaved run by run; each side's figures as the old per-worker dict."""
+    workers = {
+        impl: Worker([sys.executable, os.path.abspath(__file__), *forwarded, "--worker", "--impl", impl,
+                      "--model", model_id, "--kernel", str(kernel)])
+        for impl in ("ours", "monai")
+    }
+    try:
+        train = interleaved(workers, "train", args.warmup, args.repeats)
+        result = {impl: {"train_step": train[impl], "train_peak_memory_mib": worker.ask("peak_memory")}
+                  for impl, worker in workers.items()}
+        window = interleaved(workers, "window", args.warmup, args.repeats)
+        voxels = args.patch**3
+        for impl in workers:
+            result[impl]["window"] = dict(window[impl], voxels_per_s=voxels / window[impl]["median_s"])
+        if args.volume:
+            sweep = interleaved(workers, "volume", 0, args.volume_repeats)
+            for impl in workers:
+                result[impl]["sliding_window"] = dict(sweep[impl], voxels_per_s=args.volume**3 / sweep[impl]["median_s"])
+    finally:
+        for worker in workers.values():
+            worker.close()
     return result
 
 
@@ -156,7 +226,7 @@ def main(argv: List[str] = None) -> None:
     if not args.default_malloc:
         keep_freed_memory()
     if args.worker:
-        print(json.dumps(run_worker(args)))
+        serve(args)
         return
 
     forwarded = list(argv if argv is not None else sys.argv[1:])
@@ -166,14 +236,7 @@ def main(argv: List[str] = None) -> None:
             difference = check_same_outputs(model_id, kernel)
             if difference is not None and difference > 1e-4:
                 raise SystemExit(f"MedNeXt-{model_id} k{kernel}: ours and MONAI's outputs differ by {difference:.2e}.")
-            pair = {}
-            for impl in ("ours", "monai"):
-                out = subprocess.run(
-                    [sys.executable, os.path.abspath(__file__), *forwarded, "--worker", "--impl", impl,
-                     "--model", model_id, "--kernel", str(kernel)],
-                    check=True, capture_output=True, text=True,
-                )
-                pair[impl] = json.loads(out.stdout.strip().splitlines()[-1])
+            pair = compare(args, forwarded, model_id, kernel)
             rows.append({"model": model_id, "kernel": kernel, "same_weights": difference is not None,
                          "max_abs_difference": difference, **pair})
             _print_row(rows[-1])

@@ -20,7 +20,9 @@ def keep_freed_memory() -> bool:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return False
-    return bool(libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 1 << 40))
+    # mallopt takes a C int: a larger value would wrap (1 << 40 becomes 0, which trims at every free).
+    largest = ctypes.c_int(2**31 - 1).value
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, largest))
 
 
 def synchronize(device: torch.device) -> None:
@@ -46,6 +48,11 @@ def time_repeated(fn: Callable[[], None], device: torch.device, warmup: int, rep
         fn()
         synchronize(device)
         times.append(time.perf_counter() - start)
+    return summarise(times)
+
+
+def summarise(times: List[float]) -> Dict[str, float]:
+    """Median, min and max of ``times`` (seconds)."""
     return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times)}
 
 

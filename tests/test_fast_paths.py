@@ -63,11 +63,12 @@ def test_depthwise_conv_2d_matches_pytorch():
     _compare(nn.Conv2d(4, 4, **args), DepthwiseConv2d(4, 4, **args), torch.randn(2, 4, 9, 10))
 
 
-@pytest.mark.parametrize("kernel,stride", [(3, 2), (5, 2), ((1, 3, 3), (1, 2, 2))])
-def test_transposed_depthwise_conv_matches_pytorch(kernel, stride):
+@pytest.mark.parametrize("kernel,stride", [(3, 2), (5, 2), ((1, 3, 3), (1, 2, 2)), ((3, 5, 7), (3, 2, 2))])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, CL])
+def test_transposed_depthwise_conv_matches_pytorch(kernel, stride, memory_format):
     padding = tuple(k // 2 for k in ((kernel,) * 3 if isinstance(kernel, int) else kernel))
     args = dict(kernel_size=kernel, stride=stride, padding=padding, groups=6)
-    x = torch.randn(2, 6, 4, 5, 6).contiguous(memory_format=CL)
+    x = torch.randn(2, 6, 4, 5, 6).contiguous(memory_format=memory_format)
     _compare(nn.ConvTranspose3d(6, 6, **args), DepthwiseConvTranspose3d(6, 6, **args), x)
 
 
@@ -137,3 +138,67 @@ def test_fused_blocks_match_op_by_op_blocks(monkeypatch, block, out_channels, ex
     x = (torch.randn(2, 6, 6, 8, 10) * 2 + 5).contiguous(memory_format=CL)
     _compare(reference, fast, x)
     assert calls, "the fused path was not taken"
+
+
+def _loaded_pair(block, *args, **kwargs):
+    reference = block(*args, **kwargs)
+    for p in reference.parameters():
+        nn.init.normal_(p, std=0.5)
+    reference._fusable = False
+    fast = block(*args, **kwargs)
+    fast.load_state_dict(reference.state_dict())
+    return reference, fast
+
+
+@pytest.mark.parametrize("overwrite_input", [False, True])
+def test_inference_block_matches_op_by_op_and_keeps_its_input_unless_told(monkeypatch, overwrite_input):
+    monkeypatch.setattr(fused, "TILE_ROWS", 128)  # several tiles, the last one short
+    reference, fast = _loaded_pair(MedNeXtBlock, 6, 6, exp_r=3, kernel_size=3)
+    x = (torch.randn(2, 6, 6, 8, 10) * 2 + 30).contiguous(memory_format=CL)
+    given = x.clone()
+    with torch.no_grad():
+        expected = reference(x)
+        got = fast(given, overwrite_input=overwrite_input)
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert (got.data_ptr() == given.data_ptr()) == overwrite_input
+    if not overwrite_input:
+        assert torch.equal(given, x)
+
+
+@pytest.mark.parametrize("do_res", [False, True])
+def test_inference_down_block_matches_op_by_op(monkeypatch, do_res):
+    monkeypatch.setattr(fused, "TILE_ROWS", 128)
+    reference, fast = _loaded_pair(MedNeXtDownBlock, 6, 12, exp_r=3, kernel_size=3, do_res=do_res)
+    x = (torch.randn(2, 6, 6, 8, 10) * 2 + 30).contiguous(memory_format=CL)
+    with torch.no_grad():
+        assert torch.allclose(fast(x), reference(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("do_res,stride", [(True, 2), (False, 2), (True, (1, 2, 2))])
+def test_up_block_adds_into_the_skip_as_skip_plus_block(monkeypatch, do_res, stride):
+    monkeypatch.setattr(fused, "TILE_ROWS", 128)
+    reference, fast = _loaded_pair(MedNeXtUpBlock, 12, 6, exp_r=2, kernel_size=3, do_res=do_res, stride=stride)
+    x = torch.randn(2, 12, 3, 4, 5).contiguous(memory_format=CL)
+    with torch.no_grad():
+        expected_shape = reference(x).shape
+        skip = torch.randn(expected_shape).contiguous(memory_format=CL)
+        expected = skip + reference(x)
+        got = fast.add_to(skip.clone(), x)
+    assert torch.allclose(got, expected, atol=1e-5)
+    # With autograd the skip is left alone and the sum is a new tensor.
+    kept = skip.clone()
+    summed = fast.add_to(kept, x)
+    assert torch.equal(kept, skip) and torch.allclose(summed, expected, atol=1e-5)
+
+
+def test_network_inference_equals_the_autograd_forward_at_every_head():
+    model = MedNeXt(**dict(TINY, deep_supervision=True, ds_output="list"), channels_last=True).eval()
+    x = torch.randn(2, 1, 32, 32, 16)
+    given = x.clone()
+    with torch.no_grad():
+        inference = model(given)
+    autograd = model(x)
+    assert torch.equal(given, x)
+    assert len(inference) == len(autograd) == 5
+    for a, b in zip(inference, autograd):
+        assert torch.allclose(a, b, atol=1e-5)

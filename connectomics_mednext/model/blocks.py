@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .depthwise import DepthwiseConv2d, DepthwiseConv3d, DepthwiseConvTranspose2d, DepthwiseConvTranspose3d
-from .fused import can_fuse, fused_pointwise
+from .fused import can_fuse, fused_pointwise, fused_pointwise_inference
+from .layout import is_channels_last
 from .norm import PerChannelGroupNorm
 from .pointwise import PointwiseConv2d, PointwiseConv3d, PointwiseConvTranspose2d, PointwiseConvTranspose3d
 
@@ -169,14 +170,24 @@ class _InvertedBottleneck(nn.Module):
         # GRN needs statistics of the whole expanded tensor, so it cannot run tile by tile.
         self._fusable = not grn and type(self.norm) is PerChannelGroupNorm
 
-    def transform(self, x: torch.Tensor, shortcut: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def transform(self, x: torch.Tensor, shortcut: Optional[torch.Tensor] = None,
+                  into_shortcut: bool = False) -> torch.Tensor:
         """The block's branch, plus ``shortcut`` when given.
 
         Args:
             x: the block's input.
             shortcut: what the block adds to its branch (its input, or a 1x1 conv of it).
+            into_shortcut: without autograd, the result may be written into ``shortcut``, which
+                the caller no longer needs.
         """
-        y = self.conv1(x)
+        return self._after_depthwise(self.conv1(x), shortcut, into_shortcut)
+
+    def _fuses_inference(self, y: torch.Tensor) -> bool:
+        return self._fusable and can_fuse(y) and not torch.is_grad_enabled()
+
+    def _after_depthwise(self, y: torch.Tensor, shortcut: Optional[torch.Tensor], into_shortcut: bool) -> torch.Tensor:
+        if self._fuses_inference(y):
+            return fused_pointwise_inference(y, shortcut, self.norm, self.conv2, self.conv3, into_shortcut)
         if self._fusable and can_fuse(y):
             return fused_pointwise(y, shortcut, self.norm, self.conv2, self.conv3)
         y = self.act(self.conv2(self.norm(y)))
@@ -228,8 +239,15 @@ class MedNeXtBlock(_InvertedBottleneck):
         super().__init__(depthwise, in_channels, out_channels, exp_r, norm_type, dim, grn)
         self.do_res = do_res
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.transform(x, x if self.do_res else None)
+    def forward(self, x: torch.Tensor, overwrite_input: bool = False) -> torch.Tensor:
+        """Apply the block.
+
+        Args:
+            x: input of shape (B, in_channels, *spatial).
+            overwrite_input: without autograd, the result may be written over ``x``, which saves
+                an allocation and a copy when the caller no longer needs ``x``.
+        """
+        return self.transform(x, x if self.do_res else None, into_shortcut=overwrite_input)
 
 
 class MedNeXtDownBlock(_InvertedBottleneck):
@@ -276,7 +294,8 @@ class MedNeXtDownBlock(_InvertedBottleneck):
             self.res_conv = POINTWISE_CONV[dim](in_channels, out_channels, kernel_size=1, stride=strides)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.transform(x, self.res_conv(x) if self.resample_do_res else None)
+        # The shortcut is this block's own tensor, free to hold the result.
+        return self.transform(x, self.res_conv(x) if self.resample_do_res else None, into_shortcut=True)
 
 
 class MedNeXtUpBlock(_InvertedBottleneck):
@@ -331,8 +350,36 @@ class MedNeXtUpBlock(_InvertedBottleneck):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # pad(a) + pad(b) == pad(a + b): the shortcut joins before the one padded copy.
-        out = self.transform(x, self.res_conv(x) if self.resample_do_res else None)
+        out = self.transform(x, self.res_conv(x) if self.resample_do_res else None, into_shortcut=True)
         return F.pad(out, self._pad) if self._needs_pad else out
+
+    def add_to(self, skip: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``skip + self(x)``, the decoder's input. Without autograd it is computed into ``skip``.
+
+        Without autograd on CPU, the block's output is added straight into the part of ``skip``
+        that the padding leaves, and the strided ``res_conv`` adds its bias through the branch's
+        last bias and its product only at the voxels its stride reaches: no padded copy and no
+        mostly-zero shortcut tensor.
+
+        Args:
+            skip: the encoder's tensor at this block's output size. Overwritten without autograd.
+            x: the block's input.
+        """
+        if torch.is_grad_enabled():
+            return skip + self(x)
+        y = self.conv1(x)
+        if self._fuses_inference(y) and is_channels_last(skip):
+            fold_bias = self.resample_do_res and self.res_conv.bias is not None
+            out = fused_pointwise_inference(y, None, self.norm, self.conv2, self.conv3,
+                                            extra_bias=self.res_conv.bias if fold_bias else None)
+            if self.resample_do_res:
+                self.res_conv.add_product_to(out, x)
+        else:
+            out = self._after_depthwise(y, self.res_conv(x) if self.resample_do_res else None, into_shortcut=True)
+        # The reference's padding puts the missing voxels at the start of each axis.
+        interior = (slice(None), slice(None)) + tuple(slice(s - 1, None) for s in self.conv1.stride)
+        skip[interior] += out
+        return skip
 
 
 class OutBlock(nn.Module):

@@ -237,12 +237,18 @@ class MedNeXt(nn.Module):
         return checkpoint(module, x, use_reentrant=False)
 
     def _stage(self, stage: nn.Module, x: torch.Tensor, use_checkpoint: bool) -> torch.Tensor:
-        if not use_checkpoint:
-            return stage(x)
-        # Per block, so only block inputs are stored, as in the reference.
         blocks = stage if isinstance(stage, nn.Sequential) else [stage]
+        if use_checkpoint:
+            # Per block, so only block inputs are stored, as in the reference.
+            for block in blocks:
+                x = self._run(block, x)
+            return x
+        if torch.is_grad_enabled():
+            return stage(x)
+        # Without autograd, a stage's input is this forward's own tensor and dead once read (the
+        # skips are stage outputs, which down blocks only read), so blocks write over their input.
         for block in blocks:
-            x = self._run(block, x)
+            x = block(x, overwrite_input=True) if isinstance(block, MedNeXtBlock) else block(x)
         return x
 
     def forward(self, x: torch.Tensor) -> Union[torch.Tensor, List[torch.Tensor], "OrderedDict[str, torch.Tensor]"]:
@@ -276,8 +282,9 @@ class MedNeXt(nn.Module):
         if want_heads:
             heads.append(self.out_4(x))
         for level in reversed(range(NUM_LEVELS)):
-            x = self._stage(getattr(self, f"up_{level}"), x, use_checkpoint)
-            x = self._stage(getattr(self, f"dec_block_{level}"), skips.pop() + x, use_checkpoint)
+            up = getattr(self, f"up_{level}")
+            x = skips.pop() + self._run(up, x) if use_checkpoint else up.add_to(skips.pop(), x)
+            x = self._stage(getattr(self, f"dec_block_{level}"), x, use_checkpoint)
             if want_heads and level > 0:
                 heads.append(getattr(self, f"out_{level}")(x))
         outputs = [self.out_0(x).contiguous()] + [head.contiguous() for head in reversed(heads)]
