@@ -15,8 +15,10 @@ from typing import Dict, List
 
 import torch
 
+from connectomics_mednext.engine.allocator import keep_freed_memory
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import keep_freed_memory, make_train_step, peak_memory_mib, time_repeated  # noqa: E402
+from timing import make_train_step, peak_memory_mib, time_repeated  # noqa: E402
 
 CASES: Dict[str, Dict] = {
     "eager fp32": dict(checkpoint_style=None, bf16=False, channels_last=None),

@@ -20,8 +20,10 @@ from typing import Dict, List
 
 import torch
 
+from connectomics_mednext.engine.allocator import keep_freed_memory
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import as_list, keep_freed_memory, make_train_step, peak_memory_mib, summarise, time_repeated  # noqa: E402
+from timing import as_list, make_train_step, peak_memory_mib, summarise, time_repeated  # noqa: E402
 
 NUM_LEVELS = 4
 # Our (reference) names -> MONAI names; MONAI numbers decoder parts from the bottleneck up.
@@ -184,7 +186,7 @@ def compare(args: argparse.Namespace, forwarded: List[str], model_id: str, kerne
         train = interleaved(workers, "train", args.warmup, args.repeats)
         result = {impl: {"train_step": train[impl], "train_peak_memory_mib": worker.ask("peak_memory")}
                   for impl, worker in workers.items()}
-        window = interleaved(workers, "window", args.warmup, args.repeats)
+        window = interleaved(workers, "window", args.warmup, args.window_repeats)
         voxels = args.patch**3
         for impl in workers:
             result[impl]["window"] = dict(window[impl], voxels_per_s=voxels / window[impl]["median_s"])
@@ -210,6 +212,8 @@ def main(argv: List[str] = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--window-repeats", type=int, default=15,
+                        help="timed single-window inferences per side (cheap next to training steps)")
     parser.add_argument("--volume-repeats", type=int, default=1)
     parser.add_argument("--default-malloc", action="store_true",
                         help="leave glibc malloc as is (by default both sides keep freed memory; see README)")

@@ -1,5 +1,4 @@
-"""Shared helpers for the benchmarks: repeated timing, peak memory, allocator settings, losses."""
-import ctypes
+"""Shared helpers for the benchmarks: repeated timing, peak memory, losses."""
 import resource
 import statistics
 import time
@@ -7,22 +6,6 @@ from typing import Callable, Dict, Iterable, List
 
 import torch
 import torch.nn.functional as F
-
-# glibc mallopt parameters: keep freed blocks in the heap instead of returning them to the
-# kernel, so large activations are not page-faulted in afresh at every step.
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
-
-
-def keep_freed_memory() -> bool:
-    """Tune glibc malloc for repeated large allocations (process-wide). Returns whether it applied."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    # mallopt takes a C int: a larger value would wrap (1 << 40 becomes 0, which trims at every free).
-    largest = ctypes.c_int(2**31 - 1).value
-    return bool(libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, largest))
 
 
 def synchronize(device: torch.device) -> None:

@@ -10,6 +10,7 @@ import sys
 from typing import List, Optional
 
 from .config import add_mednext_config, check_native_values, load_native_cfg
+from .engine.allocator import keep_freed_memory
 from .pytc import PyTCNotAvailable, is_pytc_available, register
 
 
@@ -97,6 +98,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     """
     args = build_parser().parse_args(argv if argv is not None else sys.argv[1:])
     _check_files(args)
+    # This process is ours, so its allocator may be tuned (see engine/allocator.py).
+    keep_freed_memory()
     use_pytc = args.engine == "pytc" or (args.engine == "auto" and is_pytc_available())
     try:
         (run_pytc if use_pytc else run_native)(args)

@@ -140,6 +140,12 @@ def test_fused_blocks_match_op_by_op_blocks(monkeypatch, block, out_channels, ex
     assert calls, "the fused path was not taken"
 
 
+def _small_tiles(monkeypatch) -> None:
+    """Several tiles per block, the last one short."""
+    monkeypatch.setattr(fused, "TILE_ROWS", 128)
+    monkeypatch.setattr(fused, "INFERENCE_TILE_ROWS", 128)
+
+
 def _loaded_pair(block, *args, **kwargs):
     reference = block(*args, **kwargs)
     for p in reference.parameters():
@@ -152,7 +158,7 @@ def _loaded_pair(block, *args, **kwargs):
 
 @pytest.mark.parametrize("overwrite_input", [False, True])
 def test_inference_block_matches_op_by_op_and_keeps_its_input_unless_told(monkeypatch, overwrite_input):
-    monkeypatch.setattr(fused, "TILE_ROWS", 128)  # several tiles, the last one short
+    _small_tiles(monkeypatch)
     reference, fast = _loaded_pair(MedNeXtBlock, 6, 6, exp_r=3, kernel_size=3)
     x = (torch.randn(2, 6, 6, 8, 10) * 2 + 30).contiguous(memory_format=CL)
     given = x.clone()
@@ -167,7 +173,7 @@ def test_inference_block_matches_op_by_op_and_keeps_its_input_unless_told(monkey
 
 @pytest.mark.parametrize("do_res", [False, True])
 def test_inference_down_block_matches_op_by_op(monkeypatch, do_res):
-    monkeypatch.setattr(fused, "TILE_ROWS", 128)
+    _small_tiles(monkeypatch)
     reference, fast = _loaded_pair(MedNeXtDownBlock, 6, 12, exp_r=3, kernel_size=3, do_res=do_res)
     x = (torch.randn(2, 6, 6, 8, 10) * 2 + 30).contiguous(memory_format=CL)
     with torch.no_grad():
@@ -176,7 +182,7 @@ def test_inference_down_block_matches_op_by_op(monkeypatch, do_res):
 
 @pytest.mark.parametrize("do_res,stride", [(True, 2), (False, 2), (True, (1, 2, 2))])
 def test_up_block_adds_into_the_skip_as_skip_plus_block(monkeypatch, do_res, stride):
-    monkeypatch.setattr(fused, "TILE_ROWS", 128)
+    _small_tiles(monkeypatch)
     reference, fast = _loaded_pair(MedNeXtUpBlock, 12, 6, exp_r=2, kernel_size=3, do_res=do_res, stride=stride)
     x = torch.randn(2, 12, 3, 4, 5).contiguous(memory_format=CL)
     with torch.no_grad():

@@ -38,14 +38,22 @@ def _as_kernel(x: torch.Tensor, b: int) -> torch.Tensor:
     return kernel
 
 
+def _padded(x: torch.Tensor, pads: List[Tuple[int, int]]) -> torch.Tensor:
+    """``x`` with (before, after) zeros per spatial axis (F.pad lists the last axis first)."""
+    return F.pad(x, tuple(v for pair in reversed(pads) for v in pair))
+
+
 def _conv_with_pads(x: torch.Tensor, weight: torch.Tensor, bias, pads: List[Tuple[int, int]]) -> torch.Tensor:
-    """Depthwise conv of ``x`` with (before, after) zero padding per axis; F.pad only when they differ."""
+    """Depthwise conv of ``x`` with (before, after) zero padding per axis, for small kernels.
+
+    Symmetric padding is left to the conv, which saves F.pad's copy of the input. Not for
+    volume-sized kernels: there oneDNN's padded conv takes a scratch buffer of about 25 bytes
+    per kernel value and output (760 MiB for a 64^3 kernel with 32 channels).
+    """
     conv = CONV_FUNCTIONS[x.dim() - 2]
     if all(before == after >= 0 for before, after in pads):
-        # The conv pads symmetric zeros itself, without F.pad's copy of the input.
         return conv(x, weight, bias, padding=tuple(before for before, _ in pads), groups=x.shape[1])
-    # F.pad lists the last axis first.
-    return conv(F.pad(x, tuple(v for pair in reversed(pads) for v in pair)), weight, bias, groups=x.shape[1])
+    return conv(_padded(x, pads), weight, bias, groups=x.shape[1])
 
 
 def _phase_taps(phase: int, stride: int, kernel: int, padding: int) -> Tuple[slice, int]:
@@ -94,7 +102,8 @@ def _transposed_weight_grad(x: torch.Tensor, grad: torch.Tensor, weight: torch.T
     for where, taps, pads in _transposed_phases(x.shape[2:], grad.shape[2:], weight.shape[2:], stride, padding):
         phase = grad[(slice(None), slice(None)) + where]
         for b in range(x.shape[0]):
-            taps_grad = _conv_with_pads(x[b : b + 1], _as_kernel(phase, b), None, pads)[0]
+            padded = _padded(x[b : b + 1], pads)
+            taps_grad = CONV_FUNCTIONS[ndim](padded, _as_kernel(phase, b), groups=x.shape[1])[0]
             grad_w[(slice(None), 0) + taps] += taps_grad.flip(tuple(range(1, 1 + ndim)))
     return grad_w
 
@@ -109,13 +118,10 @@ def _weight_grad(x: torch.Tensor, grad: torch.Tensor, kernel: Tuple[int, ...], s
     conv = CONV_FUNCTIONS[ndim]
     channels = x.shape[1]
     grad_w = x.new_zeros((channels, 1) + tuple(kernel))
-    strided = any(s > 1 for s in stride)
     for b in range(x.shape[0]):
         grad_kernel = _as_kernel(grad, b)
-        if not strided:
-            grad_w += conv(x[b : b + 1], grad_kernel, padding=padding, groups=channels)[0].unsqueeze(1)
-            continue
-        padded = F.pad(x[b : b + 1], tuple(p for pad in reversed(padding) for p in (pad, pad)))
+        # F.pad, not the conv's padding, for the reason in _conv_with_pads.
+        padded = _padded(x[b : b + 1], [(p, p) for p in padding])
         for phases in itertools.product(*(range(s) for s in stride)):
             counts = [len(range(r, k, s)) for r, k, s in zip(phases, kernel, stride)]
             if 0 in counts:

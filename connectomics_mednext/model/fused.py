@@ -21,6 +21,8 @@ from .layout import is_channels_last
 
 # Rows (voxels) per tile: 4096 x (exp_r * C) floats stay within a core's L2 for MedNeXt's widths.
 TILE_ROWS = 4096
+# Without a backward to share the cache with, twice as many rows measured about 4% faster.
+INFERENCE_TILE_ROWS = 8192
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
@@ -28,8 +30,9 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
     return x.movedim(1, -1).reshape(x.shape[0], -1, x.shape[1])
 
 
-def _tiles(count: int):
-    return [slice(start, min(start + TILE_ROWS, count)) for start in range(0, count, TILE_ROWS)]
+def _tiles(count: int, rows: Optional[int] = None):
+    rows = rows or TILE_ROWS
+    return [slice(start, min(start + rows, count)) for start in range(0, count, rows)]
 
 
 def _channel_stats(rows: torch.Tensor, eps: float) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -151,11 +154,11 @@ def fused_pointwise_inference(y: torch.Tensor, shortcut: Optional[torch.Tensor],
         rows = y_rows[b]
         mean = rows.mean(0)
         square_sum = torch.zeros_like(mean)
-        for tile in _tiles(rows.shape[0]):
+        for tile in _tiles(rows.shape[0], INFERENCE_TILE_ROWS):
             square_sum += rows[tile].sub_(mean).square().sum(0)
         rstd = torch.rsqrt(square_sum / rows.shape[0] + norm.eps)
         w2t = (w2 * (norm.weight * rstd)).t()
-        for tile in _tiles(rows.shape[0]):
+        for tile in _tiles(rows.shape[0], INFERENCE_TILE_ROWS):
             hidden = F.gelu(torch.addmm(shift, rows[tile], w2t))
             target = out_rows[b, tile]
             if shortcut_rows is None:
