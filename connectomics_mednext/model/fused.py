@@ -134,7 +134,7 @@ def fused_pointwise_inference(y: torch.Tensor, shortcut: Optional[torch.Tensor],
         conv2: the 1x1 expansion conv.
         conv3: the 1x1 compression conv.
         into_shortcut: write the result into ``shortcut`` (the caller no longer needs it) instead
-            of a new tensor. Needs a channels-last shortcut.
+            of a new tensor, when the shortcut is channels-last.
         extra_bias: added to ``conv3``'s bias (a shortcut's bias, folded in to save a pass).
     """
     w2 = conv2.weight.flatten(1)
