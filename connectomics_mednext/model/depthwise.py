@@ -47,8 +47,8 @@ def _conv_with_pads(x: torch.Tensor, weight: torch.Tensor, bias, pads: List[Tupl
     """Depthwise conv of ``x`` with (before, after) zero padding per axis, for small kernels.
 
     Symmetric padding is left to the conv, which saves F.pad's copy of the input. Not for
-    volume-sized kernels: there oneDNN's padded conv takes a scratch buffer of about 25 bytes
-    per kernel value and output (760 MiB for a 64^3 kernel with 32 channels).
+    volume-sized kernels: there oneDNN's padded conv takes a large scratch buffer (peak memory
+    rose by 760 MiB for a 64^3 kernel with 32 channels, against 114 MiB with F.pad).
     """
     conv = CONV_FUNCTIONS[x.dim() - 2]
     if all(before == after >= 0 for before, after in pads):
@@ -134,63 +134,52 @@ def _weight_grad(x: torch.Tensor, grad: torch.Tensor, kernel: Tuple[int, ...], s
     return grad_w
 
 
+def _input_grad(grad: torch.Tensor, weight: torch.Tensor, size: Tuple[int, ...], stride, padding,
+                transposed: bool) -> torch.Tensor:
+    """Input gradient of a depthwise conv (or transposed conv) of an input of spatial ``size``.
+
+    The adjoint of a transposed conv is the strided conv; that of a strided conv is the transposed
+    conv, out to the input's size; that of a stride-1 conv is the conv with the flipped kernel.
+    """
+    ndim = grad.dim() - 2
+    conv = CONV_FUNCTIONS[ndim]
+    if transposed:
+        return conv(grad, weight, stride=stride, padding=padding, groups=grad.shape[1])
+    if any(s > 1 for s in stride):
+        return _transposed_by_phases(grad, weight, None, stride, padding, size=size)
+    return conv(grad, weight.flip(tuple(range(2, 2 + ndim))), padding=padding, groups=grad.shape[1])
+
+
 class _DepthwiseConvFunction(torch.autograd.Function):
-    """Depthwise conv (odd kernel ``>= stride``, padding ``k // 2``) whose backward is depthwise convs."""
+    """A depthwise conv or transposed conv (odd kernel ``>= stride``, padding ``k // 2``) whose
+    backward is depthwise convs; the transposed one runs by output phases."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, padding: Tuple[int, ...], stride: Tuple[int, ...]):
-        conv = CONV_FUNCTIONS[x.dim() - 2]
+    def forward(ctx, x, weight, bias, stride: Tuple[int, ...], padding: Tuple[int, ...], transposed: bool):
         ctx.save_for_backward(x, weight)
-        ctx.padding = padding
         ctx.stride = stride
+        ctx.padding = padding
+        ctx.transposed = transposed
         ctx.has_bias = bias is not None
-        return conv(x, weight, bias, stride=stride, padding=padding, groups=x.shape[1])
+        if transposed:
+            return _transposed_by_phases(x, weight, bias, stride, padding)
+        return CONV_FUNCTIONS[x.dim() - 2](x, weight, bias, stride=stride, padding=padding, groups=x.shape[1])
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):
         x, weight = ctx.saved_tensors
-        ndim = x.dim() - 2
         grad_x = grad_w = grad_b = None
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = grad.sum(dim=(0,) + tuple(range(2, 2 + ndim)))
+            grad_b = grad.sum(dim=(0,) + tuple(range(2, grad.dim())))
         if ctx.needs_input_grad[0]:
-            if any(s > 1 for s in ctx.stride):
-                # The adjoint of a strided conv is the transposed conv, out to the input's size.
-                grad_x = _transposed_by_phases(grad, weight, None, ctx.stride, ctx.padding, size=tuple(x.shape[2:]))
+            grad_x = _input_grad(grad, weight, tuple(x.shape[2:]), ctx.stride, ctx.padding, ctx.transposed)
+        if ctx.needs_input_grad[1]:
+            if ctx.transposed:
+                grad_w = _transposed_weight_grad(x, grad, weight, ctx.stride, ctx.padding)
             else:
-                flipped = weight.flip(tuple(range(2, 2 + ndim)))
-                grad_x = CONV_FUNCTIONS[ndim](grad, flipped, padding=ctx.padding, groups=x.shape[1])
-        if ctx.needs_input_grad[1]:
-            grad_w = _weight_grad(x, grad, weight.shape[2:], ctx.stride, ctx.padding)
-        return grad_x, grad_w, grad_b, None, None
-
-
-class _TransposedDepthwiseFunction(torch.autograd.Function):
-    """Depthwise transposed conv (odd kernel ``>= stride``, padding ``k // 2``) by output phases."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, stride: Tuple[int, ...], padding: Tuple[int, ...]):
-        ctx.save_for_backward(x, weight)
-        ctx.stride = stride
-        ctx.padding = padding
-        ctx.has_bias = bias is not None
-        return _transposed_by_phases(x, weight, bias, stride, padding)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: torch.Tensor):
-        x, weight = ctx.saved_tensors
-        ndim = x.dim() - 2
-        grad_x = grad_w = grad_b = None
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = grad.sum(dim=(0,) + tuple(range(2, 2 + ndim)))
-        if ctx.needs_input_grad[0]:
-            # The adjoint of a transposed conv is the strided conv.
-            grad_x = CONV_FUNCTIONS[ndim](grad, weight, stride=ctx.stride, padding=ctx.padding, groups=x.shape[1])
-        if ctx.needs_input_grad[1]:
-            grad_w = _transposed_weight_grad(x, grad, weight, ctx.stride, ctx.padding)
-        return grad_x, grad_w, grad_b, None, None
+                grad_w = _weight_grad(x, grad, weight.shape[2:], ctx.stride, ctx.padding)
+        return grad_x, grad_w, grad_b, None, None, None
 
 
 def cpu_fp32_training(x: torch.Tensor) -> bool:
@@ -228,7 +217,7 @@ class _FastDepthwiseMixin(_FastPathModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._fast and cpu_fp32_training(x):
-            return _DepthwiseConvFunction.apply(x, self.weight, self.bias, tuple(self.padding), tuple(self.stride))
+            return _DepthwiseConvFunction.apply(x, self.weight, self.bias, tuple(self.stride), tuple(self.padding), False)
         return super().forward(x)
 
 
@@ -252,7 +241,7 @@ class _DepthwiseTransposeMixin(_FastPathModule):
         if not (self._fast and x.device.type == "cpu"):
             return super().forward(x)
         if cpu_fp32_training(x):
-            return _TransposedDepthwiseFunction.apply(x, self.weight, self.bias, tuple(self.stride), tuple(self.padding))
+            return _DepthwiseConvFunction.apply(x, self.weight, self.bias, tuple(self.stride), tuple(self.padding), True)
         return _transposed_by_phases(x, self.weight, self.bias, tuple(self.stride), tuple(self.padding))
 
 
