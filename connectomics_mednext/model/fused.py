@@ -45,22 +45,28 @@ def _channel_stats(rows: torch.Tensor, eps: float) -> Tuple[torch.Tensor, torch.
 
 
 class _FusedPointwise(torch.autograd.Function):
+    """The autograd form. The norm's scale rides on the expansion weight here too:
+    ``W (g * (y - m) * r + beta) + b == (W * g * r)(y - m) + (W beta + b)``, so no tile ever holds
+    the normalised tensor, and the backward gets the norm's and the expansion's gradients from
+    two small sums per tile (the expansion's gradient against the centred rows, and its column
+    sums) instead of from per-tile products."""
+
     @staticmethod
     def forward(ctx, y, residual, norm_weight, norm_bias, w2, b2, w3, b3, eps):
-        out = torch.empty((y.shape[0], w3.shape[0]) + y.shape[2:], dtype=y.dtype,
-                          memory_format=torch.channels_last_3d if y.dim() == 5 else torch.channels_last)
+        out = torch.empty((y.shape[0], w3.shape[0]) + y.shape[2:], dtype=y.dtype, memory_format=_format(y))
         y_rows, out_rows = _rows(y), _rows(out)
         res_rows = None if residual is None else _rows(residual.contiguous(memory_format=_format(y)))
         w3t = w3.t()
+        shift = torch.addmv(b2, w2, norm_bias)
         means, rstds = [], []
         for b in range(y.shape[0]):
             rows = y_rows[b]
             mean, rstd = _channel_stats(rows, eps)
             means.append(mean)
             rstds.append(rstd)
-            scale = norm_weight * rstd
+            w2t = (w2 * (norm_weight * rstd)).t()
             for tile in _tiles(rows.shape[0]):
-                hidden = F.gelu(F.linear(torch.addcmul(norm_bias, rows[tile] - mean, scale), w2, b2))
+                hidden = F.gelu(torch.addmm(shift, rows[tile] - mean, w2t))
                 target = out_rows[b, tile]
                 if res_rows is None:
                     torch.addmm(b3, hidden, w3t, out=target)
@@ -80,29 +86,38 @@ class _FusedPointwise(torch.autograd.Function):
         grad_y_rows = _rows(grad_y)
         grads = {name: torch.zeros_like(t) for name, t in
                  (("w2", w2), ("b2", b2), ("w3", w3), ("norm_weight", norm_weight), ("norm_bias", norm_bias))}
+        shift = torch.addmv(b2, w2, norm_bias)
+        count = y_rows.shape[1]
         for b in range(y.shape[0]):
             rows, g_rows, mean, rstd = y_rows[b], grad_rows[b], means[b], rstds[b]
-            sum_dt, sum_dt_xhat = torch.zeros_like(mean), torch.zeros_like(mean)
-            for tile in _tiles(rows.shape[0]):
-                xhat = (rows[tile] - mean).mul_(rstd)
-                t = torch.addcmul(norm_bias, xhat, norm_weight)
-                pre = F.linear(t, w2, b2)
+            scale = norm_weight * rstd
+            scaled_w2 = w2 * scale
+            # Sums over the voxels: grad_pre^T (y - m), and grad_pre's column sums.
+            pre_by_centred = torch.zeros_like(w2)
+            pre_sum = torch.zeros_like(b2)
+            for tile in _tiles(count):
+                centred = rows[tile] - mean
+                pre = torch.addmm(shift, centred, scaled_w2.t())
                 g = g_rows[tile]
                 grads["w3"].addmm_(g.t(), F.gelu(pre))
                 grad_pre = torch.ops.aten.gelu_backward(g @ w3, pre)
-                grads["w2"].addmm_(grad_pre.t(), t)
-                grads["b2"] += grad_pre.sum(0)
-                dt = torch.mm(grad_pre, w2, out=grad_y_rows[b, tile])
-                sum_dt += dt.sum(0)
-                sum_dt_xhat += (dt * xhat).sum(0)
+                pre_by_centred.addmm_(grad_pre.t(), centred)
+                pre_sum += grad_pre.sum(0)
+                # scale * dt, where dt = grad_pre @ w2 is the gradient at the norm's output.
+                torch.mm(grad_pre, scaled_w2, out=grad_y_rows[b, tile])
+            # With t = g * (y - m) * r + beta: sum(dt) = pre_sum @ w2, and
+            # sum(dt * (y - m) * r) = r * (w2 * pre_by_centred).sum(0).
+            sum_dt = pre_sum @ w2
+            sum_dt_xhat = rstd * (w2 * pre_by_centred).sum(0)
+            grads["w2"] += pre_by_centred * scale + torch.outer(pre_sum, norm_bias)
+            grads["b2"] += pre_sum
             grads["norm_bias"] += sum_dt
             grads["norm_weight"] += sum_dt_xhat
-            # d/dy of w * xhat + beta: w * rstd * (dt - mean(dt) - xhat * mean(dt * xhat)).
-            scale, count = norm_weight * rstd, rows.shape[0]
+            # d/dy = scale * (dt - mean(dt) - xhat * mean(dt * xhat)); grad_y holds scale * dt.
+            offset = scale * sum_dt / count
+            slope = scale * rstd * sum_dt_xhat / count
             for tile in _tiles(count):
-                xhat = (rows[tile] - mean).mul_(rstd)
-                dt = grad_y_rows[b, tile]
-                dt.sub_(sum_dt / count).addcmul_(xhat, sum_dt_xhat / count, value=-1.0).mul_(scale)
+                grad_y_rows[b, tile].sub_(offset).addcmul_(rows[tile] - mean, slope, value=-1.0)
         grad_b3 = grad_rows.sum((0, 1))
         return (grad_y, grad if ctx.has_residual else None, grads["norm_weight"], grads["norm_bias"],
                 grads["w2"], grads["b2"], grads["w3"], grad_b3, None)
