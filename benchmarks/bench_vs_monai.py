@@ -176,7 +176,17 @@ def interleaved(workers: Dict[str, Worker], command: str, warmup: int, repeats: 
 
 
 def compare(args: argparse.Namespace, forwarded: List[str], model_id: str, kernel: int) -> Dict[str, Dict]:
-    """Time ours and MONAI's, interleaved run by run; each side's figures as the old per-worker dict."""
+    """Time ours and MONAI's, interleaved run by run.
+
+    Returns, per implementation, ``train_step``, ``train_peak_memory_mib``, ``window`` and, with
+    ``--volume``, ``sliding_window``.
+
+    Args:
+        args: the parsed command line.
+        forwarded: the command-line arguments the workers get.
+        model_id: the preset ('S', 'B', ...).
+        kernel: the kernel size.
+    """
     workers = {
         impl: Worker([sys.executable, os.path.abspath(__file__), *forwarded, "--worker", "--impl", impl,
                       "--model", model_id, "--kernel", str(kernel)])

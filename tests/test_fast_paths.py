@@ -208,3 +208,14 @@ def test_network_inference_equals_the_autograd_forward_at_every_head():
     assert len(inference) == len(autograd) == 5
     for a, b in zip(inference, autograd):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_up_block_add_to_under_autocast_keeps_the_promoted_sum():
+    up = MedNeXtUpBlock(8, 4, exp_r=2, kernel_size=3, do_res=True).eval()
+    x = torch.randn(1, 8, 4, 4, 4)
+    skip = torch.randn(1, 4, 8, 8, 8).bfloat16()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = skip + up(x)
+        got = up.add_to(skip.clone(), x)
+    assert got.dtype == expected.dtype == torch.float32
+    assert torch.equal(got, expected)

@@ -376,6 +376,9 @@ class MedNeXtUpBlock(_InvertedBottleneck):
                 self.res_conv.add_product_to(out, x)
         else:
             out = self._after_depthwise(y, self.res_conv(x) if self.resample_do_res else None, into_shortcut=True)
+        if out.dtype != skip.dtype:
+            # Under autocast the plain sum promotes; an in-place one would round to the skip's dtype.
+            return skip + (F.pad(out, self._pad) if self._needs_pad else out)
         # The reference's padding puts the missing voxels at the start of each axis.
         interior = (slice(None), slice(None)) + tuple(slice(s - 1, None) for s in self.conv1.stride)
         skip[interior] += out
