@@ -186,9 +186,9 @@ class _InvertedBottleneck(nn.Module):
         return self._fusable and can_fuse(y) and not torch.is_grad_enabled()
 
     def _after_depthwise(self, y: torch.Tensor, shortcut: Optional[torch.Tensor], into_shortcut: bool) -> torch.Tensor:
-        if self._fuses_inference(y):
-            return fused_pointwise_inference(y, shortcut, self.norm, self.conv2, self.conv3, into_shortcut)
         if self._fusable and can_fuse(y):
+            if not torch.is_grad_enabled():
+                return fused_pointwise_inference(y, shortcut, self.norm, self.conv2, self.conv3, into_shortcut)
             return fused_pointwise(y, shortcut, self.norm, self.conv2, self.conv3)
         y = self.act(self.conv2(self.norm(y)))
         if self.grn:
@@ -350,7 +350,9 @@ class MedNeXtUpBlock(_InvertedBottleneck):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # pad(a) + pad(b) == pad(a + b): the shortcut joins before the one padded copy.
-        out = self.transform(x, self.res_conv(x) if self.resample_do_res else None, into_shortcut=True)
+        return self._padded(self.transform(x, self.res_conv(x) if self.resample_do_res else None, into_shortcut=True))
+
+    def _padded(self, out: torch.Tensor) -> torch.Tensor:
         return F.pad(out, self._pad) if self._needs_pad else out
 
     def add_to(self, skip: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -378,7 +380,7 @@ class MedNeXtUpBlock(_InvertedBottleneck):
             out = self._after_depthwise(y, self.res_conv(x) if self.resample_do_res else None, into_shortcut=True)
         if out.dtype != skip.dtype:
             # Under autocast the plain sum promotes; an in-place one would round to the skip's dtype.
-            return skip + (F.pad(out, self._pad) if self._needs_pad else out)
+            return skip + self._padded(out)
         # The reference's padding puts the missing voxels at the start of each axis.
         interior = (slice(None), slice(None)) + tuple(slice(s - 1, None) for s in self.conv1.stride)
         skip[interior] += out

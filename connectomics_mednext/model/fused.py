@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from .layout import is_channels_last
+from .layout import CHANNELS_LAST, is_channels_last
 
 # Rows (voxels) per tile: 4096 x (exp_r * C) floats stay within a core's L2 for MedNeXt's widths.
 TILE_ROWS = 4096
@@ -35,13 +35,35 @@ def _tiles(count: int, rows: Optional[int] = None):
     return [slice(start, min(start + rows, count)) for start in range(0, count, rows)]
 
 
-def _channel_stats(rows: torch.Tensor, eps: float) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and 1 / std of a (voxels, C) matrix, in two passes (exact for large means)."""
+def _channel_stats(rows: torch.Tensor, eps: float, centre: bool = False,
+                   tile_rows: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and 1 / std of a (voxels, C) matrix, in two passes (exact for large means).
+
+    Args:
+        rows: the matrix.
+        eps: added to the variance.
+        centre: subtract the mean from ``rows`` in place on the second pass (no autograd).
+        tile_rows: rows per tile of the second pass (default :data:`TILE_ROWS`).
+    """
     mean = rows.mean(0)
     square_sum = torch.zeros_like(mean)
-    for tile in _tiles(rows.shape[0]):
-        square_sum += (rows[tile] - mean).square_().sum(0)
+    for tile in _tiles(rows.shape[0], tile_rows):
+        if centre:
+            square_sum += rows[tile].sub_(mean).square().sum(0)
+        else:
+            square_sum += (rows[tile] - mean).square_().sum(0)
     return mean, torch.rsqrt(square_sum / rows.shape[0] + eps)
+
+
+def _compress_into(target: torch.Tensor, hidden: torch.Tensor, w3t: torch.Tensor, b3: torch.Tensor,
+                   shortcut: Optional[torch.Tensor]) -> None:
+    """``target = hidden @ w3t + b3 (+ shortcut)``; ``shortcut`` may be (a view of) ``target`` itself."""
+    if shortcut is None:
+        torch.addmm(b3, hidden, w3t, out=target)
+    elif shortcut.data_ptr() == target.data_ptr():
+        target.addmm_(hidden, w3t).add_(b3)
+    else:
+        torch.addmm(shortcut, hidden, w3t, out=target).add_(b3)
 
 
 class _FusedPointwise(torch.autograd.Function):
@@ -53,9 +75,9 @@ class _FusedPointwise(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, y, residual, norm_weight, norm_bias, w2, b2, w3, b3, eps):
-        out = torch.empty((y.shape[0], w3.shape[0]) + y.shape[2:], dtype=y.dtype, memory_format=_format(y))
+        out = torch.empty((y.shape[0], w3.shape[0]) + y.shape[2:], dtype=y.dtype, memory_format=CHANNELS_LAST[y.dim()])
         y_rows, out_rows = _rows(y), _rows(out)
-        res_rows = None if residual is None else _rows(residual.contiguous(memory_format=_format(y)))
+        res_rows = None if residual is None else _rows(residual.contiguous(memory_format=CHANNELS_LAST[y.dim()]))
         w3t = w3.t()
         shift = torch.addmv(b2, w2, norm_bias)
         means, rstds = [], []
@@ -67,11 +89,7 @@ class _FusedPointwise(torch.autograd.Function):
             w2t = (w2 * (norm_weight * rstd)).t()
             for tile in _tiles(rows.shape[0]):
                 hidden = F.gelu(torch.addmm(shift, rows[tile] - mean, w2t))
-                target = out_rows[b, tile]
-                if res_rows is None:
-                    torch.addmm(b3, hidden, w3t, out=target)
-                else:
-                    torch.addmm(res_rows[b, tile], hidden, w3t, out=target).add_(b3)
+                _compress_into(out_rows[b, tile], hidden, w3t, b3, None if res_rows is None else res_rows[b, tile])
         ctx.save_for_backward(y, norm_weight, norm_bias, w2, b2, w3, torch.stack(means), torch.stack(rstds))
         ctx.has_residual = residual is not None
         return out
@@ -80,7 +98,7 @@ class _FusedPointwise(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad):
         y, norm_weight, norm_bias, w2, b2, w3, means, rstds = ctx.saved_tensors
-        grad = grad.contiguous(memory_format=_format(y))
+        grad = grad.contiguous(memory_format=CHANNELS_LAST[y.dim()])
         y_rows, grad_rows = _rows(y), _rows(grad)
         grad_y = torch.empty_like(y)
         grad_y_rows = _rows(grad_y)
@@ -123,10 +141,6 @@ class _FusedPointwise(torch.autograd.Function):
                 grads["w2"], grads["b2"], grads["w3"], grad_b3, None)
 
 
-def _format(x: torch.Tensor) -> torch.memory_format:
-    return torch.channels_last_3d if x.dim() == 5 else torch.channels_last
-
-
 def can_fuse(y: torch.Tensor) -> bool:
     """Whether :func:`fused_pointwise` can take ``y``: a channels-last float32 CPU tensor outside autocast."""
     return (y.device.type == "cpu" and y.dtype == torch.float32 and is_channels_last(y)
@@ -158,30 +172,20 @@ def fused_pointwise_inference(y: torch.Tensor, shortcut: Optional[torch.Tensor],
     if into_shortcut and shortcut is not None and is_channels_last(shortcut):
         out = shortcut
     else:
-        out = torch.empty((y.shape[0], w3t.shape[1]) + y.shape[2:], dtype=y.dtype, memory_format=_format(y))
+        out = torch.empty((y.shape[0], w3t.shape[1]) + y.shape[2:], dtype=y.dtype, memory_format=CHANNELS_LAST[y.dim()])
         if shortcut is not None:
-            shortcut = shortcut.contiguous(memory_format=_format(y))
+            shortcut = shortcut.contiguous(memory_format=CHANNELS_LAST[y.dim()])
     y_rows, out_rows = _rows(y), _rows(out)
     shortcut_rows = None if shortcut is None else _rows(shortcut)
     # W (g * (y - m) * r + beta) + b == (W * g * r)(y - m) + (W beta + b).
     shift = torch.addmv(conv2.bias, w2, norm.bias)
     for b in range(y.shape[0]):
         rows = y_rows[b]
-        mean = rows.mean(0)
-        square_sum = torch.zeros_like(mean)
-        for tile in _tiles(rows.shape[0], INFERENCE_TILE_ROWS):
-            square_sum += rows[tile].sub_(mean).square().sum(0)
-        rstd = torch.rsqrt(square_sum / rows.shape[0] + norm.eps)
+        _, rstd = _channel_stats(rows, norm.eps, centre=True, tile_rows=INFERENCE_TILE_ROWS)
         w2t = (w2 * (norm.weight * rstd)).t()
         for tile in _tiles(rows.shape[0], INFERENCE_TILE_ROWS):
             hidden = F.gelu(torch.addmm(shift, rows[tile], w2t))
-            target = out_rows[b, tile]
-            if shortcut_rows is None:
-                torch.addmm(b3, hidden, w3t, out=target)
-            elif shortcut is out:
-                target.addmm_(hidden, w3t).add_(b3)
-            else:
-                torch.addmm(shortcut_rows[b, tile], hidden, w3t, out=target).add_(b3)
+            _compress_into(out_rows[b, tile], hidden, w3t, b3, None if shortcut_rows is None else shortcut_rows[b, tile])
     return out
 
 

@@ -1,5 +1,5 @@
 """Memory-layout helpers shared by the CPU fast paths."""
-from typing import Dict, Optional, Tuple
+from typing import Dict, Tuple
 
 import torch
 
@@ -18,17 +18,14 @@ def memory_format_of(x: torch.Tensor) -> torch.memory_format:
     return CHANNELS_LAST[x.dim()] if is_channels_last(x) else torch.contiguous_format
 
 
-def spread_zeros(x: torch.Tensor, stride: Tuple[int, ...], size: Optional[Tuple[int, ...]] = None) -> torch.Tensor:
+def spread_zeros(x: torch.Tensor, stride: Tuple[int, ...]) -> torch.Tensor:
     """Spread ``x`` onto a grid ``stride`` times finer, with zeros between: ``n -> (n - 1) * s + 1`` voxels.
 
     Args:
         x: tensor of shape (B, C, *spatial).
         stride: the spacing per spatial axis.
-        size: spatial size of the result when it needs trailing zeros (at least the default).
     """
-    if size is None:
-        size = tuple((n - 1) * s + 1 for n, s in zip(x.shape[2:], stride))
-    shape = x.shape[:2] + tuple(size)
-    stuffed = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=memory_format_of(x)).zero_()
+    size = tuple((n - 1) * s + 1 for n, s in zip(x.shape[2:], stride))
+    stuffed = torch.empty(x.shape[:2] + size, dtype=x.dtype, device=x.device, memory_format=memory_format_of(x)).zero_()
     stuffed[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in stride)] = x
     return stuffed

@@ -31,15 +31,18 @@ class _PointwiseConvTransposeMixin:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cpu":
             return super().forward(x)
-        # The weight is stored (in, out, 1, ...): transpose it to (out, in). A contiguous copy makes
-        # autograd take the weight gradient as (out, voxels) @ (voxels, in), which MKL runs several
-        # times faster than the transposed product for a few output channels.
-        matrix = self.weight.flatten(1).t().contiguous()
+        matrix = self._matrix()
         stride = tuple(self.stride)
         if all(s == 1 for s in stride):
             return _linear_on_channels(x, matrix, self.bias)
         out = spread_zeros(_linear_on_channels(x, matrix, None), stride)
         return out if self.bias is None else out + self.bias.view((1, -1) + (1,) * len(stride))
+
+    def _matrix(self) -> torch.Tensor:
+        # The weight is stored (in, out, 1, ...): transpose it to (out, in). A contiguous copy makes
+        # autograd take the weight gradient as (out, voxels) @ (voxels, in), which MKL runs several
+        # times faster than the transposed product for a few output channels.
+        return self.weight.flatten(1).t().contiguous()
 
     def add_product_to(self, out: torch.Tensor, x: torch.Tensor) -> None:
         """Add this conv of ``x``, without its bias, into ``out`` in place (no autograd).
@@ -51,7 +54,7 @@ class _PointwiseConvTransposeMixin:
             x: the conv's input.
         """
         reached = (slice(None), slice(None)) + tuple(slice(None, None, s) for s in self.stride)
-        out[reached] += _linear_on_channels(x, self.weight.flatten(1).t(), None)
+        out[reached] += _linear_on_channels(x, self._matrix(), None)
 
 
 class PointwiseConv3d(_PointwiseConvMixin, nn.Conv3d):
