@@ -1,6 +1,7 @@
 """``build_mednext(cfg)``: a MedNeXt from a YACS config (PyTC's schema plus our keys)."""
 from typing import Any, Dict, List, Optional
 
+from .errors import ConfigError
 from .model import MedNeXt
 from .model.blocks import odd_kernel
 from .model.presets import PRESETS, preset_kwargs
@@ -8,10 +9,6 @@ from .model.presets import PRESETS, preset_kwargs
 CHECKPOINT_STYLES: Dict[str, Optional[str]] = {"none": None, "outside_block": "outside_block"}
 NUM_STAGES = 9
 NUM_LEVELS = 4
-
-
-class ConfigError(ValueError):
-    """A config value MedNeXt cannot use; the message names the key."""
 
 
 def _kernel(value: Any, ndim: int) -> Any:

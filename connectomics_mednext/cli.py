@@ -3,41 +3,95 @@
 The flags are PyTC v1.0's. When PyTC is importable, the plugin is registered and PyTC's own
 flow runs unchanged: ``Trainer``, then ``train``, ``test``, ``test_singly`` or ``run_chunk``.
 Otherwise our engine trains or infers from the same YAML and writes the same files.
+
+A mistake in the config, the flags or an input file ends the run with one sentence naming it
+and exit code 2; ``--debug`` shows the traceback too.
 """
 import argparse
 import os
 import sys
+import traceback
 from typing import List, Optional
 
-from .config import add_mednext_config, check_native_values, load_native_cfg
+from .config import (
+    add_mednext_config,
+    check_config_file,
+    check_native_values,
+    load_native_cfg,
+)
 from .engine.allocator import keep_freed_memory
-from .pytc import PyTCNotAvailable, is_pytc_available, register
+from .errors import ConfigError, UserError
+from .pytc import (
+    PyTCNotAvailable,
+    describe_pytc,
+    import_pytc,
+    register,
+    warn_unused_mednext_keys,
+)
+
+USAGE_ERROR = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, with PyTC v1.0's flags."""
-    parser = argparse.ArgumentParser(description="MedNeXt training and inference (PyTorch Connectomics flags)")
-    parser.add_argument("--config-file", type=str, required=True, help="configuration file (yaml)")
-    parser.add_argument("--config-base", type=str, default=None, help="base configuration file (yaml)")
-    parser.add_argument("--inference", action="store_true", help="inference mode")
-    parser.add_argument("--distributed", action="store_true", help="distributed training")
-    parser.add_argument("--checkpoint", type=str, default=None, help="path to load the checkpoint")
-    parser.add_argument("--manual-seed", type=int, default=None)
-    parser.add_argument("--local_world_size", type=int, default=1, help="number of GPUs each process")
-    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help="node rank for distributed training")
-    parser.add_argument("--debug", action="store_true", help="run in debug mode")
+    parser = argparse.ArgumentParser(
+        description="Train or infer MedNeXt with PyTorch Connectomics' flags: PyTC's engine when it is importable "
+                    "(see --engine), else ours, from the same YAML.")
+    parser.add_argument("--config-file", type=str, required=True, help="the task configuration (.yaml or .yml)")
+    parser.add_argument("--config-base", type=str, default=None,
+                        help="a base configuration merged before --config-file (.yaml or .yml)")
+    parser.add_argument("--inference", action="store_true",
+                        help="predict INFERENCE.IMAGE_NAME with the weights of --checkpoint instead of training")
+    parser.add_argument("--distributed", action="store_true",
+                        help="one process per device under torchrun (DDP training; inference ranks share the blocks)")
+    parser.add_argument("--checkpoint", type=str, default=None,
+                        help="with --inference: the weights to predict with; without: the checkpoint to resume "
+                             "training from (weights, optimizer, scheduler, iteration and crop generators)")
+    parser.add_argument("--manual-seed", type=int, default=None,
+                        help="seed of weight initialisation, crops and augmentation (default 0, as in PyTC)")
+    parser.add_argument("--local_world_size", type=int, default=1,
+                        help="devices per process; our engine uses one (start one process per GPU with torchrun)")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None,
+                        help="this process's rank on its node, as torch.distributed.launch passes it; our engine "
+                             "reads LOCAL_RANK from torchrun and accepts the flag only when it agrees")
+    parser.add_argument("--debug", action="store_true", help="print the full traceback of an error")
     parser.add_argument("--engine", choices=["auto", "pytc", "native"], default="auto",
-                        help="auto: PyTorch Connectomics when importable, else our engine")
+                        help="auto: PyTorch Connectomics when importable, else our engine (the first line printed "
+                             "says which runs and why)")
     parser.add_argument("opts", default=None, nargs=argparse.REMAINDER,
-                        help="config overrides, e.g. SOLVER.ITERATION_TOTAL 100")
+                        help="config overrides as KEY VALUE pairs, e.g. SOLVER.ITERATION_TOTAL 100")
     return parser
 
 
-def _check_files(args: argparse.Namespace) -> None:
-    for flag, path in (("--config-file", args.config_file), ("--config-base", args.config_base),
-                       ("--checkpoint", args.checkpoint)):
-        if path is not None and not os.path.isfile(path):
-            raise SystemExit(f"{flag}: file {path!r} does not exist.")
+def check_files(args: argparse.Namespace) -> None:
+    """Refuse a missing or non-YAML config file and a missing checkpoint before anything starts.
+
+    Args:
+        args: parsed command-line arguments.
+    """
+    for flag, path in (("--config-file", args.config_file), ("--config-base", args.config_base)):
+        if path is not None:
+            check_config_file(path, flag)
+    if args.checkpoint is not None and not os.path.isfile(args.checkpoint):
+        raise ConfigError(f"--checkpoint: file {args.checkpoint!r} does not exist.")
+
+
+def check_native_flags(args: argparse.Namespace) -> None:
+    """Refuse PyTC flags whose value our engine cannot honour.
+
+    Args:
+        args: parsed command-line arguments.
+    """
+    if args.local_world_size != 1:
+        raise ConfigError(f"--local_world_size is {args.local_world_size}, but our engine drives one device per "
+                          "process; start one process per GPU with torchrun --nproc_per_node=N ... --distributed.")
+    if args.local_rank is None:
+        return
+    if not args.distributed:
+        raise ConfigError("--local_rank is only meaningful with --distributed.")
+    env_rank = os.environ.get("LOCAL_RANK")
+    if env_rank is not None and int(env_rank) != args.local_rank:
+        raise ConfigError(f"--local_rank is {args.local_rank}, but torchrun set LOCAL_RANK={env_rank}.")
 
 
 def run_pytc(args: argparse.Namespace) -> None:
@@ -53,6 +107,7 @@ def run_pytc(args: argparse.Namespace) -> None:
     from connectomics.utils.system import init_devices
 
     cfg = load_cfg(args, add_cfg_func=add_mednext_config)
+    warn_unused_mednext_keys(cfg)
     device = init_devices(args, cfg)
     if args.local_rank in (0, None):
         print("PyTorch:", torch.__version__)
@@ -81,27 +136,68 @@ def run_native(args: argparse.Namespace) -> None:
     """
     from .engine.trainer import main_infer, main_train
 
+    check_native_flags(args)
     cfg = load_native_cfg(args.config_file, args.config_base, args.opts)
     check_native_values(cfg)
+    seed = 0 if args.manual_seed is None else args.manual_seed
     if args.inference:
         main_infer(cfg, args.checkpoint, distributed=args.distributed)
     else:
-        main_train(cfg, args.checkpoint, distributed=args.distributed)
+        main_train(cfg, args.checkpoint, distributed=args.distributed, seed=seed)
+
+
+def choose_engine(choice: str) -> bool:
+    """Whether PyTC runs for ``--engine choice``; prints one line saying which engine runs and why.
+
+    Args:
+        choice: ``auto``, ``pytc`` or ``native``.
+    """
+    if choice == "native":
+        _say("engine: ours (--engine native)")
+        return False
+    try:
+        modules = import_pytc()
+    except PyTCNotAvailable as error:
+        if choice == "pytc":
+            raise ConfigError(f"--engine pytc: {error}") from error
+        _say(f"engine: ours, because {error}")
+        return False
+    _say(f"engine: {describe_pytc(modules)} (--engine {choice})")
+    return True
+
+
+def _say(line: str) -> None:
+    if os.environ.get("RANK", "0") == "0":
+        print(line, flush=True)
+
+
+def run_command(argv: List[str]) -> None:
+    """Parse ``argv`` and run training or inference; errors propagate (see :func:`main`).
+
+    Args:
+        argv: command-line arguments, without the program name.
+    """
+    args = build_parser().parse_args(argv)
+    check_files(args)
+    # This process is ours, so its allocator may be tuned (see engine/allocator.py).
+    keep_freed_memory()
+    (run_pytc if choose_engine(args.engine) else run_native)(args)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    """Entry point of ``connectomics-mednext`` and ``scripts/main.py``: PyTC's flow when PyTC is
-    importable, else our engine.
+    """Entry point of ``connectomics-mednext`` and ``scripts/main.py``.
+
+    A :class:`~connectomics_mednext.errors.UserError` is printed as one line to stderr and
+    exits with code 2; with ``--debug`` its traceback is printed too.
 
     Args:
         argv: command-line arguments; ``None`` reads ``sys.argv``.
     """
-    args = build_parser().parse_args(argv if argv is not None else sys.argv[1:])
-    _check_files(args)
-    # This process is ours, so its allocator may be tuned (see engine/allocator.py).
-    keep_freed_memory()
-    use_pytc = args.engine == "pytc" or (args.engine == "auto" and is_pytc_available())
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        (run_pytc if use_pytc else run_native)(args)
-    except PyTCNotAvailable as error:
-        raise SystemExit(f"--engine pytc: {error}") from error
+        run_command(argv)
+    except UserError as error:
+        if "--debug" in argv:
+            traceback.print_exc()
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(USAGE_ERROR) from None

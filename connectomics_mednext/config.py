@@ -4,9 +4,14 @@ Written in the style of detectron2's ``add_*_config``: one function, one comment
 idempotent. Keys that accept either an int or a list default to ``None`` ("use the preset"),
 because YACS refuses to merge an int into a list default and vice versa.
 """
-from typing import Any, List, Optional, Sequence, Tuple
+import os
+import re
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
+import yaml
 from yacs.config import CfgNode as CN
+
+from .errors import ConfigError, MissingFileError, closest
 
 # (dotted key, default, comment). Order is the order shown by cfg.dump().
 MEDNEXT_KEYS: List[Tuple[str, Any, str]] = [
@@ -141,10 +146,90 @@ def get_native_defaults() -> CN:
     return add_mednext_config(cfg)
 
 
+CONFIG_SUFFIXES = (".yaml", ".yml")
+
+
+def check_config_file(path: str, flag: str) -> None:
+    """Refuse a config file that is not YAML (yacs would execute a ``.py`` one) or does not exist.
+
+    Args:
+        path: the file named on the command line.
+        flag: ``--config-file`` or ``--config-base``, for the message.
+    """
+    if not path.lower().endswith(CONFIG_SUFFIXES):
+        raise ConfigError(f"{flag} {path!r} must be a YAML file ending in .yaml or .yml; configs are data, not code.")
+    if not os.path.isfile(path):
+        raise MissingFileError(f"{flag}: file {path!r} does not exist.")
+
+
+def read_yaml_config(path: str, flag: str) -> CN:
+    """The mapping of keys in a YAML config file, read as data only.
+
+    Args:
+        path: the YAML file.
+        flag: the flag that named it, for messages.
+    """
+    check_config_file(path, flag)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{flag} {path!r} is not valid YAML{where}: {getattr(error, 'problem', error)}.") from error
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{flag} {path!r} is not a text file; expected YAML.") from error
+    if data is None:
+        raise ConfigError(f"{flag} {path!r} is empty; expected a YAML mapping of config keys such as 'MODEL:'.")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{flag} {path!r} holds a YAML {type(data).__name__}; expected a mapping of config keys "
+                          "such as 'MODEL:'.")
+    return CN(data)
+
+
+def config_keys(cfg: CN, prefix: str = "") -> List[str]:
+    """Every dotted key of a config tree, leaves only.
+
+    Args:
+        cfg: the tree.
+        prefix: the dotted path of ``cfg`` itself.
+    """
+    keys = []
+    for name, value in cfg.items():
+        key = f"{prefix}{name}"
+        keys.extend(config_keys(value, key + ".") if isinstance(value, CN) else [key])
+    return keys
+
+
+def explain_merge_error(error: Exception, source: str, defaults: CN) -> ConfigError:
+    """One sentence for a yacs merge failure: the unknown key with the closest known one, or the type expected.
+
+    Args:
+        error: what yacs raised (KeyError for an unknown key, ValueError for a type, AssertionError otherwise).
+        source: the file or "the command line".
+        defaults: the tree being merged into, whose keys are the valid ones.
+    """
+    text = str(error.args[0]) if error.args else str(error)
+    unknown = re.match(r"Non-existent (?:config )?key: (\S+)", text)
+    if unknown:
+        key = unknown.group(1)
+        hint = closest(key, config_keys(defaults))
+        suggestion = f"did you mean {hint!r}?" if hint else "this engine reads a subset of PyTC's keys (see " \
+            "connectomics_mednext/config.py); PyTorch Connectomics reads the others."
+        return ConfigError(f"{source}: {key} is not a config key; {suggestion}")
+    mismatch = re.match(r"Type mismatch \(<class '(\w+)'> vs\. <class '(\w+)'>\) with values \((.*) vs\. (.*)\) "
+                        r"for config key: (\S+)", text)
+    if mismatch:
+        expected, _, default, given, key = mismatch.groups()
+        return ConfigError(f"{source}: {key} must be of type {expected} (like its default {default}), got {given}.")
+    return ConfigError(f"{source}: {text}")
+
+
 def load_native_cfg(config_file: str, config_base: Optional[str] = None, opts: Sequence[str] = ()) -> CN:
     """Native defaults, then ``config_base``, ``config_file`` and command-line ``opts``; frozen.
 
-    A key outside our subset of PyTC's schema raises one clear error naming it.
+    A key outside our subset of PyTC's schema, a value of the wrong type, an empty or non-YAML
+    file raise one :class:`ConfigError` naming the file and the key.
 
     Args:
         config_file: the task YAML.
@@ -152,40 +237,63 @@ def load_native_cfg(config_file: str, config_base: Optional[str] = None, opts: S
         opts: ``KEY VALUE`` pairs.
     """
     cfg = get_native_defaults()
-    sources = [(path, cfg.merge_from_file) for path in (config_base, config_file) if path]
-    sources.append(("the command line", lambda _: cfg.merge_from_list(list(opts))))
-    for source, merge in sources:
+    files = [(path, flag) for path, flag in ((config_base, "--config-base"), (config_file, "--config-file")) if path]
+    for path, flag in files:
+        loaded = read_yaml_config(path, flag)
         try:
-            merge(source)
-        except (KeyError, AssertionError) as error:
-            raise ValueError(
-                f"{source}: {error.args[0] if error.args else error}. This engine reads a subset of PyTC's keys "
-                "(see connectomics_mednext/config.py); install PyTorch Connectomics to use the others."
-            ) from error
+            cfg.merge_from_other_cfg(loaded)
+        except (KeyError, ValueError, AssertionError) as error:
+            raise explain_merge_error(error, path, cfg) from error
+    opts = list(opts)
+    if len(opts) % 2:
+        raise ConfigError(f"Command-line overrides come in KEY VALUE pairs; {opts[-1]!r} has no value.")
+    try:
+        cfg.merge_from_list(opts)
+    except (KeyError, ValueError, AssertionError) as error:
+        raise explain_merge_error(error, "the command line", cfg) from error
     cfg.freeze()
     return cfg
 
 
-# (key, value our engine requires, why): PyTC keys our engine has but cannot honour otherwise yet.
-NATIVE_VALUE_LIMITS = [
-    ("DATASET.DO_2D", False, "our engine trains 3D networks only"),
-    ("INFERENCE.OUTPUT_SIZE", None, "our engine predicts whole windows (None means INFERENCE.INPUT_SIZE)"),
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _inference_output_size(cfg: CN, value: Any) -> bool:
+    return value is None or list(value) == list(cfg.INFERENCE.INPUT_SIZE or cfg.MODEL.INPUT_SIZE)
+
+
+# (key, whether our engine can honour the value, what it needs). Values our engine would
+# otherwise ignore or crash on are refused, never ignored.
+NATIVE_VALUE_RULES: List[Tuple[str, Callable[[CN, Any], bool], str]] = [
+    ("MODEL.ARCHITECTURE", lambda cfg, v: v == "mednext",
+     "'mednext' (our engine trains MedNeXt only; PyTorch Connectomics trains the others)"),
+    ("MODEL.IN_PLANES", lambda cfg, v: v == 1, "1 (our engine reads single-channel volumes)"),
+    ("MODEL.PRE_MODEL_ITER", lambda cfg, v: isinstance(v, int) and v >= 0, "an iteration count of 0 or more"),
+    ("DATASET.DO_2D", lambda cfg, v: v is False, "False (our engine trains 3D networks only)"),
+    ("SYSTEM.PARALLEL", lambda cfg, v: v in ("DP", "DDP"), "'DP' or 'DDP'"),
+    ("SOLVER.ITERATION_TOTAL", lambda cfg, v: _positive_int(v), "a positive number of iterations"),
+    ("SOLVER.ITERATION_SAVE", lambda cfg, v: _positive_int(v), "a positive number of iterations between checkpoints"),
+    ("SOLVER.ITERATION_VAL", lambda cfg, v: _positive_int(v), "a positive number of iterations between validations"),
+    ("SOLVER.SAMPLES_PER_BATCH", lambda cfg, v: _positive_int(v), "a batch of at least 1 sample"),
+    ("INFERENCE.SAMPLES_PER_BATCH", lambda cfg, v: _positive_int(v), "a batch of at least 1 window"),
+    ("MONITOR.ITERATION_NUM", lambda cfg, v: len(v) == 2 and all(_positive_int(n) for n in v),
+     "two positive iteration counts [scalars, images]"),
+    ("INFERENCE.OUTPUT_SIZE", _inference_output_size,
+     "None or INFERENCE.INPUT_SIZE (our engine predicts whole windows)"),
 ]
 
 
 def check_native_values(cfg: CN) -> None:
-    """Raise one clear error for a value our engine would otherwise have to ignore.
+    """Raise one :class:`ConfigError` for the first value our engine would otherwise have to ignore.
 
     Args:
         cfg: the loaded config.
     """
-    for key, required, reason in NATIVE_VALUE_LIMITS:
+    for key, can_honour, needs in NATIVE_VALUE_RULES:
         node = cfg
         for name in key.split("."):
             node = node[name]
         value = list(node) if isinstance(node, (list, tuple)) else node
-        acceptable = [required]
-        if key == "INFERENCE.OUTPUT_SIZE" and value is not None:
-            acceptable.append(list(cfg.INFERENCE.INPUT_SIZE or cfg.MODEL.INPUT_SIZE))
-        if value not in acceptable:
-            raise ValueError(f"{key} is {value!r}, but {reason}; use {required!r} or PyTorch Connectomics.")
+        if not can_honour(cfg, value):
+            raise ConfigError(f"{key} is {value!r}, but our engine needs {needs}.")

@@ -12,12 +12,16 @@
 Calling ``register()`` again changes nothing.
 """
 import importlib
+import importlib.metadata
+import importlib.util
+import os
+import warnings
 from collections import OrderedDict
 from types import ModuleType
-from typing import Dict
+from typing import Dict, List
 
 from .build import build_mednext, deep_supervision_weights
-from .config import add_mednext_config
+from .config import MEDNEXT_KEYS, add_mednext_config
 from .losses import DeepSupervisionLoss, resample_modes_for_targets
 from .model.mednext import DS_KEYS
 from .solver import SCHEDULERS, set_adam_eps
@@ -32,25 +36,70 @@ PYTC_MODULES = {
 }
 
 
+# Modules PyTC v1.0 imports -> the pip package that provides them, for the missing-dependency message.
+PIP_NAMES = {"cv2": "opencv-python", "skimage": "scikit-image", "sklearn": "scikit-learn", "yaml": "pyyaml",
+             "GPUtil": "gputil", "PIL": "pillow"}
+# Modules that have no working pip install on a CPU-only machine: tools/pytc_standins has stand-ins.
+STANDIN_MODULES = ("torchvision", "em_util")
+INSTALL_HINT = ("install it from source (github.com/PytorchConnectomics/pytorch_connectomics, branch v1.0); the "
+                "PyPI package named 'connectomics' is a different library")
+
+
 class PyTCNotAvailable(ImportError):
-    """PyTorch Connectomics v1.0 cannot be imported."""
+    """PyTorch Connectomics v1.0 cannot be imported; the message says why and what to install."""
+
+
+def _missing_dependency_hint(module: str) -> str:
+    if module in STANDIN_MODULES:
+        return (f"on a CPU-only machine put our stand-ins first on PYTHONPATH "
+                f"(PYTHONPATH=tools/pytc_standins), or pip install {module}")
+    return f"pip install {PIP_NAMES.get(module, module)}"
 
 
 def import_pytc() -> Dict[str, ModuleType]:
-    """PyTC's modules that ``register`` patches, or :class:`PyTCNotAvailable` with the reason."""
+    """PyTC's modules that ``register`` patches, or :class:`PyTCNotAvailable` with the reason.
+
+    The reason tells an absent PyTC from an installed one that fails to import because one of
+    its own dependencies is missing, and names that dependency.
+    """
+    spec = importlib.util.find_spec("connectomics")
+    if spec is None:
+        raise PyTCNotAvailable(f"PyTorch Connectomics v1.0 is not importable (no module named 'connectomics'); "
+                               f"{INSTALL_HINT}.")
+    location = os.path.dirname(spec.origin or "") or "?"
     modules = {}
     for name, path in PYTC_MODULES.items():
         try:
             modules[name] = importlib.import_module(path)
+        except ModuleNotFoundError as error:
+            missing = (error.name or "").split(".")[0]
+            if missing and missing != "connectomics":
+                raise PyTCNotAvailable(
+                    f"PyTorch Connectomics at {location} is installed but cannot be imported: it needs the module "
+                    f"{missing!r}, which is missing; {_missing_dependency_hint(missing)}."
+                ) from error
+            raise PyTCNotAvailable(f"the 'connectomics' package at {location} is not PyTorch Connectomics v1.0 "
+                                   f"({path} is missing); {INSTALL_HINT}.") from error
         except ImportError as error:
-            raise PyTCNotAvailable(
-                f"PyTorch Connectomics v1.0 is not importable ({path}: {error}). Install it from source "
-                "(github.com/PytorchConnectomics/pytorch_connectomics, branch v1.0); the PyPI package "
-                "named 'connectomics' is a different library."
-            ) from error
+            raise PyTCNotAvailable(f"PyTorch Connectomics at {location} fails to import ({path}: {error}).") from error
     if not hasattr(modules["defaults"], "_C") or not hasattr(modules["trainer"], "Trainer"):
-        raise PyTCNotAvailable("The importable 'connectomics' package is not PyTorch Connectomics v1.0.")
+        raise PyTCNotAvailable(f"the 'connectomics' package at {location} is not PyTorch Connectomics v1.0; "
+                               f"{INSTALL_HINT}.")
     return modules
+
+
+def describe_pytc(modules: Dict[str, ModuleType]) -> str:
+    """"PyTorch Connectomics <version> from <folder>", for the start-up line.
+
+    Args:
+        modules: what :func:`import_pytc` returned.
+    """
+    try:
+        version = importlib.metadata.version("connectomics")
+    except importlib.metadata.PackageNotFoundError:
+        version = "(no package metadata)"
+    package = os.path.dirname(os.path.dirname(modules["defaults"].__file__))
+    return f"PyTorch Connectomics v1.0 API, package version {version}, from {package}"
 
 
 def is_pytc_available() -> bool:
@@ -60,6 +109,43 @@ def is_pytc_available() -> bool:
     except PyTCNotAvailable:
         return False
     return True
+
+
+# Our keys that only a MedNeXt reads (PyTC's other networks ignore them) or only our engine reads.
+MEDNEXT_ONLY_PREFIXES = ("MODEL.MEDNEXT_SIZE", "MODEL.KERNEL_SIZE", "MODEL.DEEP_SUPERVISION", "MODEL.MEDNEXT.")
+NATIVE_ONLY_KEYS = ("MODEL.AMP_DTYPE", "INFERENCE.STREAM_BLOCK_SIZE")
+
+
+def unused_mednext_keys(cfg) -> List[str]:
+    """Our keys set away from their defaults that PyTC's run with ``cfg`` will not read.
+
+    Args:
+        cfg: PyTC's loaded config, with :func:`add_mednext_config`'s keys.
+    """
+    unused = []
+    for key, default, _ in MEDNEXT_KEYS:
+        node = cfg
+        for name in key.split("."):
+            node = node[name]
+        value = list(node) if isinstance(node, tuple) else node
+        default = list(default) if isinstance(default, tuple) else default
+        if value == default:
+            continue
+        if key in NATIVE_ONLY_KEYS or (key.startswith(MEDNEXT_ONLY_PREFIXES) and cfg.MODEL.ARCHITECTURE != ARCHITECTURE):
+            unused.append(key)
+    return unused
+
+
+def warn_unused_mednext_keys(cfg) -> None:
+    """Warn, once per key, about our keys that do nothing in this PyTC run.
+
+    Args:
+        cfg: PyTC's loaded config.
+    """
+    for key in unused_mednext_keys(cfg):
+        reason = ("only our engine reads it" if key in NATIVE_ONLY_KEYS
+                  else f"MODEL.ARCHITECTURE is {cfg.MODEL.ARCHITECTURE!r}, not {ARCHITECTURE!r}")
+        warnings.warn(f"{key} is set but does nothing in PyTorch Connectomics here: {reason}.", stacklevel=2)
 
 
 def register() -> None:

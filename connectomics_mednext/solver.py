@@ -4,12 +4,13 @@ The schedulers keep only plain numbers in their state, so checkpoints holding th
 with ``torch.load(weights_only=True)``. Both are stepped once per iteration, as PyTC does.
 """
 import math
-from typing import Callable, Dict, List
+from typing import Any, Callable, Dict, List, Mapping
 
 import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from .errors import CheckpointError, look_up_option
 from .model.blocks import LayerNorm
 
 
@@ -131,12 +132,8 @@ def build_native_solver(cfg, model: torch.nn.Module):
         model: the network.
     """
     solver = cfg.SOLVER
-    if solver.NAME not in OPTIMIZERS:
-        raise ValueError(f"SOLVER.NAME must be one of {sorted(OPTIMIZERS)}, got {solver.NAME!r}.")
-    if solver.LR_SCHEDULER_NAME not in NATIVE_SCHEDULERS:
-        raise ValueError(
-            f"SOLVER.LR_SCHEDULER_NAME must be one of {sorted(NATIVE_SCHEDULERS)} here, got {solver.LR_SCHEDULER_NAME!r}."
-        )
+    look_up_option("SOLVER.NAME", solver.NAME, OPTIMIZERS)
+    look_up_option("SOLVER.LR_SCHEDULER_NAME", solver.LR_SCHEDULER_NAME, NATIVE_SCHEDULERS)
     norms = (torch.nn.GroupNorm, torch.nn.LayerNorm, LayerNorm)
     groups = []
     for module in model.modules():
@@ -164,3 +161,75 @@ def set_adam_eps(cfg, optimizer: Optimizer) -> Optimizer:
         for group in optimizer.param_groups:
             group["eps"] = cfg.SOLVER.ADAM_EPS
     return optimizer
+
+
+# Solver settings a checkpoint holds -> the config key that sets them, for the resume message.
+SOLVER_SETTING_KEYS = {
+    "initial_lr": "SOLVER.BASE_LR", "weight_decay": "SOLVER.WEIGHT_DECAY", "betas": "SOLVER.BETAS",
+    "eps": "SOLVER.ADAM_EPS", "momentum": "SOLVER.MOMENTUM", "total_steps": "SOLVER.ITERATION_TOTAL",
+    "power": "SOLVER.POLY_POWER", "milestones": "SOLVER.STEPS", "gamma": "SOLVER.GAMMA",
+    "warmup_factor": "SOLVER.WARMUP_FACTOR", "warmup_iters": "SOLVER.WARMUP_ITERS",
+}
+# Scheduler state that is progress (taken from the checkpoint) rather than settings (taken from the config).
+SCHEDULE_PROGRESS = ("last_epoch", "_step_count")
+SCHEDULE_DERIVED = ("base_lrs", "_last_lr", "_is_initial", "_get_lr_called_within_step")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return dict(value) if isinstance(value, Mapping) else value
+
+
+def resume_solver(optimizer: Optimizer, scheduler: LRScheduler, optimizer_state: dict, scheduler_state: dict,
+                  source: str) -> List[str]:
+    """Load a checkpoint's optimizer moments and schedule progress, keeping the config's settings.
+
+    A resumed run with an unchanged config continues exactly. A setting the config changes
+    (the learning rate, the schedule's length, ...) is honoured from the next step on, never
+    silently replaced by the checkpoint's; the returned lines say what changed.
+
+    Args:
+        optimizer: the optimizer built from the config.
+        scheduler: the scheduler built from the config.
+        optimizer_state: the checkpoint's ``optimizer`` entry.
+        scheduler_state: the checkpoint's ``lr_scheduler`` entry.
+        source: the checkpoint's file, for messages.
+
+    Raises:
+        CheckpointError: the checkpoint holds another optimizer or scheduler.
+    """
+    fresh_groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    fresh_schedule = scheduler.state_dict()
+    saved_groups = optimizer_state.get("param_groups", [])
+    if len(saved_groups) != len(fresh_groups) or any(set(s) - {"params"} != set(f)
+                                                     for s, f in zip(saved_groups, fresh_groups)):
+        raise CheckpointError(f"--checkpoint {source!r} holds the state of another optimizer; set SOLVER.NAME and "
+                              "the SOLVER.WEIGHT_DECAY_* keys as when it was trained.")
+    if set(scheduler_state) != set(fresh_schedule):
+        raise CheckpointError(f"--checkpoint {source!r} holds the state of another LR scheduler; set "
+                              "SOLVER.LR_SCHEDULER_NAME as when it was trained.")
+    try:
+        optimizer.load_state_dict(optimizer_state)
+    except ValueError as error:
+        raise CheckpointError(f"--checkpoint {source!r} holds an optimizer state that does not fit this network "
+                              f"({error}).") from error
+    changes: Dict[str, str] = {}
+    for group, fresh in zip(optimizer.param_groups, fresh_groups):
+        for name, value in fresh.items():
+            if name != "lr" and _plain(group[name]) != _plain(value):
+                changes.setdefault(name, f"{SOLVER_SETTING_KEYS.get(name, name)} ({name} {group[name]} -> {value})")
+                group[name] = value
+    skipped = SCHEDULE_PROGRESS + SCHEDULE_DERIVED
+    for name, value in fresh_schedule.items():
+        if name not in skipped and _plain(scheduler_state[name]) != _plain(value):
+            changes.setdefault(name, f"{SOLVER_SETTING_KEYS.get(name, name)} ({name} {scheduler_state[name]} -> {value})")
+    scheduler.load_state_dict({**scheduler_state, **{k: v for k, v in fresh_schedule.items() if k not in skipped},
+                               "base_lrs": [g["initial_lr"] for g in optimizer.param_groups]})
+    if changes:
+        # MultiStepLR's get_lr() steps from the current rate; its closed form gives the rate at last_epoch.
+        rates = scheduler._get_closed_form_lr() if hasattr(scheduler, "_get_closed_form_lr") else scheduler.get_lr()
+        for group, rate in zip(optimizer.param_groups, rates):
+            group["lr"] = rate
+        scheduler._last_lr = list(rates)
+    return list(changes.values())

@@ -1,6 +1,8 @@
-"""Shared fixtures: where the shared data lives and a tiny MedNeXt configuration."""
+"""Shared fixtures: where the shared data lives, a tiny MedNeXt configuration and a tiny trained run."""
+import os
 from pathlib import Path
 
+import h5py
 import pytest
 import torch
 
@@ -28,6 +30,56 @@ MODEL:
     N_CHANNELS: {channels}
     BLOCK_COUNTS: [1, 1, 1, 1, 1, 1, 1, 1, 1]
 """
+
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = str(ROOT / "configs" / "MedNeXt-Base.yaml")
+TINY_SHAPE = (24, 40, 40)
+
+TINY_RUN_CONFIG = """{model}DATASET:
+  INPUT_PATH: {data}/
+  IMAGE_NAME: image.h5
+  LABEL_NAME: label.h5
+  OUTPUT_PATH: {data}/trained/
+  PAD_SIZE: [0, 0, 0]
+SOLVER:
+  ITERATION_TOTAL: 2
+  ITERATION_SAVE: 1
+  SAMPLES_PER_BATCH: 1
+MONITOR:
+  ITERATION_NUM: [1, 100]
+INFERENCE:
+  OUTPUT_ACT: ["sigmoid"]
+  IMAGE_NAME: image.h5
+  OUTPUT_PATH: {data}/trained/test
+  STRIDE: [8, 16, 16]
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A folder with image.h5 and label.h5 (synthetic, 24 x 40 x 40), ``cfg.yaml`` (use it with
+    ``--config-base`` BASE) and ``trained/checkpoint_0000{1,2}.pth.tar`` of that config."""
+    from connectomics_mednext import cli
+    from connectomics_mednext.data.synthetic import make_em_volume
+
+    path = tmp_path_factory.mktemp("tiny_run")
+    volume = make_em_volume(TINY_SHAPE, cells=8, mitochondria=4, seed=3)
+    for name in ("image", "label"):
+        with h5py.File(path / f"{name}.h5", "w") as f:
+            f.create_dataset("main", data=volume[name])
+    (path / "cfg.yaml").write_text(TINY_RUN_CONFIG.format(model=binary_model_yaml((16, 32, 32), "0", 4), data=path))
+    cli.run_command(["--engine", "native", "--config-base", BASE, "--config-file", str(path / "cfg.yaml")])
+    return path
+
+
+def tiny_argv(run: Path, *flags: str, out: Path = None, overrides=()) -> list:
+    """A command line for the tiny run's config: flags, then (optionally) both output folders moved
+    under ``out``, then KEY VALUE overrides."""
+    argv = ["--engine", "native", "--config-base", BASE, "--config-file", str(run / "cfg.yaml"), *flags]
+    if out is not None:
+        argv += ["DATASET.OUTPUT_PATH", str(out), "INFERENCE.OUTPUT_PATH", os.path.join(str(out), "test")]
+    return argv + list(overrides)
 
 
 def reference_fixture(name: str) -> dict:

@@ -34,7 +34,7 @@ def test_config_errors_name_the_key():
     cfg.merge_from_list(["MODEL.TARGET_OPT", "['2']", "MODEL.OUT_PLANES", "1"])
     with pytest.raises(ValueError, match="MODEL.OUT_PLANES is 1 but .* needs 3 channels"):
         TargetCriterion.from_cfg(cfg)
-    with pytest.raises(ValueError, match="MODEL.LOSS_OPTION 'Focal' is not supported"):
+    with pytest.raises(ValueError, match="MODEL.LOSS_OPTION must be one of .*, got 'Focal'"):
         TargetCriterion(["0"], [["Focal"]], [["none"]], [[1.0]])
     with pytest.raises(ValueError, match="MODEL.LOSS_WEIGHT must hold one list per target"):
         TargetCriterion(["0"], [["DiceLoss"]], [["sigmoid"]], [[1.0, 2.0]])

@@ -3,6 +3,8 @@ from typing import Dict, Sequence, Tuple
 
 import numpy as np
 
+from ..errors import ConfigError, look_up_option
+
 PadWidths = Tuple[Tuple[int, int], Tuple[int, int], Tuple[int, int]]
 
 # PAD_MODE -> how np.pad extends an axis of source indices; -1 marks a constant (zero) voxel.
@@ -23,7 +25,7 @@ def pad_widths(pad_size: Sequence[int], key: str) -> PadWidths:
     """
     values = [int(v) for v in pad_size]
     if any(v < 0 for v in values) or len(values) not in (1, 3, 6):
-        raise ValueError(f"{key} must be 1, 3 or 6 non-negative integers ([z, y, x] or [z0, z1, y0, y1, x0, x1]), "
+        raise ConfigError(f"{key} must be 1, 3 or 6 non-negative integers ([z, y, x] or [z0, z1, y0, y1, x0, x1]), "
                          f"got {list(pad_size)!r}.")
     if len(values) == 1:
         values = values * 3
@@ -43,8 +45,7 @@ class PaddedVolume:
     """
 
     def __init__(self, volume, widths: PadWidths, mode: str, name: str) -> None:
-        if mode not in INDEX_PADDERS:
-            raise ValueError(f"DATASET.PAD_MODE must be one of {sorted(INDEX_PADDERS)}, got {mode!r}.")
+        look_up_option("DATASET.PAD_MODE", mode, INDEX_PADDERS)
         self.volume, self.name, self.dtype = volume, name, volume.dtype
         self.shape = tuple(n + a + b for n, (a, b) in zip(volume.shape, widths))
         self.constant = mode == "constant"
@@ -73,6 +74,7 @@ def pad_volume(volume, widths: PadWidths, mode: str, name: str):
         mode: PyTC's ``DATASET.PAD_MODE``.
         name: the source's name, for messages.
     """
+    look_up_option("DATASET.PAD_MODE", mode, INDEX_PADDERS)  # checked even when nothing is padded
     if not any(a or b for a, b in widths):
         return volume
     return PaddedVolume(volume, widths, mode, name)

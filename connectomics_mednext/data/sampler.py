@@ -1,13 +1,23 @@
 """Random training crops read lazily from HDF5 volumes, with targets, weights and augmentation."""
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
-from .targets import balance_weight, make_target
+from ..errors import ConfigError, look_up_option
 from .augment import augment
 from .padding import pad_volume, pad_widths
-from .volumes import check_same_shape, open_volume, split_names, standardise, to_unit_range, volume_name
+from .targets import balance_weight, make_target
+from .volumes import (
+    check_finite,
+    check_image_dtype,
+    check_same_shape,
+    open_volume,
+    split_names,
+    standardise,
+    to_unit_range,
+    volume_name,
+)
 
 # WEIGHT_OPT code -> weight from (target, valid mask); None is PyTC's "no weight" placeholder.
 WEIGHTS = {
@@ -32,12 +42,14 @@ class CropSampler:
         image_key: config key of the image names (``IMAGE_NAME`` or ``VAL_IMAGE_NAME``).
         label_key: config key of the label names.
         mask_key: config key of the valid-mask names.
-        seed: seed of the crop and flip generator.
+        seed: seed of the crop and augmentation generator: an int, or several (e.g. the run's seed
+            and the rank, so each rank draws its own crops).
         do_augment: apply :data:`augment.AUGMENTATIONS` (z transposes only when ``DATASET.IS_ISOTROPIC``).
     """
 
     def __init__(self, cfg, image_key: str = "IMAGE_NAME", label_key: str = "LABEL_NAME",
-                 mask_key: str = "VALID_MASK_NAME", seed: int = 0, do_augment: bool = True) -> None:
+                 mask_key: str = "VALID_MASK_NAME", seed: Union[int, Sequence[int]] = 0,
+                 do_augment: bool = True) -> None:
         data = cfg.DATASET
         self.images = [open_volume(p) for p in split_names(data[image_key], data.INPUT_PATH, f"DATASET.{image_key}")]
         self.labels = [open_volume(p) for p in split_names(data[label_key], data.INPUT_PATH, f"DATASET.{label_key}")]
@@ -46,20 +58,23 @@ class CropSampler:
         if data[mask_key]:
             self.masks = [open_volume(p) for p in split_names(data[mask_key], data.INPUT_PATH, f"DATASET.{mask_key}")]
             check_same_shape(self.images, self.masks, f"DATASET.{mask_key}")
+        for image in self.images:
+            check_image_dtype(image, f"DATASET.{image_key}")
+        for other, key in [(v, label_key) for v in self.labels] + [(v, mask_key) for v in self.masks or []]:
+            check_finite(other, f"DATASET.{key}")
         self.images, self.labels = _padded(self.images, data), _padded(self.labels, data)
         self.masks = None if self.masks is None else _padded(self.masks, data)
         self.size = tuple(cfg.MODEL.INPUT_SIZE)
         for image in self.images:
             if any(v < s for v, s in zip(image.shape, self.size)):
-                raise ValueError(
+                raise ConfigError(
                     f"MODEL.INPUT_SIZE {list(self.size)} is larger than volume {volume_name(image)!r} "
                     f"of shape {image.shape} (after DATASET.PAD_SIZE)."
                 )
         self.target_opt = list(cfg.MODEL.TARGET_OPT)
         self.weight_opt = [list(w) for w in cfg.MODEL.WEIGHT_OPT]
-        unknown = [w for ws in self.weight_opt for w in ws if w not in WEIGHTS]
-        if unknown:
-            raise ValueError(f"MODEL.WEIGHT_OPT {unknown[0]!r} is not supported; use one of {sorted(WEIGHTS)}.")
+        for code in (w for ws in self.weight_opt for w in ws):
+            look_up_option("MODEL.WEIGHT_OPT", code, WEIGHTS)
         self.do_augment = do_augment
         self.isotropic = bool(data.IS_ISOTROPIC)
         self.rng = np.random.default_rng(seed)
@@ -72,6 +87,15 @@ class CropSampler:
         box = tuple(slice(a, a + s) for a, s in zip(start, self.size))
         mask = None if self.masks is None else (self.masks[index][box] > 0).astype(np.float32)
         return self.images[index][box], self.labels[index][box], mask
+
+    @property
+    def state(self) -> dict:
+        """The crop generator's state, for checkpoints."""
+        return self.rng.bit_generator.state
+
+    @state.setter
+    def state(self, value: dict) -> None:
+        self.rng.bit_generator.state = value
 
     def sample(self, batch: int) -> Tuple[torch.Tensor, List[torch.Tensor], List[List[torch.Tensor]]]:
         """A batch in PyTC's layout: image (B, 1, z, y, x), one target per code, weights per target per loss."""

@@ -9,6 +9,8 @@ from typing import Callable, Dict, Tuple
 
 import numpy as np
 
+from ..errors import ConfigError, InputError, look_up_option
+
 
 def _binary(label: np.ndarray, code: str) -> np.ndarray:
     return (label > 0).astype(np.float32)[None]
@@ -42,7 +44,7 @@ def _boundary(label: np.ndarray, code: str) -> np.ndarray:
 def _semantic(label: np.ndarray, code: str) -> np.ndarray:
     classes = int(code.split("-")[1])
     if label.size and int(label.max()) >= classes:
-        raise ValueError(f"MODEL.TARGET_OPT {code!r} expects classes 0..{classes - 1}, but the label holds {int(label.max())}.")
+        raise InputError(f"MODEL.TARGET_OPT {code!r} expects classes 0..{classes - 1}, but the label holds {int(label.max())}.")
     return label.astype(np.int64)
 
 
@@ -57,10 +59,9 @@ TARGETS: Dict[str, Tuple[Callable[[np.ndarray, str], np.ndarray], Callable[[str]
 
 def _entry(code: str):
     head = code.split("-")[0]
-    if head not in TARGETS:
-        raise ValueError(f"MODEL.TARGET_OPT code {code!r} is not supported; use one of {sorted(TARGETS)}.")
+    look_up_option("MODEL.TARGET_OPT", head, TARGETS)
     if head == "9" and len(code.split("-")) < 2:
-        raise ValueError(f"MODEL.TARGET_OPT code {code!r} needs the class count, e.g. '9-3'.")
+        raise ConfigError(f"MODEL.TARGET_OPT code {code!r} needs the class count, e.g. '9-3'.")
     return TARGETS[head]
 
 

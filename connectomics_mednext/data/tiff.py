@@ -6,6 +6,8 @@ from typing import Tuple
 
 import numpy as np
 
+from ..errors import InputError, MissingExtraError
+
 TIFF_SUFFIXES = (".tif", ".tiff")
 
 
@@ -22,16 +24,19 @@ class TiffVolume:
         try:
             import tifffile
         except ImportError as error:
-            raise ImportError(f"Reading {path!r} needs tifffile: pip install tifffile "
+            raise MissingExtraError(f"Reading {path!r} needs tifffile: pip install tifffile "
                               "(or connectomics-mednext[tiff]).") from error
         self.name = path
-        self._file = tifffile.TiffFile(path)
+        try:
+            self._file = tifffile.TiffFile(path)
+        except (tifffile.TiffFileError, ValueError, OSError) as error:
+            raise InputError(f"{path!r} is not a readable TIFF file ({error}).") from error
         series = self._file.series[0]
         shape = tuple(series.shape)
         if len(shape) == 2:
             shape = (1,) + shape
         if len(shape) != 3 or len(series.pages) != shape[0]:
-            raise ValueError(f"{path!r} holds an image of shape {tuple(series.shape)} in {len(series.pages)} pages; "
+            raise InputError(f"{path!r} holds an image of shape {tuple(series.shape)} in {len(series.pages)} pages; "
                              "expected a (z, y, x) stack with one 2D page per z plane.")
         self._series, self.shape, self.dtype = series, shape, np.dtype(series.dtype)
 

@@ -4,12 +4,16 @@ HDF5 files give an ``h5py.Dataset``; TIFF stacks a :class:`~.tiff.TiffVolume`. B
 ``shape`` and ``dtype`` and read only the box they are indexed with.
 """
 import os
-from typing import List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import h5py
 import numpy as np
 
+from ..errors import ConfigError, InputError, MissingDatasetError, MissingFileError
 from .tiff import TIFF_SUFFIXES, TiffVolume
+
+# Voxels read at a time when a whole volume is scanned (for NaNs or its value range).
+SCAN_VOXELS = 1 << 24
 
 
 def split_names(names: Optional[str], input_path: str, key: str) -> List[str]:
@@ -21,11 +25,11 @@ def split_names(names: Optional[str], input_path: str, key: str) -> List[str]:
         key: the config key, for error messages.
     """
     if not names:
-        raise ValueError(f"{key} is not set; give one or more HDF5 files joined with '@'.")
+        raise ConfigError(f"{key} is not set; give one or more HDF5 files joined with '@'.")
     paths = [os.path.join(input_path, name) for name in names.split("@")]
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
-        raise FileNotFoundError(f"{key}: file {missing[0]!r} does not exist.")
+        raise MissingFileError(f"{key}: file {missing[0]!r} does not exist.")
     return paths
 
 
@@ -37,18 +41,24 @@ def open_volume(path: str, dataset: Optional[str] = None):
         dataset: HDF5 dataset name; ``None`` takes the only dataset (or ``main``).
     """
     if path.lower().endswith(TIFF_SUFFIXES):
-        return TiffVolume(path)
-    handle = h5py.File(path, "r")
-    names = [k for k in handle.keys() if isinstance(handle[k], h5py.Dataset)]
-    if dataset is None:
-        dataset = "main" if "main" in names else (names[0] if len(names) == 1 else None)
+        volume = TiffVolume(path)
+    else:
+        try:
+            handle = h5py.File(path, "r")
+        except OSError as error:
+            raise InputError(f"{path!r} is not a readable HDF5 file ({str(error).splitlines()[0]}).") from error
+        names = [k for k in handle.keys() if isinstance(handle[k], h5py.Dataset)]
         if dataset is None:
-            raise KeyError(f"{path!r} holds datasets {names}; expected one, or one named 'main'.")
-    if dataset not in handle:
-        raise KeyError(f"{path!r} has no dataset {dataset!r}; it holds {names}.")
-    volume = handle[dataset]
-    if volume.ndim != 3:
-        raise ValueError(f"{path!r}:{dataset} has shape {volume.shape}; expected a (z, y, x) volume.")
+            dataset = "main" if "main" in names else (names[0] if len(names) == 1 else None)
+            if dataset is None:
+                raise MissingDatasetError(f"{path!r} holds datasets {names}; expected one, or one named 'main'.")
+        if dataset not in handle:
+            raise MissingDatasetError(f"{path!r} has no dataset {dataset!r}; it holds {names}.")
+        volume = handle[dataset]
+        if volume.ndim != 3:
+            raise InputError(f"{path!r}:{dataset} has shape {volume.shape}; expected a (z, y, x) volume.")
+    if 0 in tuple(volume.shape):
+        raise InputError(f"{path!r} is empty (shape {tuple(volume.shape)}); expected a (z, y, x) volume.")
     return volume
 
 
@@ -57,6 +67,52 @@ def volume_name(volume) -> str:
     if isinstance(volume, h5py.Dataset):
         return volume.file.filename
     return volume.name if isinstance(getattr(volume, "name", None), str) else "the input array"
+
+
+def _slabs(volume) -> Iterator[Tuple[int, np.ndarray]]:
+    """(first plane, planes) of a lazy volume, a bounded number of voxels at a time."""
+    planes = max(1, SCAN_VOXELS // max(1, int(np.prod(volume.shape[1:]))))
+    for z in range(0, volume.shape[0], planes):
+        yield z, np.asarray(volume[slice(z, z + planes), slice(None), slice(None)])
+
+
+def check_finite(volume, key: str) -> None:
+    """Raise naming the file and the first bad voxel when a floating-point volume holds NaN or infinity.
+
+    Args:
+        volume: a lazy (z, y, x) volume (labels, masks or images).
+        key: its config key, for the message.
+    """
+    if not np.issubdtype(np.dtype(volume.dtype), np.floating):
+        return
+    for z, slab in _slabs(volume):
+        bad = np.argwhere(~np.isfinite(slab))
+        if len(bad):
+            position = (int(bad[0][0]) + z, int(bad[0][1]), int(bad[0][2]))
+            raise InputError(f"{key} {volume_name(volume)!r} holds {slab[tuple(bad[0])]} at (z, y, x) = {position}; "
+                             "expected finite values.")
+
+
+def check_image_dtype(volume, key: str) -> None:
+    """Refuse an image that is not uint8, naming the file, its dtype and its value range.
+
+    PyTC scales every image by 1/255; applied to float data in 0..1 or to uint16 that gives a
+    network input far from what it was trained on, silently. Only uint8 has that meaning.
+
+    Args:
+        volume: a lazy (z, y, x) image.
+        key: its config key, for the message.
+    """
+    if np.dtype(volume.dtype) == np.uint8:
+        return
+    check_finite(volume, key)
+    low, high = None, None
+    for _, slab in _slabs(volume):
+        low = slab.min() if low is None else min(low, slab.min())
+        high = slab.max() if high is None else max(high, slab.max())
+    raise InputError(f"{key} {volume_name(volume)!r} is {np.dtype(volume.dtype).name} with values {low}..{high}, "
+                     "but images must be uint8 (0..255, scaled by 1/255 as PyTC does); convert it, e.g. "
+                     "np.clip((x - low) / (high - low) * 255, 0, 255).astype(np.uint8).")
 
 
 def read_whole(volume) -> np.ndarray:
@@ -73,10 +129,10 @@ def check_same_shape(images: Sequence, others: Sequence, what: str) -> None:
         what: their config key, for the message.
     """
     if len(images) != len(others):
-        raise ValueError(f"{what} names {len(others)} volumes but the image names {len(images)}.")
+        raise ConfigError(f"{what} names {len(others)} volumes but the image names {len(images)}.")
     for image, other in zip(images, others):
         if image.shape != other.shape:
-            raise ValueError(
+            raise InputError(
                 f"{what} {volume_name(other)!r} has shape {other.shape} but its image "
                 f"{volume_name(image)!r} has {image.shape}."
             )

@@ -1,8 +1,23 @@
-"""PyTC-layout checkpoints (``checkpoint_%05d.pth.tar``), written atomically, with RNG states."""
+"""PyTC-layout checkpoints (``checkpoint_%05d.pth.tar``): written atomically and durably, read with clear errors."""
+import glob
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
+
+from ..errors import CheckpointError, MissingFileError
+from ..model.weights import extract_state_dict
+
+TEMPORARY_SUFFIX = ".tmp"
+# Words in a parameter name -> the config keys that decide whether it exists.
+PRESENCE_KEYS: List[Tuple[str, str]] = [
+    ("out_", "MODEL.DEEP_SUPERVISION"),
+    ("grn", "MODEL.MEDNEXT.GRN"),
+    ("res_conv", "MODEL.MEDNEXT.DO_RES_UP_DOWN"),
+]
+BLOCK_COUNT_KEYS = "MODEL.MEDNEXT_SIZE or MODEL.MEDNEXT.BLOCK_COUNTS"
+CHANNEL_KEYS = "MODEL.MEDNEXT_SIZE, MODEL.MEDNEXT.N_CHANNELS, MODEL.MEDNEXT.EXP_R, MODEL.IN_PLANES or MODEL.OUT_PLANES"
+KERNEL_KEYS = "MODEL.KERNEL_SIZE (or DATASET.DO_2D)"
 
 
 def checkpoint_path(output_dir: str, iteration: int) -> str:
@@ -11,7 +26,10 @@ def checkpoint_path(output_dir: str, iteration: int) -> str:
 
 
 def save_checkpoint(path: str, iteration: int, model, optimizer, scheduler, sampler_states: List[Dict[str, Any]]) -> None:
-    """Write the checkpoint to a temporary file, then rename it, so no half file ever has the final name.
+    """Write the checkpoint to a temporary file, flush it to disk, then rename it.
+
+    A kill at any moment leaves either the previous file or the complete new one under the
+    final name, never a half file; after a power loss the renamed file holds its data, too.
 
     Args:
         path: final file name.
@@ -30,18 +48,91 @@ def save_checkpoint(path: str, iteration: int, model, optimizer, scheduler, samp
         # but is kept so a resumed run matches an uninterrupted one.
         "rng": {"torch": torch.get_rng_state(), "sampler": sampler_states},
     }
-    temporary = path + ".tmp"
-    torch.save(state, temporary)
+    temporary = path + TEMPORARY_SUFFIX
+    with open(temporary, "wb") as handle:
+        torch.save(state, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
     os.replace(temporary, path)
+    _fsync_folder(os.path.dirname(path) or ".")
+
+
+def _fsync_folder(folder: str) -> None:
+    # The rename itself lives in the folder's entry table; without this it can be lost on power failure.
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def remove_stale_temporaries(output_dir: str) -> List[str]:
+    """Delete ``checkpoint_*.pth.tar.tmp`` files a kill during a save left behind; return their paths.
+
+    Args:
+        output_dir: the training output folder.
+    """
+    stale = sorted(glob.glob(os.path.join(glob.escape(output_dir), "checkpoint_*.pth.tar" + TEMPORARY_SUFFIX)))
+    for path in stale:
+        os.remove(path)
+    return stale
 
 
 def load_checkpoint(path: str) -> Dict[str, Any]:
-    """Read a checkpoint written by us or by PyTC (tensors and plain data only)."""
+    """Read a checkpoint written by us or by PyTC (tensors and plain data only).
+
+    Raises:
+        MissingFileError: ``path`` does not exist.
+        CheckpointError: the file is truncated, not a PyTorch checkpoint, or holds no weights.
+    """
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"--checkpoint: file {path!r} does not exist.")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if "state_dict" not in state:
-        raise ValueError(f"--checkpoint {path!r} has no 'state_dict' entry.")
+        raise MissingFileError(f"--checkpoint: file {path!r} does not exist.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch.load fails on a foreign file in many ways (KeyError, EOFError, ...)
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"--checkpoint {path!r} is not a readable PyTorch checkpoint (truncated, or another "
+                              f"kind of file): {first_line}") from error
+    if not isinstance(state, dict) or "state_dict" not in state:
+        raise CheckpointError(f"--checkpoint {path!r} has no 'state_dict' entry; expected a checkpoint written by "
+                              "our engine or PyTorch Connectomics.")
     return state
 
 
+def _likely_keys(name: str, expected: Optional[torch.Tensor], given: Optional[torch.Tensor]) -> str:
+    if expected is not None and given is not None:
+        # Same channels but other spatial extent (or rank): the kernel; otherwise the widths.
+        same_channels = expected.dim() == given.dim() and expected.shape[:2] == given.shape[:2]
+        return KERNEL_KEYS if same_channels or expected.dim() != given.dim() else CHANNEL_KEYS
+    for word, key in PRESENCE_KEYS:
+        if word in name:
+            return key
+    return BLOCK_COUNT_KEYS
+
+
+def load_weights_into(model: torch.nn.Module, state: Dict[str, Any], path: str) -> None:
+    """Load ``state['state_dict']`` strictly; on a mismatch name the first layer and the keys that likely differ.
+
+    Args:
+        model: the network the config built.
+        state: what :func:`load_checkpoint` returned.
+        path: the checkpoint's file, for the message.
+
+    Raises:
+        CheckpointError: the weights do not fit the network.
+    """
+    given = extract_state_dict(state["state_dict"], source=path)
+    expected = model.state_dict()
+    for name in list(expected) + [k for k in given if k not in expected]:
+        mine, theirs = expected.get(name), given.get(name)
+        if mine is not None and theirs is not None and mine.shape == theirs.shape:
+            continue
+        if mine is None:
+            what = f"has layer {name} {tuple(theirs.shape)}, which this config's network lacks"
+        elif theirs is None:
+            what = f"lacks layer {name} {tuple(mine.shape)}, which this config's network has"
+        else:
+            what = f"has {name} of shape {tuple(theirs.shape)} where this config's network has {tuple(mine.shape)}"
+        raise CheckpointError(f"--checkpoint {path!r} does not fit the configured network: it {what}; check "
+                              f"{_likely_keys(name, mine, theirs)} against the config it was trained with.")
+    model.load_state_dict(given, strict=True)

@@ -6,6 +6,8 @@ from typing import Optional, Tuple
 import torch
 import torch.distributed as dist
 
+from ..errors import ConfigError
+
 
 def default_device() -> torch.device:
     """The GPU when there is one, else the CPU."""
@@ -20,7 +22,7 @@ def init_distributed(timeout: Optional[timedelta] = None) -> Tuple[int, int, tor
     """
     missing = [key for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if key not in os.environ]
     if missing:
-        raise SystemExit(f"--distributed needs torchrun's environment ({', '.join(missing)} missing); launch with "
+        raise ConfigError(f"--distributed needs torchrun's environment ({', '.join(missing)} missing); launch with "
                          "python -m torch.distributed.run --nproc_per_node=N scripts/main.py --distributed ...")
     local_rank = int(os.environ["LOCAL_RANK"])
     if torch.cuda.is_available():

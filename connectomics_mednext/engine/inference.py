@@ -12,7 +12,7 @@ when complete.
 import glob
 import json
 import os
-from typing import Callable, List, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import h5py
 import numpy as np
@@ -21,23 +21,26 @@ import torch.distributed as dist
 
 from ..data.padding import PadWidths, pad_volume
 from ..data.volumes import normalise_image, volume_name
+from ..errors import ConfigError, look_up_option
 from ..losses.criterion import ACTIVATIONS
 from .blending import BLENDINGS
 from .blocks import Box, plan_blocks, window_starts, windows_over
+from .identity import volume_identity, weights_fingerprint
 
 Activation = Callable[[torch.Tensor], torch.Tensor]
 NO_PADDING: PadWidths = ((0, 0), (0, 0), (0, 0))
 # Planes copied at a time when rank 0 joins the ranks' files.
 MERGE_PLANES = 16
+OUTPUT_DTYPE = np.uint8
 
 
 def make_activation(output_act: Sequence[str], channels: Sequence[int]) -> Activation:
     """Apply ``output_act[i]`` to the channels of target ``i``."""
-    unknown = [a for a in output_act if a not in ACTIVATIONS]
-    if unknown or len(output_act) != len(channels):
-        raise ValueError(
-            f"INFERENCE.OUTPUT_ACT must give one of {sorted(ACTIVATIONS)} per target, got {list(output_act)!r}."
-        )
+    if len(output_act) != len(channels):
+        raise ConfigError(f"INFERENCE.OUTPUT_ACT must give one activation per target ({len(channels)}), "
+                          f"got {list(output_act)!r}.")
+    for name in output_act:
+        look_up_option("INFERENCE.OUTPUT_ACT", name, ACTIVATIONS)
 
     def activate(x: torch.Tensor) -> torch.Tensor:
         parts = torch.split(x, list(channels), dim=1)
@@ -49,8 +52,8 @@ def make_activation(output_act: Sequence[str], channels: Sequence[int]) -> Activ
 @torch.no_grad()
 def predict_to_hdf5(model: torch.nn.Module, volumes: Sequence, output_path: str, window: Sequence[int],
                     stride: Sequence[int], channels: int, activation: Activation, batch_size: int = 1,
-                    blending: str = "gaussian", device: torch.device = torch.device("cpu"), source: str = "",
-                    pad: PadWidths = NO_PADDING, pad_mode: str = "reflect", unpad: bool = True,
+                    blending: str = "gaussian", device: torch.device = torch.device("cpu"),
+                    identity: Optional[Dict[str, Any]] = None, pad: PadWidths = NO_PADDING, pad_mode: str = "reflect", unpad: bool = True,
                     block_size: Sequence[int] = (0, 1024, 1024), rank: int = 0, world_size: int = 1) -> str:
     """Predict each (z, y, x) volume into dataset ``vol<i>`` of ``output_path``; return that path.
 
@@ -67,8 +70,10 @@ def predict_to_hdf5(model: torch.nn.Module, volumes: Sequence, output_path: str,
         batch_size: windows per forward pass.
         blending: a key of ``BLENDINGS``.
         device: where the model runs.
-        source: identifies the weights (e.g. the checkpoint); an interrupted run is only
-            continued by a run with the same source and settings.
+        identity: what decides the output beyond the weights, the inputs and the arguments
+            here, as plain data (e.g. the activation and test-time augmentation settings). An
+            interrupted run is continued only by a run with the same resume key: this, a hash
+            of the weights, every input's identity and every argument that shapes the bytes.
         pad: (before, after) padding per axis, read lazily in ``pad_mode``.
         pad_mode: PyTC's ``DATASET.PAD_MODE``.
         unpad: crop the padding off the output (PyTC's ``INFERENCE.UNPAD``).
@@ -76,31 +81,36 @@ def predict_to_hdf5(model: torch.nn.Module, volumes: Sequence, output_path: str,
         rank: this process's rank when ranks share the work.
         world_size: the number of processes sharing the work.
     """
-    if blending not in BLENDINGS:
-        raise ValueError(f"INFERENCE.BLENDING must be one of {sorted(BLENDINGS)}, got {blending!r}.")
     window, stride = tuple(int(w) for w in window), tuple(int(s) for s in stride)
+    weights = look_up_option("INFERENCE.BLENDING", blending, BLENDINGS)(window)
     if any(not 1 <= s <= w for s, w in zip(stride, window)):
-        raise ValueError(f"INFERENCE.STRIDE {list(stride)} must be between 1 and the window {list(window)} on each axis.")
-    weights = BLENDINGS[blending](window)
+        raise ConfigError(f"INFERENCE.STRIDE {list(stride)} must be between 1 and the window {list(window)} on each axis.")
+    common = {"weights": weights_fingerprint(model), **(identity or {}), "window": window, "stride": stride,
+              "blending": blending, "pad": pad, "pad_mode": pad_mode, "unpad": unpad, "channels": channels,
+              "dtype": np.dtype(OUTPUT_DTYPE).name, "world_size": world_size}
     own = output_path + (".partial" if world_size == 1 else f".rank{rank}.partial")
     plans = []
-    with _open_partial(own) as out:
+    out = _open_partial(own)
+    try:
         for index, volume in enumerate(volumes):
             view = pad_volume(volume, pad, pad_mode, volume_name(volume))
             if any(n < w for n, w in zip(view.shape, window)):
-                raise ValueError(f"The window {list(window)} is larger than {volume_name(volume)!r} of shape "
-                                 f"{tuple(view.shape)} (after padding); lower INFERENCE.INPUT_SIZE or pad more.")
+                raise ConfigError(f"The window {list(window)} is larger than {volume_name(volume)!r} of shape "
+                                  f"{tuple(view.shape)} (after padding); lower INFERENCE.INPUT_SIZE or pad more.")
             offset = tuple(a for a, _ in pad) if unpad else (0, 0, 0)
             shape = tuple(volume.shape) if unpad else tuple(view.shape)
             blocks = plan_blocks(shape, block_size, world_size)
-            settings = json.dumps({"window": window, "stride": stride, "blending": blending, "pad": pad,
-                                   "pad_mode": pad_mode, "unpad": unpad, "blocks": blocks, "world_size": world_size})
-            target = _resumable_dataset(out, f"vol{index}", (channels,) + shape, settings, source, blocks)
+            key = {**common, "input": volume_identity(volume), "blocks": blocks}
+            target = _resumable_dataset(out, f"vol{index}", (channels,) + shape, key, blocks)
             starts = [window_starts(n, w, s) for n, w, s in zip(view.shape, window, stride)]
             for number in range(rank, len(blocks), world_size):
                 _predict_block(model, view, target, number, blocks[number], offset, starts, window, weights,
                                activation, batch_size, device)
             plans.append(((channels,) + shape, blocks))
+    except BaseException:
+        _close_or_discard(out, own)
+        raise
+    out.close()
     if world_size > 1:
         dist.barrier()
         if rank != 0:
@@ -122,18 +132,47 @@ def _open_partial(path: str) -> h5py.File:
         return h5py.File(path, "a")
 
 
-def _resumable_dataset(out: h5py.File, name: str, shape, settings: str, source: str,
-                       blocks: List[Box]) -> h5py.Dataset:
-    """The output dataset, reused if an interrupted run with the same settings and source left it."""
+def _close_or_discard(out: h5py.File, path: str) -> None:
+    """Close an unfinished output after a failure; delete it when it holds no finished plane."""
+    finished = any(np.any(d.attrs["done_z"] != d.attrs["first_z"]) for d in out.values() if "first_z" in d.attrs)
+    out.close()
+    if not finished:
+        os.remove(path)
+
+
+def changed_fields(stored: Dict[str, Any], wanted: Dict[str, Any]) -> List[str]:
+    """The names of the resume-key fields that differ (``input.mtime_ns`` for nested ones).
+
+    Args:
+        stored: the key an unfinished output was started with.
+        wanted: this run's key.
+    """
+    changed = []
+    for name in sorted(set(stored) | set(wanted)):
+        old, new = stored.get(name), wanted.get(name)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changed += [f"{name}.{inner}" for inner in changed_fields(old, new)]
+        elif old != new:
+            changed.append(name)
+    return changed
+
+
+def _resumable_dataset(out: h5py.File, name: str, shape, key: Dict[str, Any], blocks: List[Box]) -> h5py.Dataset:
+    """The output dataset, reused only if an interrupted run with the same resume key left it."""
+    wanted = json.loads(json.dumps(key))  # tuples become lists, as they come back from the file
     if name in out:
-        attrs = out[name].attrs
-        if out[name].shape != shape or attrs.get("settings") != settings or attrs.get("source") != source:
+        stored = json.loads(out[name].attrs.get("resume_key", "{}"))
+        changed = changed_fields(stored, wanted) or (["shape"] if out[name].shape != shape else [])
+        if changed:
+            print(f"{out.filename!r}: {name} was started with other {', '.join(changed)}; starting it afresh.",
+                  flush=True)
             del out[name]
     if name not in out:
-        dataset = out.create_dataset(name, shape=shape, dtype=np.uint8, chunks=_chunks(shape))
-        dataset.attrs["settings"] = settings
-        dataset.attrs["source"] = source
-        dataset.attrs["done_z"] = np.array([z[0] for z, _, _ in blocks], dtype=np.int64)
+        dataset = out.create_dataset(name, shape=shape, dtype=OUTPUT_DTYPE, chunks=_chunks(shape))
+        dataset.attrs["resume_key"] = json.dumps(wanted, sort_keys=True)
+        first_z = np.array([z[0] for z, _, _ in blocks], dtype=np.int64)
+        dataset.attrs["first_z"] = first_z
+        dataset.attrs["done_z"] = first_z
     return out[name]
 
 
@@ -175,7 +214,7 @@ def _predict_block(model, view, target, number: int, block: Box, offset, starts,
             count = finished - base
             values = accum[:, :count] / np.maximum(norm[:count], 1e-8)
             target[:, base - offset[0]:finished - offset[0], y_lo - offset[1]:y_hi - offset[1],
-                   x_lo - offset[2]:x_hi - offset[2]] = np.clip(np.rint(values * 255.0), 0, 255).astype(np.uint8)
+                   x_lo - offset[2]:x_hi - offset[2]] = np.clip(np.rint(values * 255.0), 0, 255).astype(OUTPUT_DTYPE)
             done = target.attrs["done_z"]
             done[number] = finished - offset[0]
             target.attrs["done_z"] = done
@@ -200,7 +239,7 @@ def _join_ranks(output_path: str, plans, world_size: int) -> None:
                     for z in range(z0, z1, MERGE_PLANES):
                         planes = slice(z, min(z + MERGE_PLANES, z1))
                         joined[:, planes, y0:y1, x0:x1] = part[:, planes, y0:y1, x0:x1]
-                joined.attrs["source"] = parts[0][name].attrs["source"]
+                joined.attrs["resume_key"] = parts[0][name].attrs["resume_key"]
     finally:
         for part in parts:
             part.close()

@@ -2,7 +2,7 @@
 import os
 import time
 from datetime import timedelta
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import h5py
 import numpy as np
@@ -15,34 +15,50 @@ from ..build import build_mednext, deep_supervision_weights
 from ..data.padding import pad_widths
 from ..data.sampler import CropSampler
 from ..data.targets import make_target, target_foreground
-from ..data.volumes import open_volume, read_whole, split_names
+from ..data.volumes import (
+    check_finite,
+    check_image_dtype,
+    open_volume,
+    read_whole,
+    split_names,
+)
+from ..errors import ConfigError, InputError, UserError, look_up_option
 from ..losses import DeepSupervisionLoss, resample_modes_for_targets
 from ..losses.criterion import TargetCriterion
-from ..solver import build_native_solver
-from .checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from ..solver import build_native_solver, resume_solver
+from .checkpoint import (
+    checkpoint_path,
+    load_checkpoint,
+    load_weights_into,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
 from .distributed import default_device, init_distributed
 from .inference import make_activation, predict_to_hdf5
+from .stop_signals import StopRequest
 from .tta import with_test_time_augmentation
-
 
 INFERENCE_TIMEOUT = timedelta(hours=24)
 
 
-class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or infinite."""
+class NonFiniteLoss(UserError, RuntimeError):
+    """Training diverged (a NaN or infinite loss, gradient or weight); nothing was saved from it."""
 
 
 def _clip_gradients(cfg, model: torch.nn.Module) -> None:
     clip = cfg.SOLVER.CLIP_GRADIENTS
     if not clip.ENABLED:
         return
-    if clip.CLIP_TYPE == "norm":
-        # The global norm over all parameters, as the MedNeXt recipe clips.
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip.CLIP_VALUE, clip.NORM_TYPE)
-    elif clip.CLIP_TYPE == "value":
-        torch.nn.utils.clip_grad_value_(model.parameters(), clip.CLIP_VALUE)
-    else:
-        raise ValueError(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be 'norm' or 'value', got {clip.CLIP_TYPE!r}.")
+    clipper = look_up_option("SOLVER.CLIP_GRADIENTS.CLIP_TYPE", clip.CLIP_TYPE, GRADIENT_CLIPPERS)
+    clipper(model.parameters(), clip)
+
+
+# SOLVER.CLIP_GRADIENTS.CLIP_TYPE -> clipper. 'norm' clips the global norm over all parameters,
+# as the MedNeXt recipe does (PyTC clips each parameter's norm on its own).
+GRADIENT_CLIPPERS = {
+    "norm": lambda params, clip: torch.nn.utils.clip_grad_norm_(params, clip.CLIP_VALUE, clip.NORM_TYPE),
+    "value": lambda params, clip: torch.nn.utils.clip_grad_value_(params, clip.CLIP_VALUE),
+}
 
 
 # MODEL.AMP_DTYPE -> autocast dtype per device type; float16 gets a GradScaler.
@@ -56,11 +72,10 @@ AMP_DTYPES = {
 def amp_dtype(cfg, device: torch.device) -> torch.dtype:
     """The autocast dtype ``MODEL.AMP_DTYPE`` asks for on ``device``."""
     choice = cfg.MODEL.AMP_DTYPE
-    if choice not in AMP_DTYPES:
-        raise ValueError(f"MODEL.AMP_DTYPE must be one of {sorted(AMP_DTYPES)}, got {choice!r}.")
-    if device.type not in AMP_DTYPES[choice]:
-        raise ValueError(f"MODEL.AMP_DTYPE {choice!r} needs a GPU; on {device.type} use 'bfloat16' or 'auto'.")
-    return AMP_DTYPES[choice][device.type]
+    per_device = look_up_option("MODEL.AMP_DTYPE", choice, AMP_DTYPES)
+    if device.type not in per_device:
+        raise ConfigError(f"MODEL.AMP_DTYPE {choice!r} needs a GPU; on {device.type} use 'bfloat16' or 'auto'.")
+    return per_device[device.type]
 
 
 def dice_iou(prediction: np.ndarray, truth: np.ndarray) -> Dict[str, float]:
@@ -71,8 +86,27 @@ def dice_iou(prediction: np.ndarray, truth: np.ndarray) -> Dict[str, float]:
     return {"dice": 2 * intersection / total if total else 1.0, "iou": intersection / union if union else 1.0}
 
 
+def make_output_folder(path: str, key: str) -> None:
+    """Create the folder ``key`` names, or raise one sentence saying why it cannot be written.
+
+    Args:
+        path: the folder.
+        key: its config key, for the message.
+    """
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"{key} {path!r} cannot be created ({error.strerror}).") from error
+    if not os.access(path, os.W_OK):
+        raise InputError(f"{key} {path!r} is not writable.")
+
+
 class Trainer:
     """Train a MedNeXt from a config, as PyTC's Trainer does, with our data, loss and solver.
+
+    Each training step is proven before it is kept: a checkpoint is written only after the
+    weights it holds have given a finite loss on the next batch, so no saved checkpoint can
+    turn NaN on resume. SIGTERM or SIGINT stop at the next step with a checkpoint.
 
     Args:
         cfg: the frozen config.
@@ -80,10 +114,12 @@ class Trainer:
         checkpoint: a checkpoint to resume from (ours or PyTC's layout).
         rank: this process's rank under DDP (rank 0 logs, validates and writes).
         world_size: number of DDP processes; 1 trains without DDP.
+        seed: the run's seed; crops and augmentation of rank ``r`` come from ``(seed, r)``.
+            Weight initialisation is seeded by the caller, before the model is built.
     """
 
     def __init__(self, cfg, device: torch.device, checkpoint: Optional[str] = None, rank: int = 0,
-                 world_size: int = 1) -> None:
+                 world_size: int = 1, seed: int = 0) -> None:
         self.cfg = cfg
         self.device = device
         self.rank, self.world_size = rank, world_size
@@ -99,58 +135,77 @@ class Trainer:
         weights = deep_supervision_weights(cfg)
         self.criterion = criterion if weights is None else DeepSupervisionLoss(
             criterion, weights, resample_modes_for_targets(cfg.MODEL.TARGET_OPT))
-        self.sampler = CropSampler(cfg, seed=rank)  # a different crop stream per rank
+        self.sampler = CropSampler(cfg, seed=(seed, rank))  # a different crop stream per rank
         self.start_iter = cfg.MODEL.PRE_MODEL_ITER
+        self.newest_checkpoint: Optional[str] = None
         if checkpoint is not None:
-            self._resume(load_checkpoint(checkpoint))
+            self._resume(load_checkpoint(checkpoint), checkpoint)
         self.amp_dtype = amp_dtype(cfg, device) if cfg.MODEL.MIXED_PRECESION else None
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
 
-    def _resume(self, state) -> None:
-        self.model.load_state_dict(state["state_dict"])
-        if "optimizer" in state:
-            self.optimizer.load_state_dict(state["optimizer"])
-        if "lr_scheduler" in state:
-            self.scheduler.load_state_dict(state["lr_scheduler"])
+    def _resume(self, state, path: str) -> None:
+        load_weights_into(self.model, state, path)
+        if "optimizer" in state and "lr_scheduler" in state:
+            changes = resume_solver(self.optimizer, self.scheduler, state["optimizer"], state["lr_scheduler"], path)
+            if changes and self.is_main:
+                print(f"Resuming {path!r} with the config's {', '.join(changes)}; the checkpoint's optimizer "
+                      "moments and schedule progress are kept.", flush=True)
         self.start_iter = int(state.get("iteration", self.start_iter))
+        self.newest_checkpoint = path
         rng = state.get("rng")
         if rng is not None:
             torch.set_rng_state(rng["torch"])
             states = rng["sampler"]
-            self.sampler.rng.bit_generator.state = states[self.rank % len(states)]
+            self.sampler.state = states[self.rank % len(states)]
 
-    def save(self, iteration: int, gather: bool = True) -> str:
-        """Write ``checkpoint_<iteration>.pth.tar`` (rank 0) and return its path.
+    def save(self, iteration: int, crops_state: dict) -> str:
+        """Write ``checkpoint_<iteration>.pth.tar`` (rank 0) and return its path; every rank must call it.
 
-        Under DDP every rank must call it (the crop generators of all ranks are gathered),
-        unless ``gather`` is False.
+        Args:
+            iteration: iterations done.
+            crops_state: this rank's crop generator state from before the next batch was drawn.
         """
-        states = [self.sampler.rng.bit_generator.state]
-        if self.world_size > 1 and gather:
+        states = [crops_state]
+        if self.world_size > 1:
             states = [None] * self.world_size
-            dist.all_gather_object(states, self.sampler.rng.bit_generator.state)
+            dist.all_gather_object(states, crops_state)
+        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+            raise self._diverged(f"The weights became NaN or infinite by iteration {iteration}")
         path = checkpoint_path(self.output_dir, iteration)
         if self.is_main:
             save_checkpoint(path, iteration, self.model, self.optimizer, self.scheduler, states)
+            print(f"[Iteration {iteration:05d}] saved {path}", flush=True)
+        self.newest_checkpoint = path
         return path
 
-    def _step(self, iteration: int):
+    def _diverged(self, what: str) -> NonFiniteLoss:
+        newest = self.newest_checkpoint
+        where = (f"the newest checkpoint, with finite weights, is {newest!r}" if newest and os.path.isfile(newest)
+                 else "no checkpoint was written")
+        return NonFiniteLoss(f"{what}; training stopped without saving, and {where}. Lower SOLVER.BASE_LR or "
+                             "check the data.")
+
+    def _agree(self, finite: bool, stop: bool) -> Tuple[bool, bool]:
+        """(every rank's loss is finite, some rank was asked to stop): all ranks act on the same answer."""
+        flags = torch.tensor([float(not finite), float(stop)], device=self.device)
+        if self.world_size > 1:  # every rank must stop together, or the others wait forever
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        return not bool(flags[0]), bool(flags[1])
+
+    def _forward(self):
         start = time.perf_counter()
         image, target, weight = self.sampler.sample(self.cfg.SOLVER.SAMPLES_PER_BATCH)
         data_time = time.perf_counter() - start
-        self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             pred = self.network(image.to(self.device))
             loss, losses_vis = self.criterion(pred, target, weight)
-        finite = torch.isfinite(loss.detach()).float()
-        if self.world_size > 1:  # every rank must stop together, or the others wait forever
-            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-        if not finite:
-            raise NonFiniteLoss(
-                f"The loss became {loss.item()} at iteration {iteration}; training stopped. The last "
-                f"checkpoint in {self.output_dir!r} is from before it. Lower SOLVER.BASE_LR or check the data."
-            )
+        return loss, losses_vis, pred, image, target, data_time
+
+    def _apply(self, loss: torch.Tensor, iteration: int) -> None:
+        """Backward, clip and step, unless the gradient is not finite (then nothing changes)."""
+        self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
+            # The scaler skips steps with non-finite gradients itself and lowers its scale.
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
             _clip_gradients(self.cfg, self.model)
@@ -158,57 +213,100 @@ class Trainer:
             self.scaler.update()
         else:
             loss.backward()
+            norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
+            if not torch.isfinite(norm):
+                raise self._diverged(f"The gradient norm became {norm.item()} at iteration {iteration}")
             _clip_gradients(self.cfg, self.model)
             self.optimizer.step()
         self.scheduler.step()
-        return loss.detach(), losses_vis, pred, image, target, data_time
 
-    def train(self) -> None:
-        """Run from the start (or resumed) iteration to ``SOLVER.ITERATION_TOTAL``."""
+    def _proven_final_save(self, iteration: int) -> str:
+        """Check the last weights on one more batch (its crops are put back), then save them."""
+        crops_state = self.sampler.state
+        with torch.no_grad():
+            loss = self._forward()[0]
+        self.sampler.state = crops_state
+        finite, _ = self._agree(bool(torch.isfinite(loss.detach())), False)
+        if not finite:
+            raise self._diverged(f"The loss became {loss.item()} after iteration {iteration}")
+        return self.save(iteration, crops_state)
+
+    def train(self) -> Optional[str]:
+        """Run from the start (or resumed) iteration to ``SOLVER.ITERATION_TOTAL``; return the last checkpoint.
+
+        Returns None (and says so) when the resumed checkpoint is already at the total.
+        """
         cfg = self.cfg
-        os.makedirs(self.output_dir, exist_ok=True)
-        writer = SummaryWriter(os.path.join(self.output_dir, "log")) if self.is_main else None
-        scalar_every, image_every = cfg.MONITOR.ITERATION_NUM
         total = cfg.SOLVER.ITERATION_TOTAL
+        if self.start_iter >= total:
+            if self.is_main:
+                print(f"Nothing to train: the checkpoint is at iteration {self.start_iter} and SOLVER.ITERATION_TOTAL "
+                      f"is {total}; raise SOLVER.ITERATION_TOTAL to train longer.", flush=True)
+            return None
+        if self.is_main:
+            make_output_folder(self.output_dir, "DATASET.OUTPUT_PATH")
+            for stale in remove_stale_temporaries(self.output_dir):
+                print(f"Removed {stale!r}, left by a run killed while saving.", flush=True)
+        writer = SummaryWriter(os.path.join(self.output_dir, "log")) if self.is_main else None
         self.model.train()
         began = time.perf_counter()
         iteration = self.start_iter
+        save_due = False
         try:
-            while iteration < total:
-                loss, losses_vis, pred, image, target, data_time = self._step(iteration)
-                iteration += 1
-                if iteration % cfg.SOLVER.ITERATION_SAVE == 0:
-                    self.save(iteration)
-                if not self.is_main:
-                    continue
-                if iteration % scalar_every == 0:
-                    writer.add_scalar("Loss", loss.item(), iteration)
-                    writer.add_scalar("Learning Rate", self.optimizer.param_groups[0]["lr"], iteration)
-                    writer.add_scalar("Data Time", data_time, iteration)
-                    for name, value in losses_vis.items():
-                        writer.add_scalar(f"Loss/{name}", float(value), iteration)
-                if iteration % image_every == 0:
-                    self._log_images(writer, image, target, pred, iteration)
-                if cfg.DATASET.VAL_IMAGE_NAME and iteration % cfg.SOLVER.ITERATION_VAL == 0:
-                    scores = self.validate()
-                    for name, value in scores.items():
-                        writer.add_scalar(f"Validation/{name}", value, iteration)
-                    print(f"[Iteration {iteration:05d}] validation Dice {scores['dice']:.4f} IoU {scores['iou']:.4f}",
-                          flush=True)
-                    self.model.train()
-                elapsed = time.perf_counter() - began
-                eta = elapsed / (iteration - self.start_iter) * (total - iteration)
-                print(f"[Iteration {iteration:05d}/{total}] loss={loss.item():.5f} "
-                      f"lr={self.optimizer.param_groups[0]['lr']:.2e} data={data_time:.3f}s ETA {eta / 60:.1f} min",
-                      flush=True)
-        except KeyboardInterrupt:
-            path = self.save(iteration, gather=False)  # other ranks may be gone: no collective
-            if self.is_main:
-                print(f"Interrupted: saved {path}", flush=True)
-            raise SystemExit(130)
+            with StopRequest() as stop:
+                while iteration < total:
+                    crops_state = self.sampler.state
+                    loss, losses_vis, pred, image, target, data_time = self._forward()
+                    finite, stopping = self._agree(bool(torch.isfinite(loss.detach())), stop.requested)
+                    if not finite:
+                        raise self._diverged(f"The loss became {loss.item()} at iteration {iteration + 1}")
+                    # This batch's finite loss proves the weights of the previous step: now they may be saved.
+                    if save_due or stopping:
+                        path = self.save(iteration, crops_state)
+                        save_due = False
+                    if stopping:
+                        if self.is_main:
+                            print(f"Stopped by {stop.name or 'another rank'} at iteration {iteration}: saved {path}; "
+                                  f"resume with --checkpoint {path}", flush=True)
+                        raise SystemExit(stop.exit_code if stop.requested else 1)
+                    self._apply(loss, iteration + 1)
+                    iteration += 1
+                    save_due = iteration % cfg.SOLVER.ITERATION_SAVE == 0
+                    if self.is_main:
+                        self._log(writer, iteration, loss, losses_vis, pred, image, target, data_time, began)
+                path = self._proven_final_save(iteration)
         finally:
             if writer is not None:
                 writer.close()
+        if self.is_main:
+            print(f"Training finished at iteration {iteration}: saved {path}", flush=True)
+        return path
+
+    def _log(self, writer, iteration: int, loss, losses_vis, pred, image, target, data_time: float,
+             began: float) -> None:
+        cfg = self.cfg
+        scalar_every, image_every = cfg.MONITOR.ITERATION_NUM
+        total = cfg.SOLVER.ITERATION_TOTAL
+        if iteration % scalar_every == 0:
+            writer.add_scalar("Loss", loss.item(), iteration)
+            writer.add_scalar("Learning Rate", self.optimizer.param_groups[0]["lr"], iteration)
+            writer.add_scalar("Data Time", data_time, iteration)
+            for name, value in losses_vis.items():
+                writer.add_scalar(f"Loss/{name}", float(value), iteration)
+        if iteration % image_every == 0:
+            self._log_images(writer, image, target, pred, iteration)
+        if cfg.DATASET.VAL_IMAGE_NAME and iteration % cfg.SOLVER.ITERATION_VAL == 0:
+            scores = self.validate()
+            for name, value in scores.items():
+                writer.add_scalar(f"Validation/{name}", value, iteration)
+            print(f"[Iteration {iteration:05d}] validation Dice {scores['dice']:.4f} IoU {scores['iou']:.4f}",
+                  flush=True)
+            self.model.train()
+        elapsed = time.perf_counter() - began
+        eta = elapsed / (iteration - self.start_iter) * (total - iteration)
+        print(f"[Iteration {iteration:05d}/{total}] loss={loss.item():.5f} "
+              f"lr={self.optimizer.param_groups[0]['lr']:.2e} data={data_time:.3f}s ETA {eta / 60:.1f} min",
+              flush=True)
 
     def _log_images(self, writer, image, target, pred, iteration: int) -> None:
         full = pred if isinstance(pred, torch.Tensor) else next(iter(pred.values()))
@@ -231,6 +329,8 @@ class Trainer:
         self.model.eval()
         image = open_volume(split_names(cfg.DATASET.VAL_IMAGE_NAME, cfg.DATASET.INPUT_PATH, "DATASET.VAL_IMAGE_NAME")[0])
         label = open_volume(split_names(cfg.DATASET.VAL_LABEL_NAME, cfg.DATASET.INPUT_PATH, "DATASET.VAL_LABEL_NAME")[0])
+        check_image_dtype(image, "DATASET.VAL_IMAGE_NAME")
+        check_finite(label, "DATASET.VAL_LABEL_NAME")
         path = os.path.join(self.output_dir, "validation.h5")
         if os.path.exists(path + ".partial"):
             os.remove(path + ".partial")  # left by a crash, computed with older weights
@@ -248,11 +348,19 @@ class Trainer:
         return dice_iou(prediction, target_foreground(truth))
 
 
-def main_train(cfg, checkpoint: Optional[str] = None, distributed: bool = False) -> None:
-    """Train with our engine (``scripts/main.py`` without PyTC); under torchrun with ``distributed``."""
+def main_train(cfg, checkpoint: Optional[str] = None, distributed: bool = False, seed: int = 0) -> Optional[str]:
+    """Train with our engine (``scripts/main.py`` without PyTC); under torchrun with ``distributed``.
+
+    Args:
+        cfg: the frozen config.
+        checkpoint: a checkpoint to resume from.
+        distributed: join torchrun's process group.
+        seed: seeds weight initialisation (the same on every rank) and each rank's crops.
+    """
     rank, world_size, device = init_distributed() if distributed else (0, 1, default_device())
     try:
-        Trainer(cfg, device, checkpoint, rank, world_size).train()
+        torch.manual_seed(seed)
+        return Trainer(cfg, device, checkpoint, rank, world_size, seed).train()
     finally:
         if distributed:
             dist.destroy_process_group()
@@ -264,27 +372,35 @@ def main_infer(cfg, checkpoint: Optional[str], distributed: bool = False) -> str
     Under torchrun with ``distributed``, the ranks share the output's blocks and rank 0 joins them.
     """
     if checkpoint is None:
-        raise SystemExit("--inference needs --checkpoint.")
+        raise ConfigError("--inference needs --checkpoint naming the weights to predict with.")
+    inference = cfg.INFERENCE
+    names = split_names(inference.IMAGE_NAME, cfg.DATASET.INPUT_PATH, "INFERENCE.IMAGE_NAME")
+    volumes = [open_volume(name) for name in names]
+    for volume in volumes:
+        check_image_dtype(volume, "INFERENCE.IMAGE_NAME")
+    model = build_mednext(cfg)
+    load_weights_into(model, load_checkpoint(checkpoint), checkpoint)
+    channels = TargetCriterion.from_cfg(cfg).channels
+    pad_key = "INFERENCE.PAD_SIZE" if inference.PAD_SIZE is not None else "DATASET.PAD_SIZE"
+    pad = pad_widths(inference.PAD_SIZE if inference.PAD_SIZE is not None else cfg.DATASET.PAD_SIZE, pad_key)
+    window = tuple(inference.INPUT_SIZE or cfg.MODEL.INPUT_SIZE)
+    try:
+        model.check_input_size(window)
+    except ValueError as error:
+        key = "INFERENCE.INPUT_SIZE" if inference.INPUT_SIZE else "MODEL.INPUT_SIZE"
+        raise ConfigError(f"{key} {list(window)} does not fit MedNeXt: {error}") from error
+    make_output_folder(inference.OUTPUT_PATH, "INFERENCE.OUTPUT_PATH")
+    output = os.path.join(inference.OUTPUT_PATH, inference.OUTPUT_NAME)
     # Ranks wait for the slowest one before rank 0 joins the files: that can take hours.
     rank, world_size, device = init_distributed(INFERENCE_TIMEOUT) if distributed else (0, 1, default_device())
     try:
-        inference = cfg.INFERENCE
-        model = build_mednext(cfg).to(device)
-        state = load_checkpoint(checkpoint)
-        model.load_state_dict(state["state_dict"])
-        model.eval()
-        channels = TargetCriterion.from_cfg(cfg).channels
-        window = tuple(inference.INPUT_SIZE or cfg.MODEL.INPUT_SIZE)
-        os.makedirs(inference.OUTPUT_PATH, exist_ok=True)
-        output = os.path.join(inference.OUTPUT_PATH, inference.OUTPUT_NAME)
-        names = split_names(inference.IMAGE_NAME, cfg.DATASET.INPUT_PATH, "INFERENCE.IMAGE_NAME")
-        pad_key = "INFERENCE.PAD_SIZE" if inference.PAD_SIZE is not None else "DATASET.PAD_SIZE"
-        pad = pad_widths(inference.PAD_SIZE if inference.PAD_SIZE is not None else cfg.DATASET.PAD_SIZE, pad_key)
+        model.to(device).eval()
         predictor, activation = with_test_time_augmentation(
             model, make_activation(list(inference.OUTPUT_ACT), channels), inference.AUG_NUM, inference.AUG_MODE)
-        predict_to_hdf5(predictor, [open_volume(name) for name in names], output, window, tuple(inference.STRIDE),
-                        sum(channels), activation, inference.SAMPLES_PER_BATCH, inference.BLENDING, device,
-                        source=f"{os.path.abspath(checkpoint)}@{state.get('iteration')}", pad=pad,
+        identity = {"output_act": list(inference.OUTPUT_ACT), "aug_num": inference.AUG_NUM,
+                    "aug_mode": inference.AUG_MODE}
+        predict_to_hdf5(predictor, volumes, output, window, tuple(inference.STRIDE), sum(channels), activation,
+                        inference.SAMPLES_PER_BATCH, inference.BLENDING, device, identity=identity, pad=pad,
                         pad_mode=cfg.DATASET.PAD_MODE, unpad=inference.UNPAD,
                         block_size=tuple(inference.STREAM_BLOCK_SIZE), rank=rank, world_size=world_size)
     finally:

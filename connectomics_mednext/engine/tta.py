@@ -9,6 +9,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
+from ..errors import ConfigError, look_up_option
+
 # AUG_NUM -> (flipped spatial axes offered, whether y and x are also transposed)
 VARIANTS: Dict[int, Tuple[Tuple[int, ...], bool]] = {4: ((-2, -1), False), 8: ((-3, -2, -1), False),
                                                       16: ((-3, -2, -1), True)}
@@ -31,10 +33,9 @@ class FlipEnsemble(nn.Module):
                  aug_mode: str = "mean") -> None:
         super().__init__()
         if aug_num not in VARIANTS:
-            raise ValueError(f"INFERENCE.AUG_NUM must be None, 0 or one of {sorted(VARIANTS)}, got {aug_num!r}.")
-        if aug_mode not in COMBINE:
-            raise ValueError(f"INFERENCE.AUG_MODE must be one of {sorted(COMBINE)}, got {aug_mode!r}.")
-        self.model, self.activation, self.combine = model, activation, COMBINE[aug_mode]
+            raise ConfigError(f"INFERENCE.AUG_NUM must be None, 0 or one of {sorted(VARIANTS)}, got {aug_num!r}.")
+        self.model, self.activation = model, activation
+        self.combine = look_up_option("INFERENCE.AUG_MODE", aug_mode, COMBINE)
         axes, transpose = VARIANTS[aug_num]
         flips = [tuple(a for a, on in zip(axes, pattern) if on) for pattern in itertools.product((False, True), repeat=len(axes))]
         self.variants: List[Tuple[Tuple[int, ...], bool]] = [(f, t) for t in ((False, True) if transpose else (False,)) for f in flips]

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.targets import target_channels
+from ..errors import ConfigError, look_up_option
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
 
@@ -79,13 +80,11 @@ class TargetCriterion:
         for key, value in (("MODEL.LOSS_OPTION", loss_opt), ("MODEL.OUTPUT_ACT", output_act),
                            ("MODEL.LOSS_WEIGHT", loss_weight)):
             if len(value) != len(target_opt) or any(len(v) != len(loss_opt[i]) for i, v in enumerate(value)):
-                raise ValueError(f"{key} must hold one list per target with one entry per loss, got {list(value)!r}.")
+                raise ConfigError(f"{key} must hold one list per target with one entry per loss, got {list(value)!r}.")
         for name in (n for names in loss_opt for n in names):
-            if name not in LOSSES:
-                raise ValueError(f"MODEL.LOSS_OPTION {name!r} is not supported; use one of {sorted(LOSSES)}.")
+            look_up_option("MODEL.LOSS_OPTION", name, LOSSES)
         for name in (n for names in output_act for n in names):
-            if name not in ACTIVATIONS:
-                raise ValueError(f"MODEL.OUTPUT_ACT {name!r} is not supported; use one of {sorted(ACTIVATIONS)}.")
+            look_up_option("MODEL.OUTPUT_ACT", name, ACTIVATIONS)
         self.target_opt = list(target_opt)
         self.loss_opt = [list(x) for x in loss_opt]
         self.output_act = [list(x) for x in output_act]
@@ -98,7 +97,7 @@ class TargetCriterion:
         model = cfg.MODEL
         criterion = cls(model.TARGET_OPT, model.LOSS_OPTION, model.OUTPUT_ACT, model.LOSS_WEIGHT)
         if sum(criterion.channels) != model.OUT_PLANES:
-            raise ValueError(
+            raise ConfigError(
                 f"MODEL.OUT_PLANES is {model.OUT_PLANES} but MODEL.TARGET_OPT {list(model.TARGET_OPT)} "
                 f"needs {sum(criterion.channels)} channels."
             )

@@ -1,5 +1,12 @@
 """MedNeXt network, presets and weight loading; no config or PyTC imports."""
-from .blocks import LayerNorm, MedNeXtBlock, MedNeXtDownBlock, MedNeXtUpBlock, OutBlock, global_response_norm
+from .blocks import (
+    LayerNorm,
+    MedNeXtBlock,
+    MedNeXtDownBlock,
+    MedNeXtUpBlock,
+    OutBlock,
+    global_response_norm,
+)
 from .mednext import MedNeXt
 from .presets import PRESETS, create_mednext_v1, preset_kwargs
 from .weights import load_reference_weights, read_checkpoint, upkern_load_weights

@@ -10,11 +10,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .depthwise import DepthwiseConv2d, DepthwiseConv3d, DepthwiseConvTranspose2d, DepthwiseConvTranspose3d
+from .depthwise import (
+    DepthwiseConv2d,
+    DepthwiseConv3d,
+    DepthwiseConvTranspose2d,
+    DepthwiseConvTranspose3d,
+)
 from .fused import can_fuse, fused_pointwise, fused_pointwise_inference
 from .layout import is_channels_last
 from .norm import PerChannelGroupNorm
-from .pointwise import PointwiseConv2d, PointwiseConv3d, PointwiseConvTranspose2d, PointwiseConvTranspose3d
+from .pointwise import (
+    PointwiseConv2d,
+    PointwiseConv3d,
+    PointwiseConvTranspose2d,
+    PointwiseConvTranspose3d,
+)
 
 IntOrSeq = Union[int, Sequence[int]]
 

@@ -1,0 +1,75 @@
+"""The mistakes a user can make, as exception types the command line prints as one sentence.
+
+Each type also derives from the built-in exception a Python caller would expect
+(``ValueError``, ``FileNotFoundError``, ``KeyError``), so library code can catch either.
+"""
+import difflib
+from typing import Any, Iterable, Mapping, Optional, Union
+
+
+class UserError(Exception):
+    """A mistake in the config, on the command line or in an input file; the message names it.
+
+    Args:
+        message: one sentence naming the key, flag or file and what was expected.
+    """
+
+    def __str__(self) -> str:
+        # KeyError's own __str__ would quote the message.
+        return str(self.args[0]) if self.args else ""
+
+
+class ConfigError(UserError, ValueError):
+    """A config value (or flag) that cannot be used; the message names the key."""
+
+
+class InputError(UserError, ValueError):
+    """An input volume or file that is not what was expected; the message names the file."""
+
+
+class MissingFileError(UserError, FileNotFoundError):
+    """A file named in the config or on the command line does not exist."""
+
+
+class MissingDatasetError(UserError, KeyError):
+    """An HDF5 file does not hold the dataset that was asked for."""
+
+
+class MissingExtraError(UserError, ImportError):
+    """An optional dependency is missing; the message names the pip extra that brings it."""
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint that cannot be read, or does not fit the configured network."""
+
+
+def closest(name: str, candidates: Iterable[str]) -> Optional[str]:
+    """The candidate most like ``name`` (for "did you mean"), or None when none is close.
+
+    Args:
+        name: what the user wrote.
+        candidates: the valid names.
+    """
+    # Case-insensitive, since 'adamw' and 'Adamw' both mean 'AdamW'.
+    by_lower = {str(c).lower(): str(c) for c in candidates}
+    matches = difflib.get_close_matches(str(name).lower(), list(by_lower), n=1, cutoff=0.6)
+    return by_lower[matches[0]] if matches else None
+
+
+def look_up_option(key: str, value: Any, choices: Union[Mapping[Any, Any], Iterable[Any]]) -> Any:
+    """``value`` if it is one of ``choices`` (its entry, for a mapping), else a :class:`ConfigError`.
+
+    The message names ``key``, lists the choices and suggests the closest one.
+
+    Args:
+        key: the config key or flag, for the message.
+        value: the value given.
+        choices: the valid values, or a mapping from them.
+    """
+    options = choices if isinstance(choices, Mapping) else {c: c for c in choices}
+    if value in options:
+        return options[value]
+    names = sorted(options, key=str)
+    hint = closest(value, names) if isinstance(value, str) else None
+    suggestion = f"; did you mean {hint!r}?" if hint is not None else "."
+    raise ConfigError(f"{key} must be one of {names}, got {value!r}{suggestion}")
