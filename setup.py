@@ -9,7 +9,7 @@ setup(
     license="Apache-2.0",
     packages=find_packages(include=["connectomics_mednext", "connectomics_mednext.*"]),
     python_requires=">=3.9",
-    install_requires=["torch>=2.1", "yacs", "numpy", "h5py", "tensorboard"],
+    install_requires=["torch>=2.1", "yacs", "pyyaml", "numpy", "h5py", "tensorboard"],
     extras_require={"test": ["pytest", "tifffile"], "tiff": ["tifffile"], "bench": ["monai"]},
     entry_points={"console_scripts": ["connectomics-mednext = connectomics_mednext.cli:main"]},
 )

@@ -18,6 +18,7 @@ from .config import (
     check_config_file,
     check_native_values,
     load_native_cfg,
+    merge_config,
 )
 from .engine.allocator import keep_freed_memory
 from .errors import ConfigError, UserError
@@ -102,10 +103,12 @@ def run_pytc(args: argparse.Namespace) -> None:
     """
     register()
     import torch
-    from connectomics.config import load_cfg, save_all_cfg
+    from connectomics.config import get_cfg_defaults, load_cfg, save_all_cfg
     from connectomics.engine import Trainer
     from connectomics.utils.system import init_devices
 
+    # Our reading first, for one sentence per mistake; then PyTC's own, which also applies its overrides.
+    merge_config(add_mednext_config(get_cfg_defaults()), args.config_file, args.config_base, args.opts)
     cfg = load_cfg(args, add_cfg_func=add_mednext_config)
     warn_unused_mednext_keys(cfg)
     device = init_devices(args, cfg)

@@ -225,18 +225,18 @@ def explain_merge_error(error: Exception, source: str, defaults: CN) -> ConfigEr
     return ConfigError(f"{source}: {text}")
 
 
-def load_native_cfg(config_file: str, config_base: Optional[str] = None, opts: Sequence[str] = ()) -> CN:
-    """Native defaults, then ``config_base``, ``config_file`` and command-line ``opts``; frozen.
+def merge_config(cfg: CN, config_file: str, config_base: Optional[str] = None, opts: Sequence[str] = ()) -> CN:
+    """Merge ``config_base``, ``config_file`` and command-line ``opts`` into ``cfg``, in that order.
 
-    A key outside our subset of PyTC's schema, a value of the wrong type, an empty or non-YAML
-    file raise one :class:`ConfigError` naming the file and the key.
+    A key the tree lacks, a value of the wrong type, an empty or non-YAML file raise one
+    :class:`ConfigError` naming the file and the key (with the closest known key).
 
     Args:
+        cfg: the default tree (ours, or PyTC's with our keys).
         config_file: the task YAML.
         config_base: an optional base YAML merged first.
         opts: ``KEY VALUE`` pairs.
     """
-    cfg = get_native_defaults()
     files = [(path, flag) for path, flag in ((config_base, "--config-base"), (config_file, "--config-file")) if path]
     for path, flag in files:
         loaded = read_yaml_config(path, flag)
@@ -244,13 +244,25 @@ def load_native_cfg(config_file: str, config_base: Optional[str] = None, opts: S
             cfg.merge_from_other_cfg(loaded)
         except (KeyError, ValueError, AssertionError) as error:
             raise explain_merge_error(error, path, cfg) from error
-    opts = list(opts)
+    opts = list(opts or [])
     if len(opts) % 2:
         raise ConfigError(f"Command-line overrides come in KEY VALUE pairs; {opts[-1]!r} has no value.")
     try:
         cfg.merge_from_list(opts)
     except (KeyError, ValueError, AssertionError) as error:
         raise explain_merge_error(error, "the command line", cfg) from error
+    return cfg
+
+
+def load_native_cfg(config_file: str, config_base: Optional[str] = None, opts: Sequence[str] = ()) -> CN:
+    """Native defaults, then ``config_base``, ``config_file`` and command-line ``opts``; frozen.
+
+    Args:
+        config_file: the task YAML.
+        config_base: an optional base YAML merged first.
+        opts: ``KEY VALUE`` pairs.
+    """
+    cfg = merge_config(get_native_defaults(), config_file, config_base, opts)
     cfg.freeze()
     return cfg
 

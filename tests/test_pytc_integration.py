@@ -82,6 +82,35 @@ def test_register_plugs_mednext_into_pytc(pytc_env):
     assert "REGISTERED" in out
 
 
+def test_mednext_keys_set_for_another_architecture_are_warned_about(pytc_env):
+    out = run_python("""
+        import warnings
+        from connectomics_mednext.pytc import register, warn_unused_mednext_keys
+        register()
+        from connectomics.config import get_cfg_defaults
+        cfg = get_cfg_defaults()
+        cfg.merge_from_list(["MODEL.ARCHITECTURE", "unet_3d", "MODEL.DEEP_SUPERVISION", "True"])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            warn_unused_mednext_keys(cfg)
+        for w in caught:
+            print(w.message)
+    """, pytc_env)
+    assert out.splitlines() == ["MODEL.DEEP_SUPERVISION is set but does nothing in PyTorch Connectomics here: "
+                                "MODEL.ARCHITECTURE is 'unet_3d', not 'mednext'."]
+
+
+def test_a_typo_in_a_pytc_run_gets_one_sentence(pytc_env, tmp_path):
+    config = tmp_path / "typo.yaml"
+    config.write_text("MODEL:\n  ARCHITECTURE: mednext\n  MEDNEXT_SIZ: S\n")
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "main.py"), "--engine", "pytc",
+                             "--config-file", str(config)], env=pytc_env, cwd=ROOT, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (f"error: {config}: MODEL.MEDNEXT_SIZ is not a config key; did you mean "
+                                     "'MODEL.MEDNEXT_SIZE'?")
+
+
 TINY_CONFIG = """
 SYSTEM:
   NUM_GPUS: 1
@@ -134,7 +163,8 @@ def test_train_with_deep_supervision_then_resume_then_infer(pytc_env, tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY_CONFIG.format(data=tmp_path, out=out))
 
-    main_py(["--config-file", str(config)], pytc_env)
+    trained = main_py(["--config-file", str(config)], pytc_env)
+    assert trained.splitlines()[0].startswith("engine: PyTorch Connectomics v1.0 API, package version ")
     assert {"checkpoint_00002.pth.tar", "checkpoint_00004.pth.tar"} <= set(os.listdir(out))
     tags = run_python(f"""
         import glob

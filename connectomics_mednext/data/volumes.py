@@ -110,7 +110,7 @@ def check_image_dtype(volume, key: str) -> None:
     for _, slab in _slabs(volume):
         low = slab.min() if low is None else min(low, slab.min())
         high = slab.max() if high is None else max(high, slab.max())
-    raise InputError(f"{key} {volume_name(volume)!r} is {np.dtype(volume.dtype).name} with values {low}..{high}, "
+    raise InputError(f"{key} {volume_name(volume)!r} is {np.dtype(volume.dtype).name} with values {low:g}..{high:g}, "
                      "but images must be uint8 (0..255, scaled by 1/255 as PyTC does); convert it, e.g. "
                      "np.clip((x - low) / (high - low) * 255, 0, 255).astype(np.uint8).")
 

@@ -90,9 +90,10 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load fails on a foreign file in many ways (KeyError, EOFError, ...)
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        # torch's own reason is worth showing only when it is its archive reader speaking.
+        reason = str(error).split(". ")[0].strip() if isinstance(error, RuntimeError) else ""
         raise CheckpointError(f"--checkpoint {path!r} is not a readable PyTorch checkpoint (truncated, or another "
-                              f"kind of file): {first_line}") from error
+                              f"kind of file){': ' + reason if reason else ''}.") from error
     if not isinstance(state, dict) or "state_dict" not in state:
         raise CheckpointError(f"--checkpoint {path!r} has no 'state_dict' entry; expected a checkpoint written by "
                               "our engine or PyTorch Connectomics.")

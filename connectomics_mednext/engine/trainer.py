@@ -136,6 +136,8 @@ class Trainer:
         self.criterion = criterion if weights is None else DeepSupervisionLoss(
             criterion, weights, resample_modes_for_targets(cfg.MODEL.TARGET_OPT))
         self.sampler = CropSampler(cfg, seed=(seed, rank))  # a different crop stream per rank
+        if cfg.DATASET.VAL_IMAGE_NAME:  # refuse bad validation volumes now, not hours into the run
+            self._validation_volumes()
         self.start_iter = cfg.MODEL.PRE_MODEL_ITER
         self.newest_checkpoint: Optional[str] = None
         if checkpoint is not None:
@@ -318,6 +320,14 @@ class Trainer:
         label = label[:1, middle].float() if label.dim() == 4 else label[None, middle].float() / max(1, label.max())
         writer.add_image("Label", label.cpu(), iteration)
 
+    def _validation_volumes(self):
+        data = self.cfg.DATASET
+        image = open_volume(split_names(data.VAL_IMAGE_NAME, data.INPUT_PATH, "DATASET.VAL_IMAGE_NAME")[0])
+        label = open_volume(split_names(data.VAL_LABEL_NAME, data.INPUT_PATH, "DATASET.VAL_LABEL_NAME")[0])
+        check_image_dtype(image, "DATASET.VAL_IMAGE_NAME")
+        check_finite(label, "DATASET.VAL_LABEL_NAME")
+        return image, label
+
     @torch.no_grad()
     def validate(self) -> Dict[str, float]:
         """Dice and IoU of the first target on the validation volume.
@@ -327,10 +337,7 @@ class Trainer:
         """
         cfg = self.cfg
         self.model.eval()
-        image = open_volume(split_names(cfg.DATASET.VAL_IMAGE_NAME, cfg.DATASET.INPUT_PATH, "DATASET.VAL_IMAGE_NAME")[0])
-        label = open_volume(split_names(cfg.DATASET.VAL_LABEL_NAME, cfg.DATASET.INPUT_PATH, "DATASET.VAL_LABEL_NAME")[0])
-        check_image_dtype(image, "DATASET.VAL_IMAGE_NAME")
-        check_finite(label, "DATASET.VAL_LABEL_NAME")
+        image, label = self._validation_volumes()
         path = os.path.join(self.output_dir, "validation.h5")
         if os.path.exists(path + ".partial"):
             os.remove(path + ".partial")  # left by a crash, computed with older weights
