@@ -2,6 +2,7 @@
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -199,10 +200,12 @@ def test_checkpoints_reach_the_disk_before_their_final_name(tmp_path, monkeypatc
     assert os.listdir(tmp_path) == ["checkpoint_00001.pth.tar"]
 
 
-def _train_until_signalled(run, out, signum):
+def _train_until_signalled(run, out, signum, launcher=(sys.executable,), flags=()):
+    """Start a long training run, send ``signum`` after its second iteration; return (exit code, output)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
-    argv = tiny_argv(run, out=out, overrides=["SOLVER.ITERATION_TOTAL", "100000", "SOLVER.ITERATION_SAVE", "100000"])
-    process = subprocess.Popen([sys.executable, os.path.join(ROOT, "scripts", "main.py"), *argv], env=env,
+    argv = tiny_argv(run, *flags, out=out,
+                     overrides=["SOLVER.ITERATION_TOTAL", "100000", "SOLVER.ITERATION_SAVE", "100000"])
+    process = subprocess.Popen([*launcher, os.path.join(ROOT, "scripts", "main.py"), *argv], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines, deadline = [], time.monotonic() + 120
     for line in process.stdout:
@@ -229,6 +232,21 @@ def test_a_stop_signal_saves_a_checkpoint_and_exits_non_zero(signum, tiny_run, t
     path = out / names[0]
     assert f"Stopped by {name} at iteration {iteration}: saved {path}; resume with --checkpoint {path}" in output
     assert "Traceback" not in output
+
+
+def test_ranks_stop_together_on_sigterm_from_torchrun(tiny_run, tmp_path):
+    # torchrun passes its SIGTERM to every rank; they agree at the next step and save once, together.
+    out = tmp_path / "out"
+    with socket.socket() as probe:  # a free port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}"]
+    _, output = _train_until_signalled(tiny_run, out, signal.SIGTERM, launcher, ["--distributed"])
+    names = [n for n in os.listdir(out) if n.startswith("checkpoint_")]
+    assert len(names) == 1, output
+    state = torch.load(out / names[0], weights_only=True)
+    assert len(state["rng"]["sampler"]) == 2  # both ranks' crop generators, gathered at the same step
+    assert output.count(f"Stopped by SIGTERM at iteration {state['iteration']}: saved {out / names[0]}") == 1
 
 
 def test_pytc_is_warned_about_mednext_keys_it_will_not_read():
