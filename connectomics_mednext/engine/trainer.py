@@ -367,7 +367,12 @@ def main_train(cfg, checkpoint: Optional[str] = None, distributed: bool = False,
     rank, world_size, device = init_distributed() if distributed else (0, 1, default_device())
     try:
         torch.manual_seed(seed)
-        return Trainer(cfg, device, checkpoint, rank, world_size, seed).train()
+        path = Trainer(cfg, device, checkpoint, rank, world_size, seed).train()
+        if distributed:
+            # Rank 0 writes the last checkpoint while the others are done; tearing gloo down
+            # under a peer that is still busy can abort that peer.
+            dist.barrier()
+        return path
     finally:
         if distributed:
             dist.destroy_process_group()
