@@ -1,5 +1,9 @@
 from setuptools import find_packages, setup
 
+# Decoding and scoring (connectomics-mednext-segment, -evaluate): distance transforms and
+# watersheds, connected components, and waterz for affinities.
+SEGMENT = ["scipy", "scikit-image", "connected-components-3d", "waterz"]
+
 setup(
     name="connectomics-mednext",
     version="0.1.0",
@@ -10,6 +14,15 @@ setup(
     packages=find_packages(include=["connectomics_mednext", "connectomics_mednext.*"]),
     python_requires=">=3.9",
     install_requires=["torch>=2.1", "yacs", "pyyaml", "numpy", "h5py", "tensorboard"],
-    extras_require={"test": ["pytest", "tifffile"], "tiff": ["tifffile"], "bench": ["monai"]},
-    entry_points={"console_scripts": ["connectomics-mednext = connectomics_mednext.cli:main"]},
+    extras_require={
+        "test": ["pytest", "tifffile"] + SEGMENT,
+        "tiff": ["tifffile"],
+        "segment": SEGMENT,
+        "bench": ["monai"],
+    },
+    entry_points={"console_scripts": [
+        "connectomics-mednext = connectomics_mednext.cli:main",
+        "connectomics-mednext-segment = connectomics_mednext.segment.cli:main",
+        "connectomics-mednext-evaluate = connectomics_mednext.evaluate.cli:main",
+    ]},
 )

@@ -9,8 +9,6 @@ and exit code 2; ``--debug`` shows the traceback too.
 """
 import argparse
 import os
-import sys
-import traceback
 from typing import List, Optional
 
 from .config import (
@@ -21,7 +19,7 @@ from .config import (
     merge_config,
 )
 from .engine.allocator import keep_freed_memory
-from .errors import ConfigError, UserError
+from .errors import ConfigError, run_reporting_errors
 from .pytc import (
     PyTCNotAvailable,
     describe_pytc,
@@ -29,8 +27,6 @@ from .pytc import (
     register,
     warn_unused_mednext_keys,
 )
-
-USAGE_ERROR = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,11 +192,4 @@ def main(argv: Optional[List[str]] = None) -> None:
     Args:
         argv: command-line arguments; ``None`` reads ``sys.argv``.
     """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        run_command(argv)
-    except UserError as error:
-        if "--debug" in argv:
-            traceback.print_exc()
-        print(f"error: {error}", file=sys.stderr, flush=True)
-        raise SystemExit(USAGE_ERROR) from None
+    run_reporting_errors(run_command, argv)

@@ -4,7 +4,11 @@ Each type also derives from the built-in exception a Python caller would expect
 (``ValueError``, ``FileNotFoundError``, ``KeyError``), so library code can catch either.
 """
 import difflib
-from typing import Any, Iterable, Mapping, Optional, Union
+import sys
+import traceback
+from typing import Any, Callable, Iterable, List, Mapping, Optional, Union
+
+USAGE_ERROR = 2
 
 
 class UserError(Exception):
@@ -73,3 +77,22 @@ def look_up_option(key: str, value: Any, choices: Union[Mapping[Any, Any], Itera
     hint = closest(value, names) if isinstance(value, str) else None
     suggestion = f"; did you mean {hint!r}?" if hint is not None else "."
     raise ConfigError(f"{key} must be one of {names}, got {value!r}{suggestion}")
+
+
+def run_reporting_errors(run: Callable[[List[str]], Any], argv: Optional[List[str]] = None) -> Any:
+    """Run a command line's ``run(argv)``; print a :class:`UserError` as one line and exit 2.
+
+    With ``--debug`` among the arguments the traceback is printed too.
+
+    Args:
+        run: the command, raising on mistakes.
+        argv: its arguments; ``None`` reads ``sys.argv``.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return run(argv)
+    except UserError as error:
+        if "--debug" in argv:
+            traceback.print_exc()
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(USAGE_ERROR) from None

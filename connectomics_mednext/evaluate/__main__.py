@@ -1,0 +1,4 @@
+"""``python -m connectomics_mednext.evaluate``."""
+from .cli import main
+
+main()

@@ -1,0 +1,92 @@
+"""Score a segmentation and/or a probability map against a label volume; a table and flat JSON."""
+import json
+import math
+import os
+from typing import Dict, Optional
+
+import numpy as np
+
+from ..data.targets import make_target, target_foreground
+from ..data.volumes import open_volume, read_whole
+from ..errors import InputError, MissingFileError
+from ..segment.run import open_prediction
+from .instance import instance_scores, mean_probability
+from .neuron import neuron_scores
+from .voxel import voxel_scores
+
+# The JSON's keys, in the table's order.
+METRIC_KEYS = ("iou", "dice", "best_threshold", "best_iou", "precision", "recall", "f1", "ap50", "ap75", "ap",
+               "voi_split", "voi_merge", "arand")
+
+
+def _read(path: str, flag: str) -> np.ndarray:
+    if not os.path.isfile(path):
+        raise MissingFileError(f"{flag}: file {path!r} does not exist.")
+    return read_whole(open_volume(path))
+
+
+def _same_shape(name: str, array: np.ndarray, label: np.ndarray) -> None:
+    if array.shape != label.shape:
+        raise InputError(f"{name} has shape {array.shape} but --label has {label.shape}; they must cover the same voxels.")
+
+
+def evaluate_files(label_path: str, segmentation_path: Optional[str] = None, prediction_path: Optional[str] = None,
+                   mask_path: Optional[str] = None, dataset: str = "vol0", channel: int = 0, threshold: float = 0.5,
+                   target_opt: str = "0") -> Dict[str, float]:
+    """Every metric the given inputs allow, as a flat dict (keys of :data:`METRIC_KEYS`).
+
+    Args:
+        label_path: ground-truth instance (or binary) labels, HDF5 or TIFF.
+        segmentation_path: instance labels to score (instance and neuron metrics).
+        prediction_path: a probability map in PyTC's layout to score (voxel metrics; also ranks
+            instances for AP).
+        mask_path: voxels where this volume is 0 are ignored by every metric.
+        dataset: the prediction's dataset.
+        channel: the prediction's channel.
+        threshold: probability threshold of the voxel metrics.
+        target_opt: PyTC TARGET_OPT code that turns the label into the voxel target (0: label > 0).
+    """
+    if segmentation_path is None and prediction_path is None:
+        raise InputError("Give --segmentation, --prediction or both to score against --label.")
+    if not 0.0 <= threshold <= 1.0:
+        raise InputError(f"--threshold is {threshold}, but must lie in 0..1.")
+    label = _read(label_path, "--label")
+    mask = None
+    if mask_path is not None:
+        mask = _read(mask_path, "--mask") > 0
+        _same_shape(f"--mask {mask_path!r}", mask, label)
+    results: Dict[str, float] = {}
+    probability = None
+    if prediction_path is not None:
+        prediction = open_prediction(prediction_path, dataset)
+        if not 0 <= channel < prediction.shape[0]:
+            raise InputError(f"--channel {channel} does not exist: {prediction_path!r} has {prediction.shape[0]} channels.")
+        probability = prediction[channel]
+        prediction.file.close()
+        _same_shape(f"--prediction {prediction_path!r}", probability, label)
+        truth = target_foreground(make_target(label, target_opt))
+        results.update(voxel_scores(probability, truth, mask, threshold))
+    if segmentation_path is not None:
+        segmentation = _read(segmentation_path, "--segmentation")
+        _same_shape(f"--segmentation {segmentation_path!r}", segmentation, label)
+        truth_ids, segment_ids = (label, segmentation) if mask is None else (label * mask, segmentation * mask)
+        scores = None if probability is None else mean_probability(segment_ids, probability)
+        results.update(instance_scores(truth_ids, segment_ids, scores))
+        results.update(neuron_scores(truth_ids, segment_ids))
+    return {key: results[key] for key in METRIC_KEYS if key in results}
+
+
+def format_table(results: Dict[str, float]) -> str:
+    """The metrics as a two-column text table."""
+    lines = [f"{'metric':<16}value"]
+    lines += [f"{key:<16}{'n/a' if math.isnan(value) else f'{value:.4f}'}" for key, value in results.items()]
+    return "\n".join(lines)
+
+
+def write_json(results: Dict[str, float], path: str) -> None:
+    """Write the flat JSON (NaN, for a metric without instances, as null), atomically."""
+    clean = {key: (None if isinstance(value, float) and math.isnan(value) else value) for key, value in results.items()}
+    partial = path + ".partial"
+    with open(partial, "w", encoding="utf-8") as handle:
+        json.dump(clean, handle, indent=2)
+    os.replace(partial, path)

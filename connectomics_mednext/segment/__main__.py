@@ -1,0 +1,4 @@
+"""``python -m connectomics_mednext.segment``."""
+from .cli import main
+
+main()

@@ -1,0 +1,37 @@
+"""How much memory a whole-volume decoder needs, and a refusal when the machine lacks it."""
+import os
+from typing import Optional
+
+from ..errors import InputError
+
+GIB = 1024**3
+
+
+def available_bytes() -> int:
+    """Memory the system can give this process now (Linux's MemAvailable; else free physical pages)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_memory(mode: str, voxels: int, bytes_per_voxel: int, limit_gib: Optional[float] = None) -> None:
+    """Refuse to start a decoder whose estimated peak memory exceeds what is available.
+
+    Args:
+        mode: the decoding mode, for the message.
+        voxels: the volume's voxel count.
+        bytes_per_voxel: the mode's peak memory per voxel.
+        limit_gib: the memory allowed (``--max-memory``); None takes what the system has available.
+    """
+    need = voxels * bytes_per_voxel
+    have = available_bytes() if limit_gib is None else int(limit_gib * GIB)
+    if need > have:
+        source = "--max-memory allows" if limit_gib is not None else "the machine has"
+        raise InputError(f"--mode {mode} holds the whole volume in memory and needs about {need / GIB:.1f} GiB for "
+                         f"{voxels} voxels ({bytes_per_voxel} bytes each), but {source} {have / GIB:.1f} GiB; crop the "
+                         "volume, or decode a binary map with --mode binary, which works slab by slab.")

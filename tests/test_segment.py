@@ -1,0 +1,182 @@
+"""Decoding predictions into instances: every mode, slab-wise components against whole-volume ones, bad input."""
+import os
+
+import h5py
+import numpy as np
+import pytest
+
+from connectomics_mednext.data.synthetic import make_em_volume
+from connectomics_mednext.data.targets import make_target
+from connectomics_mednext.evaluate import neuron_scores
+from connectomics_mednext.segment import SegmentOptions, segment_file
+from connectomics_mednext.segment import cli as segment_cli
+from connectomics_mednext.segment.components import UnionFind, face_pairs
+from connectomics_mednext.segment.decoders import label_dtype
+
+cc3d = pytest.importorskip("cc3d")
+ndimage = pytest.importorskip("scipy.ndimage")
+
+
+def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two labelings group the voxels identically (ids may differ), background included."""
+    pairs = np.unique(np.stack([a.ravel(), b.ravel()], axis=1), axis=0)
+    return len(pairs) == len(np.unique(a)) == len(np.unique(b))
+
+
+def write_prediction(path, channels: np.ndarray) -> str:
+    with h5py.File(path, "w") as f:
+        f.create_dataset("vol0", data=np.clip(np.rint(channels * 255), 0, 255).astype(np.uint8))
+    return str(path)
+
+
+def read_labels(path) -> np.ndarray:
+    with h5py.File(path, "r") as f:
+        return f["main"][:]
+
+
+STRUCTURES = {6: ndimage.generate_binary_structure(3, 1), 18: ndimage.generate_binary_structure(3, 2),
+              26: ndimage.generate_binary_structure(3, 3)}
+
+
+@pytest.mark.parametrize("connectivity", [6, 18, 26])
+@pytest.mark.parametrize("slab_planes", [1, 3, 7, 0])
+def test_slab_wise_components_partition_the_voxels_as_the_whole_volume(tmp_path, connectivity, slab_planes):
+    foreground = np.random.default_rng(connectivity).random((20, 24, 28)) > 0.68
+    path = write_prediction(tmp_path / "p.h5", foreground[None].astype(np.float32))
+    count = segment_file(path, str(tmp_path / "s.h5"), "binary",
+                         SegmentOptions(connectivity=connectivity, slab_planes=slab_planes))
+    labels = read_labels(tmp_path / "s.h5")
+    whole, whole_count = cc3d.connected_components(foreground, connectivity=connectivity, return_N=True)
+    independent, independent_count = ndimage.label(foreground, structure=STRUCTURES[connectivity])
+    assert count == whole_count == independent_count
+    assert same_partition(labels, whole) and same_partition(labels, independent)
+    assert labels.dtype == np.uint32 and labels.max() == count
+
+
+def test_small_objects_are_removed_across_slabs(tmp_path):
+    foreground = np.zeros((12, 10, 10), dtype=bool)
+    foreground[2:10, 2, 2] = True  # 8 voxels crossing three 3-plane slabs
+    foreground[5, 7, 7] = True  # 1 voxel
+    path = write_prediction(tmp_path / "p.h5", foreground[None].astype(np.float32))
+    count = segment_file(path, str(tmp_path / "s.h5"), "binary", SegmentOptions(min_size=5, slab_planes=3))
+    labels = read_labels(tmp_path / "s.h5")
+    assert count == 1 and labels[5, 7, 7] == 0 and (labels[2:10, 2, 2] == 1).all()
+
+
+def test_face_pairs_follow_the_connectivity():
+    below = np.zeros((3, 3), np.int64)
+    above = np.zeros((3, 3), np.int64)
+    below[1, 1], above[0, 0] = 1, 2  # touch only across a corner
+    assert len(face_pairs(below, above, 6)) == 0 and len(face_pairs(below, above, 18)) == 0
+    assert face_pairs(below, above, 26).tolist() == [[1, 2]]
+    above[0, 0], above[0, 1] = 0, 3  # across an edge
+    assert len(face_pairs(below, above, 6)) == 0 and face_pairs(below, above, 18).tolist() == [[1, 3]]
+
+
+def test_union_find_joins_chains():
+    sets = UnionFind(6)
+    sets.union(np.array([5, 3]), np.array([3, 1]))
+    assert sets.roots().tolist() == [0, 1, 2, 1, 4, 1]
+
+
+def test_label_dtype_grows_when_ids_do_not_fit():
+    assert label_dtype(2**32 - 1) == np.uint32 and label_dtype(2**32) == np.uint64
+
+
+@pytest.fixture(scope="module")
+def cells():
+    return make_em_volume((24, 48, 48), cells=10, mitochondria=6, seed=4)["label"].astype(np.int64)
+
+
+def test_bc_separates_touching_objects(tmp_path):
+    label = np.zeros((16, 32, 48), np.int64)
+    label[2:14, 4:28, 4:24], label[2:14, 4:28, 24:44] = 1, 2  # two boxes sharing a face
+    foreground = (label > 0).astype(np.float32)
+    contour = make_target(label, "4")[0] * foreground
+    path = write_prediction(tmp_path / "p.h5", np.stack([foreground, contour]))
+    count = segment_file(path, str(tmp_path / "s.h5"), "bc", SegmentOptions(seed_min_size=8))
+    labels = read_labels(tmp_path / "s.h5")
+    assert count == 2 and same_partition(labels, label)
+
+
+def test_boundary_watershed_recovers_neurons_with_anisotropic_resolution(tmp_path, cells):
+    boundary = make_target(cells, "4")[0]
+    path = write_prediction(tmp_path / "p.h5", boundary[None])
+    # 2 nm in z, 1 nm in y and x: a seed needs 3 nm of clearance, i.e. 2 planes or 3 pixels.
+    segment_file(path, str(tmp_path / "s.h5"), "boundary",
+                 SegmentOptions(seed_distance=3.0, resolution=(2.0, 1.0, 1.0), seed_min_size=4))
+    # The membranes (label 0) are unlabelled for the score; every cell must come back whole and alone.
+    scores = neuron_scores(cells, read_labels(tmp_path / "s.h5"))
+    assert scores["arand"] < 0.01 and scores["voi_split"] < 0.1 and scores["voi_merge"] < 0.1
+
+
+def test_affinity_agglomeration_recovers_neurons(tmp_path, cells):
+    path = write_prediction(tmp_path / "p.h5", make_target(cells, "2"))
+    segment_file(path, str(tmp_path / "s.h5"), "affinity")
+    labels = read_labels(tmp_path / "s.h5")
+    inside = cells > 0
+    scores = neuron_scores(cells, labels)
+    assert scores["arand"] < 0.05 and same_partition(labels[inside], cells[inside])
+
+
+def _segment(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        segment_cli.main(argv)
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.err
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--mode", "bc"], r"--mode bc decodes TARGET_OPT 0 and 4 \(2 channels\), but '.*p\.h5' has 1 channels"),
+    (["--mode", "affinity"], r"--mode affinity decodes TARGET_OPT 2 \(3 channels\), but '.*p\.h5' has 1 channels"),
+    (["--mode", "binary", "--channel", "2"], r"--channel 2 does not exist: '.*p\.h5' has 1 channels"),
+    (["--mode", "binarry"], r"--mode must be one of \['affinity', 'bc', 'binary', 'boundary'\], got 'binarry'; did you "
+                            r"mean 'binary'\?"),
+    (["--mode", "binary", "--threshold", "1.5"], r"--threshold is 1.5, but must lie in 0..1"),
+    (["--mode", "binary", "--connectivity", "8"], r"--connectivity is 8, but must be 6, 18 or 26"),
+    (["--mode", "boundary", "--resolution", "1", "2"], r"--resolution is \[1.0, 2.0\], but must be 3 positive sizes"),
+    (["--mode", "boundary", "--max-memory", "0.000001"],
+     r"--mode boundary holds the whole volume in memory and needs about 0\.0 GiB for 3840 voxels \(80 bytes each\), "
+     r"but --max-memory allows 0\.0 GiB"),
+    (["--mode", "binary", "--dataset", "vol1"], r"--prediction '.*p\.h5' has no dataset 'vol1'; it holds \['vol0'\]"),
+])
+def test_bad_input_gets_one_sentence_and_writes_nothing(tmp_path, capsys, extra, message):
+    path = write_prediction(tmp_path / "p.h5", np.zeros((1, 8, 16, 30), np.float32))
+    output = tmp_path / "out" / "s.h5"
+    output.parent.mkdir()
+    code, err = _segment(["--prediction", path, "--output", str(output), *extra], capsys)
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    import re
+    assert re.search(message, err), err
+    assert os.listdir(output.parent) == []
+
+
+def test_a_prediction_in_another_layout_is_refused(tmp_path, capsys):
+    with h5py.File(tmp_path / "float.h5", "w") as f:
+        f.create_dataset("vol0", data=np.zeros((1, 4, 4, 4), np.float32))
+    code, err = _segment(["--prediction", str(tmp_path / "float.h5"), "--mode", "binary", "--output",
+                          str(tmp_path / "s.h5")], capsys)
+    assert code == 2 and "expected PyTC's (C, Z, Y, X) uint8 layout" in err
+
+
+def test_a_failing_decoder_leaves_nothing(tmp_path, monkeypatch):
+    from connectomics_mednext.segment import decoders
+
+    def broken(prediction, options):
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(decoders.DECODERS, "bc", decoders.Decoder(2, True, broken, False, 1, "TARGET_OPT 0 and 4"))
+    path = write_prediction(tmp_path / "p.h5", np.zeros((2, 4, 8, 8), np.float32))
+    with pytest.raises(RuntimeError, match="boom"):
+        segment_file(path, str(tmp_path / "s.h5"), "bc")
+    assert sorted(os.listdir(tmp_path)) == ["p.h5"]
+
+
+def test_the_command_line_writes_labels_and_says_how_many(tmp_path, capsys):
+    foreground = np.zeros((4, 8, 8), np.float32)
+    foreground[1, 1, 1] = foreground[2, 5, 5] = 1
+    path = write_prediction(tmp_path / "p.h5", foreground[None])
+    segment_cli.main(["--prediction", path, "--mode", "binary", "--output", str(tmp_path / "s.h5")])
+    assert capsys.readouterr().out.strip() == f"Wrote {tmp_path / 's.h5'}: 2 objects (binary)."
+    with h5py.File(tmp_path / "s.h5", "r") as f:
+        assert list(f) == ["main"] and f["main"].attrs["mode"] == "binary"
