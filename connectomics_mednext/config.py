@@ -32,6 +32,9 @@ MEDNEXT_KEYS: List[Tuple[str, Any, str]] = [
      "Our engine's MIXED_PRECESION type: 'auto' (float16 on GPU, bfloat16 on CPU), 'bfloat16' or 'float16' (GPU)."),
     ("INFERENCE.STREAM_BLOCK_SIZE", [0, 1024, 1024],
      "Our engine's largest output block [z, y, x] held in memory while streaming; 0: the whole axis."),
+    ("INFERENCE.DECODE", None,
+     "Our engine: after inference, decode the prediction into <name>_seg.h5 with this connectomics-mednext-segment "
+     "mode ('binary', 'bc', 'boundary' or 'affinity'; its default thresholds). None: probabilities only."),
     ("SOLVER.ADAM_EPS", 1e-8, "eps of Adam and AdamW (PyTC does not set it; the MedNeXt recipe uses 1e-4)."),
     ("SOLVER.POLY_POWER", 0.9, "Exponent of the 'Poly' LR scheduler: lr * (1 - it / ITERATION_TOTAL) ** power."),
 ]

@@ -113,7 +113,7 @@ def is_pytc_available() -> bool:
 
 # Our keys that only a MedNeXt reads (PyTC's other networks ignore them) or only our engine reads.
 MEDNEXT_ONLY_PREFIXES = ("MODEL.MEDNEXT_SIZE", "MODEL.KERNEL_SIZE", "MODEL.DEEP_SUPERVISION", "MODEL.MEDNEXT.")
-NATIVE_ONLY_KEYS = ("MODEL.AMP_DTYPE", "INFERENCE.STREAM_BLOCK_SIZE")
+NATIVE_ONLY_KEYS = ("MODEL.AMP_DTYPE", "INFERENCE.STREAM_BLOCK_SIZE", "INFERENCE.DECODE")
 
 
 def unused_mednext_keys(cfg) -> List[str]:

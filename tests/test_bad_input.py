@@ -143,6 +143,8 @@ CASES = [
      r"--checkpoint .*checkpoint_00001\.pth\.tar.* holds the state of another optimizer; set SOLVER\.NAME"),
     ("inference window the network cannot take", INFER + ["INFERENCE.INPUT_SIZE", "[16, 16, 16]"], None,
      r"INFERENCE\.INPUT_SIZE \[16, 16, 16\] does not fit MedNeXt: .*one-voxel bottleneck"),
+    ("unknown decoding mode", INFER + ["INFERENCE.DECODE", "watershed"], None,
+     r"INFERENCE\.DECODE must be one of \['affinity', 'bc', 'binary', 'boundary'\], got 'watershed'"),
     ("misspelt blending", INFER + ["INFERENCE.BLENDING", "gauss"], None, r"INFERENCE\.BLENDING .* did you mean 'gaussian'\?"),
     ("unknown test-time augmentation", INFER + ["INFERENCE.AUG_NUM", "3"], None, r"INFERENCE\.AUG_NUM must be None, 0 or one of"),
     ("inference output folder cannot be made", INFER + ["INFERENCE.OUTPUT_PATH", "{case}/file.txt/test"],

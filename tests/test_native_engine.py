@@ -82,11 +82,17 @@ def test_train_resume_and_infer(tmp_path, data_dir):
     for key, value in final["state_dict"].items():
         assert torch.allclose(value, resumed["state_dict"][key], atol=1e-6), key
 
-    run(config, "--inference", "--checkpoint", str(out / "checkpoint_00004.pth.tar"), "INFERENCE.AUG_NUM", "8")
+    run(config, "--inference", "--checkpoint", str(out / "checkpoint_00004.pth.tar"), "INFERENCE.AUG_NUM", "8",
+        "INFERENCE.DECODE", "binary")
     with h5py.File(out / "test" / "result.h5", "r") as f:
         assert list(f) == ["vol0"]
         assert f["vol0"].shape == (1, 24, 40, 40) and f["vol0"].dtype == np.uint8
-    assert not os.path.exists(out / "test" / "result.h5.partial")
+        foreground = f["vol0"][0] >= 128
+    assert sorted(os.listdir(out / "test")) == ["result.h5", "result_seg.h5"]
+    with h5py.File(out / "test" / "result_seg.h5", "r") as f:
+        # INFERENCE.DECODE ran the binary decoder: its objects are exactly the thresholded foreground.
+        assert list(f) == ["main"] and f["main"].attrs["mode"] == "binary"
+        assert np.array_equal(f["main"][:] > 0, foreground)
 
 
 def test_interrupted_inference_resumes_to_the_same_result(tmp_path):

@@ -25,6 +25,8 @@ from ..data.volumes import (
 from ..errors import ConfigError, InputError, UserError, look_up_option
 from ..losses import DeepSupervisionLoss, resample_modes_for_targets
 from ..losses.criterion import TargetCriterion
+from ..segment.decoders import DECODERS
+from ..segment.run import segment_file
 from ..solver import build_native_solver, resume_solver
 from .checkpoint import (
     checkpoint_path,
@@ -386,6 +388,8 @@ def main_infer(cfg, checkpoint: Optional[str], distributed: bool = False) -> str
     if checkpoint is None:
         raise ConfigError("--inference needs --checkpoint naming the weights to predict with.")
     inference = cfg.INFERENCE
+    if inference.DECODE is not None:
+        look_up_option("INFERENCE.DECODE", inference.DECODE, DECODERS)
     names = split_names(inference.IMAGE_NAME, cfg.DATASET.INPUT_PATH, "INFERENCE.IMAGE_NAME")
     volumes = [open_volume(name) for name in names]
     for volume in volumes:
@@ -420,4 +424,15 @@ def main_infer(cfg, checkpoint: Optional[str], distributed: bool = False) -> str
             dist.destroy_process_group()
     if rank == 0:
         print(f"Prediction saved as: {output}")
+        if inference.DECODE is not None:
+            for index in range(len(volumes)):
+                labels = segmentation_path(output, index, len(volumes))
+                count = segment_file(output, labels, inference.DECODE, dataset=f"vol{index}")
+                print(f"Segmentation saved as: {labels} ({count} objects, INFERENCE.DECODE {inference.DECODE})")
     return output
+
+
+def segmentation_path(prediction: str, index: int, volumes: int) -> str:
+    """``<name>_seg.h5`` beside the prediction (``<name>_vol<i>_seg.h5`` when it holds several volumes)."""
+    stem = os.path.splitext(prediction)[0]
+    return f"{stem}_seg.h5" if volumes == 1 else f"{stem}_vol{index}_seg.h5"

@@ -30,33 +30,56 @@ def _same_shape(name: str, array: np.ndarray, label: np.ndarray) -> None:
         raise InputError(f"{name} has shape {array.shape} but --label has {label.shape}; they must cover the same voxels.")
 
 
+def evaluate_arrays(label: np.ndarray, segmentation: Optional[np.ndarray] = None,
+                    probability: Optional[np.ndarray] = None, mask: Optional[np.ndarray] = None,
+                    threshold: float = 0.5, target_opt: str = "0") -> Dict[str, float]:
+    """Every metric the given arrays allow, as a flat dict (keys of :data:`METRIC_KEYS`).
+
+    Args:
+        label: ground-truth instance (or binary) labels.
+        segmentation: instance labels to score (instance and neuron metrics).
+        probability: one channel of a prediction, uint8 (x 255) or float in 0..1 (voxel metrics;
+            also ranks instances for AP).
+        mask: boolean, False where voxels are ignored by every metric.
+        threshold: probability threshold of the voxel metrics.
+        target_opt: PyTC TARGET_OPT code that turns the label into the voxel target (0: label > 0).
+    """
+    if segmentation is None and probability is None:
+        raise InputError("Give --segmentation, --prediction or both to score against --label.")
+    if not 0.0 <= threshold <= 1.0:
+        raise InputError(f"--threshold is {threshold}, but must lie in 0..1.")
+    results: Dict[str, float] = {}
+    if probability is not None:
+        truth = target_foreground(make_target(label, target_opt))
+        results.update(voxel_scores(probability, truth, mask, threshold))
+    if segmentation is not None:
+        truth_ids, segment_ids = (label, segmentation) if mask is None else (label * mask, segmentation * mask)
+        scores = None if probability is None else mean_probability(segment_ids, probability)
+        results.update(instance_scores(truth_ids, segment_ids, scores))
+        results.update(neuron_scores(truth_ids, segment_ids))
+    return {key: results[key] for key in METRIC_KEYS if key in results}
+
+
 def evaluate_files(label_path: str, segmentation_path: Optional[str] = None, prediction_path: Optional[str] = None,
                    mask_path: Optional[str] = None, dataset: str = "vol0", channel: int = 0, threshold: float = 0.5,
                    target_opt: str = "0") -> Dict[str, float]:
-    """Every metric the given inputs allow, as a flat dict (keys of :data:`METRIC_KEYS`).
+    """:func:`evaluate_arrays` of files: labels, segmentation and mask as HDF5 or TIFF, the prediction in PyTC's layout.
 
     Args:
-        label_path: ground-truth instance (or binary) labels, HDF5 or TIFF.
-        segmentation_path: instance labels to score (instance and neuron metrics).
-        prediction_path: a probability map in PyTC's layout to score (voxel metrics; also ranks
-            instances for AP).
+        label_path: ground-truth labels.
+        segmentation_path: instance labels to score.
+        prediction_path: a probability map in PyTC's layout to score.
         mask_path: voxels where this volume is 0 are ignored by every metric.
         dataset: the prediction's dataset.
         channel: the prediction's channel.
         threshold: probability threshold of the voxel metrics.
-        target_opt: PyTC TARGET_OPT code that turns the label into the voxel target (0: label > 0).
+        target_opt: PyTC TARGET_OPT code that turns the label into the voxel target.
     """
-    if segmentation_path is None and prediction_path is None:
-        raise InputError("Give --segmentation, --prediction or both to score against --label.")
-    if not 0.0 <= threshold <= 1.0:
-        raise InputError(f"--threshold is {threshold}, but must lie in 0..1.")
     label = _read(label_path, "--label")
-    mask = None
+    mask = segmentation = probability = None
     if mask_path is not None:
         mask = _read(mask_path, "--mask") > 0
         _same_shape(f"--mask {mask_path!r}", mask, label)
-    results: Dict[str, float] = {}
-    probability = None
     if prediction_path is not None:
         prediction = open_prediction(prediction_path, dataset)
         if not 0 <= channel < prediction.shape[0]:
@@ -64,16 +87,10 @@ def evaluate_files(label_path: str, segmentation_path: Optional[str] = None, pre
         probability = prediction[channel]
         prediction.file.close()
         _same_shape(f"--prediction {prediction_path!r}", probability, label)
-        truth = target_foreground(make_target(label, target_opt))
-        results.update(voxel_scores(probability, truth, mask, threshold))
     if segmentation_path is not None:
         segmentation = _read(segmentation_path, "--segmentation")
         _same_shape(f"--segmentation {segmentation_path!r}", segmentation, label)
-        truth_ids, segment_ids = (label, segmentation) if mask is None else (label * mask, segmentation * mask)
-        scores = None if probability is None else mean_probability(segment_ids, probability)
-        results.update(instance_scores(truth_ids, segment_ids, scores))
-        results.update(neuron_scores(truth_ids, segment_ids))
-    return {key: results[key] for key in METRIC_KEYS if key in results}
+    return evaluate_arrays(label, segmentation, probability, mask, threshold, target_opt)
 
 
 def format_table(results: Dict[str, float]) -> str:
