@@ -50,3 +50,32 @@ def test_brief_training_finds_membranes_better_than_a_trivial_guess(tmp_path):
     dice = 2 * (prediction & truth).sum() / (prediction.sum() + truth.sum())
     trivial = 2 * truth.mean() / (1 + truth.mean())  # Dice of calling every voxel a membrane
     assert dice > trivial + 0.1, (dice, trivial)
+
+
+DATA = os.path.dirname(GALA)
+
+
+@pytest.mark.skipif(not os.path.isdir(DATA), reason=f"real EM data folder {DATA} is absent")
+@pytest.mark.parametrize("volume,target,mode,options", [
+    # gala_mini's thin boundaries (label 0) keep cells apart only under 6-connectivity.
+    ("gala_mini/test_label.h5", "0", "binary", dict(connectivity=6)),
+    # FIB-25 is dense; 10 nm voxels, seeds 30 nm from a boundary.
+    ("fib25/label.h5", "4-1-1", "boundary", dict(resolution=(10.0, 10.0, 10.0), seed_distance=30.0, seed_min_size=8)),
+])
+def test_a_perfect_prediction_of_real_labels_decodes_back_to_them(tmp_path, volume, target, mode, options):
+    import numpy as np
+
+    from connectomics_mednext.evaluate import evaluate_arrays
+    from connectomics_mednext.segment import SegmentOptions, segment_file
+
+    with h5py.File(os.path.join(DATA, volume), "r") as f:
+        label = f["main"][:64] if volume.startswith("fib25") else f["main"][:]
+    with h5py.File(tmp_path / "p.h5", "w") as f:
+        f.create_dataset("vol0", data=(make_target(label, target) * 255).astype(np.uint8))
+    segment_file(str(tmp_path / "p.h5"), str(tmp_path / "s.h5"), mode, SegmentOptions(**options))
+    with h5py.File(tmp_path / "s.h5", "r") as f:
+        segmentation = f["main"][:]
+    # FIB-25's body 0 is a neuron, not unlabelled: shift its ids so that every voxel is scored.
+    scores = evaluate_arrays(label.astype(np.int64) + volume.startswith("fib25"), segmentation)
+    # Only the objects too thin to seed or to stay connected are lost.
+    assert scores["arand"] < 0.05 and scores["voi_split"] < 0.5 and scores["voi_merge"] < 0.5, scores
