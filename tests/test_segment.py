@@ -180,3 +180,13 @@ def test_the_command_line_writes_labels_and_says_how_many(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == f"Wrote {tmp_path / 's.h5'}: 2 objects (binary)."
     with h5py.File(tmp_path / "s.h5", "r") as f:
         assert list(f) == ["main"] and f["main"].attrs["mode"] == "binary"
+
+
+def test_every_option_has_a_flag_whose_help_names_its_default():
+    import dataclasses
+
+    parser = segment_cli.build_parser()
+    flags = {action.dest: action for action in parser._actions}
+    for field in dataclasses.fields(SegmentOptions):
+        action = flags[field.name]
+        assert action.help.endswith(f"(default {getattr(segment_cli.DEFAULTS, field.name)})"), field.name

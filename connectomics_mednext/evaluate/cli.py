@@ -10,6 +10,7 @@ from .run import evaluate_files, format_table, write_json
 def build_parser() -> argparse.ArgumentParser:
     """The flags."""
     parser = argparse.ArgumentParser(
+        prog="connectomics-mednext-evaluate",
         description="Score a segmentation (instance and neuron metrics) and/or a probability map (voxel metrics) "
                     "against a label volume; print a table and optionally write flat JSON.")
     parser.add_argument("--label", required=True, help="ground-truth labels (HDF5 'main' or the only dataset, or TIFF)")

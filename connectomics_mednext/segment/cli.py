@@ -9,9 +9,31 @@ from .run import segment_file
 DEFAULTS = SegmentOptions()
 
 
+# (SegmentOptions field, type, help without the default): one flag each.
+OPTION_FLAGS = [
+    ("threshold", float, "binary: foreground probability; boundary: below it a voxel is not boundary"),
+    ("channel", int, "binary, boundary: the channel to read"),
+    ("connectivity", int, "6, 18 or 26: of the components (binary) and the seeds (bc, boundary)"),
+    ("min_size", int, "objects with fewer voxels become background"),
+    ("slab_planes", int, "binary: z planes labelled at a time, which bounds memory; 0 labels the whole volume at once"),
+    ("seed_threshold", float, "bc: foreground probability above which a voxel may seed"),
+    ("contour_threshold", float, "bc: contour probability below which a voxel may seed"),
+    ("foreground_threshold", float, "bc: foreground probability above which a voxel belongs to an object"),
+    ("seed_min_size", int, "bc, boundary: seeds with fewer voxels are dropped"),
+    ("seed_distance", float, "boundary: distance to the nearest boundary, in the units of --resolution, from which "
+                             "a voxel seeds"),
+    ("resolution", float, "voxel size (z y x, or one value), e.g. 30 6 6 nm for SNEMI; the distance transform of "
+                          "boundary uses it"),
+    ("merge_threshold", float, "affinity: waterz merges regions while 1 - mean affinity is below this"),
+    ("affinity_low", float, "affinity: edges below never join fragments"),
+    ("affinity_high", float, "affinity: edges above always join fragments"),
+]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The flags, each with its default and the modes that read it."""
     parser = argparse.ArgumentParser(
+        prog="connectomics-mednext-segment",
         description="Decode a prediction in PyTC's layout (HDF5 'vol0', (C, Z, Y, X) uint8, probability x 255) "
                     "into instance labels (HDF5 'main', uint32 or uint64, background 0). Probabilities are in 0..1.")
     parser.add_argument("--prediction", required=True, help="the prediction HDF5 written by either engine")
@@ -20,41 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "affinity (2)")
     parser.add_argument("--output", required=True, help="the label HDF5 to write (dataset 'main')")
     parser.add_argument("--dataset", default="vol0", help="the prediction's dataset (default vol0)")
-    parser.add_argument("--threshold", type=float, default=DEFAULTS.threshold,
-                        help="binary: foreground probability; boundary: below it a voxel is not boundary "
-                             f"(default {DEFAULTS.threshold})")
-    parser.add_argument("--channel", type=int, default=DEFAULTS.channel,
-                        help=f"binary, boundary: the channel to read (default {DEFAULTS.channel})")
-    parser.add_argument("--connectivity", type=int, default=DEFAULTS.connectivity,
-                        help=f"6, 18 or 26: of the components (binary) and the seeds (bc, boundary) "
-                             f"(default {DEFAULTS.connectivity})")
-    parser.add_argument("--min-size", type=int, default=DEFAULTS.min_size,
-                        help=f"objects with fewer voxels become background (default {DEFAULTS.min_size})")
-    parser.add_argument("--slab-planes", type=int, default=DEFAULTS.slab_planes,
-                        help="binary: z planes labelled at a time, which bounds memory; 0 labels the whole volume "
-                             f"at once (default {DEFAULTS.slab_planes})")
-    parser.add_argument("--seed-threshold", type=float, default=DEFAULTS.seed_threshold,
-                        help=f"bc: foreground probability above which a voxel may seed (default {DEFAULTS.seed_threshold})")
-    parser.add_argument("--contour-threshold", type=float, default=DEFAULTS.contour_threshold,
-                        help=f"bc: contour probability below which a voxel may seed (default {DEFAULTS.contour_threshold})")
-    parser.add_argument("--foreground-threshold", type=float, default=DEFAULTS.foreground_threshold,
-                        help="bc: foreground probability above which a voxel belongs to an object "
-                             f"(default {DEFAULTS.foreground_threshold})")
-    parser.add_argument("--seed-min-size", type=int, default=DEFAULTS.seed_min_size,
-                        help=f"bc, boundary: seeds with fewer voxels are dropped (default {DEFAULTS.seed_min_size})")
-    parser.add_argument("--seed-distance", type=float, default=DEFAULTS.seed_distance,
-                        help="boundary: distance to the nearest boundary, in the units of --resolution, from which "
-                             f"a voxel seeds (default {DEFAULTS.seed_distance})")
-    parser.add_argument("--resolution", type=float, nargs="+", default=list(DEFAULTS.resolution),
-                        help="voxel size (z y x, or one value), e.g. 30 6 6 nm for SNEMI; the distance transform "
-                             "of boundary uses it (default 1 1 1)")
-    parser.add_argument("--merge-threshold", type=float, default=DEFAULTS.merge_threshold,
-                        help="affinity: waterz merges regions while 1 - mean affinity is below this "
-                             f"(default {DEFAULTS.merge_threshold})")
-    parser.add_argument("--affinity-low", type=float, default=DEFAULTS.affinity_low,
-                        help=f"affinity: edges below never join fragments (default {DEFAULTS.affinity_low})")
-    parser.add_argument("--affinity-high", type=float, default=DEFAULTS.affinity_high,
-                        help=f"affinity: edges above always join fragments (default {DEFAULTS.affinity_high})")
+    for name, kind, text in OPTION_FLAGS:
+        default = getattr(DEFAULTS, name)
+        extra = {"nargs": "+", "default": list(default)} if name == "resolution" else {"default": default}
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, help=f"{text} (default {default})", **extra)
     parser.add_argument("--max-memory", type=float, default=None,
                         help="GiB the whole-volume modes (bc, boundary, affinity) may use; default: what the "
                              "machine has available. A volume that would need more is refused.")
@@ -64,8 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def options_from(args: argparse.Namespace) -> SegmentOptions:
     """The :class:`SegmentOptions` the flags describe."""
-    names = {field for field in SegmentOptions.__dataclass_fields__}
-    values = {name: getattr(args, name) for name in names if name != "resolution"}
+    values = {name: getattr(args, name) for name, _, _ in OPTION_FLAGS if name != "resolution"}
     return SegmentOptions(resolution=resolution_tuple(args.resolution), **values)
 
 
