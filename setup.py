@@ -6,7 +6,7 @@ SEGMENT = ["scipy", "scikit-image", "connected-components-3d", "waterz"]
 
 setup(
     name="connectomics-mednext",
-    version="0.1.0",
+    version="0.2.0",
     description="MedNeXt for volumetric EM segmentation: standalone, or as a PyTorch Connectomics v1.0 plugin.",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",

@@ -1,4 +1,8 @@
 """connectomics-mednext: MedNeXt for volumetric EM segmentation, standalone or as a PyTC plugin."""
+# Defined first: engine/checkpoint.py records it in every checkpoint and may be imported while this
+# package is still initialising.
+__version__ = "0.2.0"
+
 from .build import build_mednext
 from .config import add_mednext_config
 from .losses import DeepSupervisionLoss
@@ -14,8 +18,6 @@ from .model import (
     read_checkpoint,
     upkern_load_weights,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "DeepSupervisionLoss",

@@ -1,7 +1,7 @@
 """``build_mednext(cfg)``: a MedNeXt from a YACS config (PyTC's schema plus our keys)."""
 from typing import Any, Dict, List, Optional
 
-from .errors import ConfigError
+from .errors import ConfigError, look_up_option
 from .model import MedNeXt
 from .model.blocks import odd_kernel
 from .model.presets import PRESETS, preset_kwargs
@@ -49,13 +49,8 @@ def mednext_kwargs(cfg) -> Dict[str, Any]:
         cfg: a config holding PyTC's MODEL/DATASET keys and :func:`add_mednext_config`'s keys.
     """
     model_cfg, node = cfg.MODEL, cfg.MODEL.MEDNEXT
-    if model_cfg.MEDNEXT_SIZE not in PRESETS:
-        raise ConfigError(f"MODEL.MEDNEXT_SIZE must be one of {sorted(PRESETS)}, got {model_cfg.MEDNEXT_SIZE!r}.")
-    if node.CHECKPOINT_STYLE != "preset" and node.CHECKPOINT_STYLE not in CHECKPOINT_STYLES:
-        raise ConfigError(
-            f"MODEL.MEDNEXT.CHECKPOINT_STYLE must be 'preset' or one of {sorted(CHECKPOINT_STYLES)}, "
-            f"got {node.CHECKPOINT_STYLE!r}."
-        )
+    look_up_option("MODEL.MEDNEXT_SIZE", model_cfg.MEDNEXT_SIZE, PRESETS)
+    look_up_option("MODEL.MEDNEXT.CHECKPOINT_STYLE", node.CHECKPOINT_STYLE, ["preset", *CHECKPOINT_STYLES])
     dim = "2d" if cfg.DATASET.DO_2D else "3d"
     kwargs = preset_kwargs(model_cfg.MEDNEXT_SIZE)
     overrides = {"n_channels": node.N_CHANNELS, "exp_r": node.EXP_R, "block_counts": node.BLOCK_COUNTS}

@@ -9,6 +9,7 @@ and exit code 2; ``--debug`` shows the traceback too.
 """
 import argparse
 import os
+import tempfile
 from typing import List, Optional
 
 from .config import (
@@ -19,6 +20,7 @@ from .config import (
     merge_config,
 )
 from .engine.allocator import keep_freed_memory
+from .engine.checkpoint import checkpoint_config
 from .errors import ConfigError, run_reporting_errors
 from .pytc import (
     PyTCNotAvailable,
@@ -34,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Train or infer MedNeXt with PyTorch Connectomics' flags: PyTC's engine when it is importable "
                     "(see --engine), else ours, from the same YAML.")
-    parser.add_argument("--config-file", type=str, required=True, help="the task configuration (.yaml or .yml)")
+    parser.add_argument("--config-file", type=str, default=None,
+                        help="the task configuration (.yaml or .yml); with --inference it may be left out, and the "
+                             "config saved in the --checkpoint is used (overrides still apply)")
     parser.add_argument("--config-base", type=str, default=None,
                         help="a base configuration merged before --config-file (.yaml or .yml)")
     parser.add_argument("--inference", action="store_true",
@@ -71,6 +75,9 @@ def check_files(args: argparse.Namespace) -> None:
             check_config_file(path, flag)
     if args.checkpoint is not None and not os.path.isfile(args.checkpoint):
         raise ConfigError(f"--checkpoint: file {args.checkpoint!r} does not exist.")
+    if args.config_file is None and not (args.inference and args.checkpoint):
+        raise ConfigError("--config-file is required; only --inference --checkpoint CK can take the config saved "
+                          "in the checkpoint instead.")
 
 
 def check_native_flags(args: argparse.Namespace) -> None:
@@ -180,7 +187,17 @@ def run_command(argv: List[str]) -> None:
     check_files(args)
     # This process is ours, so its allocator may be tuned (see engine/allocator.py).
     keep_freed_memory()
-    (run_pytc if choose_engine(args.engine) else run_native)(args)
+    run = run_pytc if choose_engine(args.engine) else run_native
+    if args.config_file is not None:
+        run(args)
+        return
+    # Both engines read configs from files: the checkpoint's goes to a temporary one.
+    with tempfile.TemporaryDirectory() as folder:
+        args.config_file = os.path.join(folder, "checkpoint_config.yaml")
+        with open(args.config_file, "w", encoding="utf-8") as handle:
+            handle.write(checkpoint_config(args.checkpoint))
+        _say(f"config: the one saved in {args.checkpoint}")
+        run(args)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

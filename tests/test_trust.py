@@ -8,8 +8,12 @@ import sys
 import time
 
 import h5py
+import numpy as np
 import pytest
 import torch
+
+import conftest
+import connectomics_mednext
 
 from connectomics_mednext import cli
 from connectomics_mednext.config import get_native_defaults
@@ -265,3 +269,46 @@ def test_pytc_is_warned_about_mednext_keys_it_will_not_read():
     ]
     cfg.merge_from_list(["MODEL.ARCHITECTURE", "mednext"])
     assert unused_mednext_keys(cfg) == ["MODEL.AMP_DTYPE"]
+
+
+def test_inference_takes_the_config_from_the_checkpoint(tiny_run, tmp_path, capsys):
+    checkpoint = str(tiny_run / "trained" / "checkpoint_00002.pth.tar")
+    state = torch.load(checkpoint, weights_only=True)
+    assert state["version"] == connectomics_mednext.__version__ and "MEDNEXT_SIZE: S" in state["config"]
+    with_yaml = _infer(tiny_run, tmp_path / "with_yaml", checkpoint)
+    capsys.readouterr()
+    cli.run_command(["--engine", "native", "--inference", "--checkpoint", checkpoint,
+                     "INFERENCE.OUTPUT_PATH", str(tmp_path / "from_checkpoint")])
+    assert f"config: the one saved in {checkpoint}" in capsys.readouterr().out
+    with h5py.File(with_yaml, "r") as a, h5py.File(tmp_path / "from_checkpoint" / "result.h5", "r") as b:
+        assert np.array_equal(a["vol0"][:], b["vol0"][:])
+
+
+def test_a_checkpoint_without_a_config_asks_for_one(tiny_run, tmp_path, capsys):
+    state = torch.load(tiny_run / "trained" / "checkpoint_00002.pth.tar", weights_only=True)
+    del state["config"]  # as PyTC writes them
+    torch.save(state, tmp_path / "pytc.pth.tar")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--engine", "native", "--inference", "--checkpoint", str(tmp_path / "pytc.pth.tar")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: --checkpoint {str(tmp_path / 'pytc.pth.tar')!r} holds no config (PyTorch Connectomics and versions "
+        "before 0.2 save none); give the config it was trained with as --config-file.")
+    with pytest.raises(SystemExit):
+        cli.main(["--engine", "native", "--checkpoint", str(tmp_path / "pytc.pth.tar")])
+    assert "--config-file is required; only --inference --checkpoint CK" in capsys.readouterr().err
+
+
+def test_the_grad_scaler_state_is_saved_and_restored(tiny_run, tmp_path):
+    from connectomics_mednext.config import load_native_cfg
+    from connectomics_mednext.engine.trainer import Trainer
+
+    # fp16 autocast needs a GPU, so the CPU scaler stands in for the one a GPU run would make.
+    cfg = load_native_cfg(str(tiny_run / "cfg.yaml"), conftest.BASE, ["DATASET.OUTPUT_PATH", str(tmp_path)])
+    trainer = Trainer(cfg, torch.device("cpu"))
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=7)
+    path = trainer.save(2, trainer.sampler.state)
+    resumed = Trainer(cfg, torch.device("cpu"))
+    resumed.scaler = torch.amp.GradScaler("cpu")
+    resumed._resume(torch.load(path, weights_only=True), path)
+    assert resumed.scaler.get_scale() == 1024.0 and resumed.scaler.get_growth_interval() == 7

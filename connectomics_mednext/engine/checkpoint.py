@@ -5,6 +5,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
+from .. import __version__
 from ..errors import CheckpointError, MissingFileError
 from ..model.weights import extract_state_dict
 
@@ -25,11 +26,14 @@ def checkpoint_path(output_dir: str, iteration: int) -> str:
     return os.path.join(output_dir, "checkpoint_%05d.pth.tar" % iteration)
 
 
-def save_checkpoint(path: str, iteration: int, model, optimizer, scheduler, sampler_states: List[Dict[str, Any]]) -> None:
+def save_checkpoint(path: str, iteration: int, model, optimizer, scheduler, sampler_states: List[Dict[str, Any]],
+                    config: Optional[str] = None, scaler=None) -> None:
     """Write the checkpoint to a temporary file, flush it to disk, then rename it.
 
     A kill at any moment leaves either the previous file or the complete new one under the
     final name, never a half file; after a power loss the renamed file holds its data, too.
+    Besides PyTC's entries the checkpoint describes itself: the config it was trained with (as
+    YAML), the package version and the GradScaler's state.
 
     Args:
         path: final file name.
@@ -38,6 +42,8 @@ def save_checkpoint(path: str, iteration: int, model, optimizer, scheduler, samp
         optimizer: the optimizer.
         scheduler: the LR scheduler.
         sampler_states: the crop generators' states, one per rank.
+        config: the full config as YAML text (``cfg.dump()``).
+        scaler: the fp16 GradScaler, when training uses one.
     """
     state = {
         "iteration": iteration,
@@ -47,7 +53,12 @@ def save_checkpoint(path: str, iteration: int, model, optimizer, scheduler, samp
         # Crops come from the sampler's own generator; torch's drives dropout-free init only,
         # but is kept so a resumed run matches an uninterrupted one.
         "rng": {"torch": torch.get_rng_state(), "sampler": sampler_states},
+        "version": __version__,
     }
+    if config is not None:
+        state["config"] = config
+    if scaler is not None:
+        state["scaler"] = scaler.state_dict()
     temporary = path + TEMPORARY_SUFFIX
     with open(temporary, "wb") as handle:
         torch.save(state, handle)
@@ -78,8 +89,12 @@ def remove_stale_temporaries(output_dir: str) -> List[str]:
     return stale
 
 
-def load_checkpoint(path: str) -> Dict[str, Any]:
+def load_checkpoint(path: str, mmap: bool = False) -> Dict[str, Any]:
     """Read a checkpoint written by us or by PyTC (tensors and plain data only).
+
+    Args:
+        path: the file.
+        mmap: map the tensors instead of reading them (for a look at the other entries).
 
     Raises:
         MissingFileError: ``path`` does not exist.
@@ -88,7 +103,7 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
     if not os.path.isfile(path):
         raise MissingFileError(f"--checkpoint: file {path!r} does not exist.")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as error:  # torch.load fails on a foreign file in many ways (KeyError, EOFError, ...)
         # torch's own reason is worth showing only when it is its archive reader speaking.
         reason = str(error).split(". ")[0].strip() if isinstance(error, RuntimeError) else ""
@@ -98,6 +113,19 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
         raise CheckpointError(f"--checkpoint {path!r} has no 'state_dict' entry; expected a checkpoint written by "
                               "our engine or PyTorch Connectomics.")
     return state
+
+
+def checkpoint_config(path: str) -> str:
+    """The YAML text of the config a checkpoint was trained with.
+
+    Raises:
+        CheckpointError: the checkpoint holds none (PyTC and older versions save none).
+    """
+    state = load_checkpoint(path, mmap=True)  # the weights stay on disk
+    if not isinstance(state.get("config"), str):
+        raise CheckpointError(f"--checkpoint {path!r} holds no config (PyTorch Connectomics and versions before 0.2 "
+                              "save none); give the config it was trained with as --config-file.")
+    return state["config"]
 
 
 def _likely_keys(name: str, expected: Optional[torch.Tensor], given: Optional[torch.Tensor]) -> str:

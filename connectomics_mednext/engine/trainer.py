@@ -142,10 +142,10 @@ class Trainer:
             self._validation_volumes()
         self.start_iter = cfg.MODEL.PRE_MODEL_ITER
         self.newest_checkpoint: Optional[str] = None
+        self.amp_dtype = amp_dtype(cfg, device) if cfg.MODEL.MIXED_PRECESION else None
+        self.scaler = torch.amp.GradScaler(device.type) if self.amp_dtype == torch.float16 else None
         if checkpoint is not None:
             self._resume(load_checkpoint(checkpoint), checkpoint)
-        self.amp_dtype = amp_dtype(cfg, device) if cfg.MODEL.MIXED_PRECESION else None
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
 
     def _resume(self, state, path: str) -> None:
         load_weights_into(self.model, state, path)
@@ -156,6 +156,9 @@ class Trainer:
                       "moments and schedule progress are kept.", flush=True)
         self.start_iter = int(state.get("iteration", self.start_iter))
         self.newest_checkpoint = path
+        if self.scaler is not None and "scaler" in state:
+            # The loss scale learnt so far; a fresh one would spend steps overflowing again.
+            self.scaler.load_state_dict(state["scaler"])
         rng = state.get("rng")
         if rng is not None:
             torch.set_rng_state(rng["torch"])
@@ -177,7 +180,8 @@ class Trainer:
             raise self._diverged(f"The weights became NaN or infinite by iteration {iteration}")
         path = checkpoint_path(self.output_dir, iteration)
         if self.is_main:
-            save_checkpoint(path, iteration, self.model, self.optimizer, self.scheduler, states)
+            save_checkpoint(path, iteration, self.model, self.optimizer, self.scheduler, states, self.cfg.dump(),
+                            self.scaler)
             print(f"[Iteration {iteration:05d}] saved {path}", flush=True)
         self.newest_checkpoint = path
         return path
