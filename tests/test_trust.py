@@ -150,7 +150,7 @@ def test_divergence_names_the_newest_finite_checkpoint(tiny_run, tmp_path):
     assert not [n for n in os.listdir(tmp_path / "out") if n.startswith("checkpoint_")]
 
 
-def test_the_gradient_check_catches_a_nan_gradient(tiny_run, tmp_path, monkeypatch):
+def test_a_run_of_nan_gradients_stops_training(tiny_run, tmp_path, monkeypatch, capsys):
     from connectomics_mednext.losses.criterion import TargetCriterion
 
     def sqrt_of_zero(self, pred, target, weight):
@@ -158,8 +158,30 @@ def test_the_gradient_check_catches_a_nan_gradient(tiny_run, tmp_path, monkeypat
         return torch.sqrt((pred.float() * 0).sum()), {}
 
     monkeypatch.setattr(TargetCriterion, "__call__", sqrt_of_zero)
-    with pytest.raises(NonFiniteLoss, match="The gradient norm became nan at iteration 1"):
-        _train(tiny_run, tmp_path / "out", overrides=["MODEL.DEEP_SUPERVISION", "False"])
+    with pytest.raises(NonFiniteLoss, match="The gradient norm was nan for 5 steps in a row, up to iteration 5; "
+                                            "training stopped without saving, and no checkpoint was written"):
+        _train(tiny_run, tmp_path / "out", overrides=["MODEL.DEEP_SUPERVISION", "False", "SOLVER.ITERATION_TOTAL", "20",
+                                                      "SOLVER.ITERATION_SAVE", "100"])
+    said = capsys.readouterr().out
+    assert said.count("skipped: the gradient norm is nan; the weights are unchanged.") == 4
+
+
+def test_one_non_finite_gradient_skips_its_step(tiny_run, tmp_path, monkeypatch, capsys):
+    from connectomics_mednext.losses.criterion import TargetCriterion
+
+    real = TargetCriterion.__call__
+    calls = []
+
+    def nan_gradient_once(self, pred, target, weight):
+        calls.append(1)
+        loss, parts = real(self, pred, target, weight)
+        return (loss + torch.sqrt((pred.float() * 0).sum()), parts) if len(calls) == 1 else (loss, parts)
+
+    monkeypatch.setattr(TargetCriterion, "__call__", nan_gradient_once)
+    out = _train(tiny_run, tmp_path / "out", overrides=["MODEL.DEEP_SUPERVISION", "False"])
+    assert "[Iteration 00001] skipped: the gradient norm is nan; the weights are unchanged." in capsys.readouterr().out
+    state = torch.load(out / "checkpoint_00002.pth.tar", weights_only=True)
+    assert state["iteration"] == 2 and all(torch.isfinite(v).all() for v in state["state_dict"].values())
 
 
 def test_a_resumed_run_takes_the_configs_solver_settings(tiny_run, tmp_path, capsys):

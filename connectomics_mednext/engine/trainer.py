@@ -41,6 +41,8 @@ from .stop_signals import StopRequest
 from .tta import with_test_time_augmentation
 
 INFERENCE_TIMEOUT = timedelta(hours=24)
+# Consecutive steps with a NaN or infinite gradient that are skipped before training stops.
+MAX_SKIPPED_STEPS = 5
 
 
 class NonFiniteLoss(UserError, RuntimeError):
@@ -142,6 +144,7 @@ class Trainer:
             self._validation_volumes()
         self.start_iter = cfg.MODEL.PRE_MODEL_ITER
         self.newest_checkpoint: Optional[str] = None
+        self.bad_gradients = 0  # consecutive steps skipped for a non-finite gradient
         self.amp_dtype = amp_dtype(cfg, device) if cfg.MODEL.MIXED_PRECESION else None
         self.scaler = torch.amp.GradScaler(device.type) if self.amp_dtype == torch.float16 else None
         if checkpoint is not None:
@@ -222,10 +225,20 @@ class Trainer:
         else:
             loss.backward()
             norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
-            if not torch.isfinite(norm):
-                raise self._diverged(f"The gradient norm became {norm.item()} at iteration {iteration}")
-            _clip_gradients(self.cfg, self.model)
-            self.optimizer.step()
+            if torch.isfinite(norm):
+                self.bad_gradients = 0
+                _clip_gradients(self.cfg, self.model)
+                self.optimizer.step()
+            else:
+                # As GradScaler does for fp16: the step is skipped and the weights stay as they were;
+                # only a run of such steps means the training has diverged.
+                self.bad_gradients += 1
+                if self.bad_gradients >= MAX_SKIPPED_STEPS:
+                    raise self._diverged(f"The gradient norm was {norm.item()} for {self.bad_gradients} steps in a "
+                                         f"row, up to iteration {iteration}")
+                if self.is_main:
+                    print(f"[Iteration {iteration:05d}] skipped: the gradient norm is {norm.item()}; the weights are "
+                          "unchanged.", flush=True)
         self.scheduler.step()
 
     def _proven_final_save(self, iteration: int) -> str:
