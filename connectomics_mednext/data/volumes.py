@@ -33,6 +33,20 @@ def split_names(names: Optional[str], input_path: str, key: str) -> List[str]:
     return paths
 
 
+def open_hdf5(path: str, name: str = "") -> h5py.File:
+    """An HDF5 file opened for reading, or one sentence saying it is not one.
+
+    Args:
+        path: the file.
+        name: the flag or key that named it, put before the path in the message.
+    """
+    try:
+        return h5py.File(path, "r")
+    except OSError as error:
+        prefix = f"{name} " if name else ""
+        raise InputError(f"{prefix}{path!r} is not a readable HDF5 file ({str(error).splitlines()[0]}).") from error
+
+
 def open_volume(path: str, dataset: Optional[str] = None):
     """Open a (z, y, x) volume without reading it: a TIFF stack, or a dataset of an HDF5 file.
 
@@ -43,10 +57,7 @@ def open_volume(path: str, dataset: Optional[str] = None):
     if path.lower().endswith(TIFF_SUFFIXES):
         volume = TiffVolume(path)
     else:
-        try:
-            handle = h5py.File(path, "r")
-        except OSError as error:
-            raise InputError(f"{path!r} is not a readable HDF5 file ({str(error).splitlines()[0]}).") from error
+        handle = open_hdf5(path)
         names = [k for k in handle.keys() if isinstance(handle[k], h5py.Dataset)]
         if dataset is None:
             dataset = "main" if "main" in names else (names[0] if len(names) == 1 else None)

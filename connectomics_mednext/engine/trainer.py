@@ -213,7 +213,8 @@ class Trainer:
         return loss, losses_vis, pred, image, target, data_time
 
     def _apply(self, loss: torch.Tensor, iteration: int) -> None:
-        """Backward, clip and step, unless the gradient is not finite (then nothing changes)."""
+        """Backward, clip and step; a step whose gradient is not finite is skipped (the weights stay, the
+        schedule moves on, as with GradScaler), and :data:`MAX_SKIPPED_STEPS` in a row stop training."""
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             # The scaler skips steps with non-finite gradients itself and lowers its scale.

@@ -7,6 +7,7 @@ from typing import Optional
 import h5py
 import numpy as np
 
+from ..data.volumes import open_hdf5
 from ..errors import InputError, MissingDatasetError, MissingFileError, look_up_option
 from .decoders import DECODERS, SegmentOptions, check_channels, label_dtype
 from .memory import check_memory
@@ -23,10 +24,7 @@ def open_prediction(path: str, dataset: str = "vol0") -> h5py.Dataset:
     """
     if not os.path.isfile(path):
         raise MissingFileError(f"--prediction: file {path!r} does not exist.")
-    try:
-        handle = h5py.File(path, "r")
-    except OSError as error:
-        raise InputError(f"--prediction {path!r} is not a readable HDF5 file ({str(error).splitlines()[0]}).") from error
+    handle = open_hdf5(path, "--prediction")
     if dataset not in handle:
         raise MissingDatasetError(f"--prediction {path!r} has no dataset {dataset!r}; it holds {list(handle)}.")
     volume = handle[dataset]
