@@ -21,11 +21,11 @@ from typing import Dict, List
 import torch
 
 from connectomics_mednext.engine.allocator import keep_freed_memory
+from connectomics_mednext.model.mednext import NUM_LEVELS
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from timing import as_list, make_train_step, peak_memory_mib, summarise, time_repeated  # noqa: E402
 
-NUM_LEVELS = 4
 # Our (reference) names -> MONAI names; MONAI numbers decoder parts from the bottleneck up.
 RENAMES = [
     (r"^enc_block_(\d)\.", lambda m: f"enc_stages.{m.group(1)}."),

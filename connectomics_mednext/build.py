@@ -4,11 +4,11 @@ from typing import Any, Dict, List, Optional
 from .errors import ConfigError, look_up_option
 from .model import MedNeXt
 from .model.blocks import odd_kernel
+from .model.mednext import CHECKPOINT_STYLES, NUM_LEVELS, NUM_STAGES
 from .model.presets import PRESETS, preset_kwargs
 
-CHECKPOINT_STYLES: Dict[str, Optional[str]] = {"none": None, "outside_block": "outside_block"}
-NUM_STAGES = 9
-NUM_LEVELS = 4
+# YAML cannot say None, so the config names it 'none'.
+CONFIG_CHECKPOINT_STYLES: Dict[str, Optional[str]] = {str(style).lower(): style for style in CHECKPOINT_STYLES}
 
 
 def _kernel(value: Any, ndim: int) -> Any:
@@ -50,13 +50,13 @@ def mednext_kwargs(cfg) -> Dict[str, Any]:
     """
     model_cfg, node = cfg.MODEL, cfg.MODEL.MEDNEXT
     look_up_option("MODEL.MEDNEXT_SIZE", model_cfg.MEDNEXT_SIZE, PRESETS)
-    look_up_option("MODEL.MEDNEXT.CHECKPOINT_STYLE", node.CHECKPOINT_STYLE, ["preset", *CHECKPOINT_STYLES])
+    look_up_option("MODEL.MEDNEXT.CHECKPOINT_STYLE", node.CHECKPOINT_STYLE, ["preset", *CONFIG_CHECKPOINT_STYLES])
     dim = "2d" if cfg.DATASET.DO_2D else "3d"
     kwargs = preset_kwargs(model_cfg.MEDNEXT_SIZE)
     overrides = {"n_channels": node.N_CHANNELS, "exp_r": node.EXP_R, "block_counts": node.BLOCK_COUNTS}
     kwargs.update({name: value for name, value in overrides.items() if value is not None})
     if node.CHECKPOINT_STYLE != "preset":
-        kwargs["checkpoint_style"] = CHECKPOINT_STYLES[node.CHECKPOINT_STYLE]
+        kwargs["checkpoint_style"] = CONFIG_CHECKPOINT_STYLES[node.CHECKPOINT_STYLE]
     kwargs.update(
         in_channels=model_cfg.IN_PLANES,
         n_classes=model_cfg.OUT_PLANES,

@@ -1,8 +1,8 @@
 """``add_mednext_config``: the MedNeXt keys added to any YACS config tree (PyTC's or ours).
 
-Written in the style of detectron2's ``add_*_config``: one function, one comment per key,
-idempotent. Keys that accept either an int or a list default to ``None`` ("use the preset"),
-because YACS refuses to merge an int into a list default and vice versa.
+Written in the style of detectron2's ``add_*_config``: each key is assigned once in
+:func:`mednext_keys` with its comment beside it (``grep -n MEDNEXT.GRN`` finds both), and
+adding them to a tree keeps the values already there, so a second call changes nothing.
 """
 import os
 import re
@@ -13,53 +13,77 @@ from yacs.config import CfgNode as CN
 
 from .errors import ConfigError, MissingFileError, closest
 
-# (dotted key, default, comment). Order is the order shown by cfg.dump().
-MEDNEXT_KEYS: List[Tuple[str, Any, str]] = [
-    ("MODEL.MEDNEXT_SIZE", "S", "MedNeXt preset: 'S', 'B', 'M' or 'L'."),
-    ("MODEL.KERNEL_SIZE", None, "Depthwise kernel: 3, 5 or 7; [z, y, x] per axis; or 9 per-stage values. None: 3."),
-    ("MODEL.DEEP_SUPERVISION", False, "Add the 1/2..1/16 heads and train them with the deep-supervision loss."),
-    ("MODEL.MEDNEXT.N_CHANNELS", None, "Channels of the first stage. None: the preset's (32)."),
-    ("MODEL.MEDNEXT.EXP_R", None, "Expansion ratio, an int or 9 ints. None: the preset's."),
-    ("MODEL.MEDNEXT.BLOCK_COUNTS", None, "Blocks in each of the 9 stages. None: the preset's."),
-    ("MODEL.MEDNEXT.NORM", "group", "Block norm: 'group' (one group per channel) or 'layer'."),
-    ("MODEL.MEDNEXT.GRN", False, "Global response normalisation in the blocks."),
-    ("MODEL.MEDNEXT.DO_RES", True, "Residual connections inside blocks."),
-    ("MODEL.MEDNEXT.DO_RES_UP_DOWN", True, "Residual 1x1 convs in the down and up blocks."),
-    ("MODEL.MEDNEXT.CHECKPOINT_STYLE", "preset", "'preset', 'none' or 'outside_block' (gradient checkpointing)."),
-    ("MODEL.MEDNEXT.STRIDES", None, "Per-level downsampling: 4 entries, each an int or [z, y, x]. None: 2."),
-    ("MODEL.MEDNEXT.DS_WEIGHTS", None, "Loss weight per scale, full resolution first. None: 1, 1/2, ... normalised."),
-    ("MODEL.AMP_DTYPE", "auto",
-     "Our engine's MIXED_PRECESION type: 'auto' (float16 on GPU, bfloat16 on CPU), 'bfloat16' or 'float16' (GPU)."),
-    ("INFERENCE.STREAM_BLOCK_SIZE", [0, 1024, 1024],
-     "Our engine's largest output block [z, y, x] held in memory while streaming; 0: the whole axis."),
-    ("INFERENCE.DECODE", None,
-     "Our engine: after inference, decode the prediction into <name>_seg.h5 with this connectomics-mednext-segment "
-     "mode ('binary', 'bc', 'boundary' or 'affinity'; its default thresholds). None: probabilities only."),
-    ("SOLVER.ADAM_EPS", 1e-8, "eps of Adam and AdamW (PyTC does not set it; the MedNeXt recipe uses 1e-4)."),
-    ("SOLVER.POLY_POWER", 0.9, "Exponent of the 'Poly' LR scheduler: lr * (1 - it / ITERATION_TOTAL) ** power."),
-]
+def mednext_keys() -> CN:
+    """The keys this package adds, with their defaults, as a tree of their own.
+
+    Keys that take an int or a list default to ``None`` ("the preset's"), because YACS refuses
+    to merge an int into a list default and vice versa.
+    """
+    _C = CN()
+    _C.MODEL = CN()
+    _C.MODEL.MEDNEXT_SIZE = "S"  # MedNeXt preset: 'S', 'B', 'M' or 'L'
+    _C.MODEL.KERNEL_SIZE = None  # depthwise kernel: 3, 5 or 7; [z, y, x] per axis; or 9 per-stage values. None: 3
+    _C.MODEL.DEEP_SUPERVISION = False  # add the 1/2..1/16 heads and train them with the deep-supervision loss
+    # Our engine's MIXED_PRECESION type: 'auto' (float16 on GPU, bfloat16 on CPU), 'bfloat16' or 'float16' (GPU).
+    _C.MODEL.AMP_DTYPE = "auto"
+
+    _C.MODEL.MEDNEXT = CN()
+    _C.MODEL.MEDNEXT.N_CHANNELS = None  # channels of the first stage. None: the preset's (32)
+    _C.MODEL.MEDNEXT.EXP_R = None  # expansion ratio, an int or 9 ints. None: the preset's
+    _C.MODEL.MEDNEXT.BLOCK_COUNTS = None  # blocks in each of the 9 stages. None: the preset's
+    _C.MODEL.MEDNEXT.NORM = "group"  # block norm: 'group' (one group per channel) or 'layer'
+    _C.MODEL.MEDNEXT.GRN = False  # global response normalisation in the blocks
+    _C.MODEL.MEDNEXT.DO_RES = True  # residual connections inside blocks
+    _C.MODEL.MEDNEXT.DO_RES_UP_DOWN = True  # residual 1x1 convs in the down and up blocks
+    _C.MODEL.MEDNEXT.CHECKPOINT_STYLE = "preset"  # 'preset', 'none' or 'outside_block' (gradient checkpointing)
+    _C.MODEL.MEDNEXT.STRIDES = None  # per-level downsampling: 4 entries, each an int or [z, y, x]. None: 2
+    _C.MODEL.MEDNEXT.DS_WEIGHTS = None  # loss weight per scale, full resolution first. None: 1, 1/2, ... normalised
+
+    _C.INFERENCE = CN()
+    # Our engine's largest output block [z, y, x] held in memory while streaming; 0: the whole axis.
+    _C.INFERENCE.STREAM_BLOCK_SIZE = [0, 1024, 1024]
+    # Our engine: after inference, decode the prediction into <name>_seg.h5 with this
+    # connectomics-mednext-segment mode ('binary', 'bc', 'boundary' or 'affinity'; its default
+    # thresholds). None: probabilities only.
+    _C.INFERENCE.DECODE = None
+
+    _C.SOLVER = CN()
+    _C.SOLVER.ADAM_EPS = 1e-8  # eps of Adam and AdamW (PyTC does not set it; the MedNeXt recipe uses 1e-4)
+    _C.SOLVER.POLY_POWER = 0.9  # exponent of the 'Poly' LR scheduler: lr * (1 - it / ITERATION_TOTAL) ** power
+    return _C
 
 
-def _node(cfg: CN, path: List[str]) -> CN:
-    node = cfg
-    for name in path:
-        if name not in node:
-            node[name] = CN()
-        node = node[name]
-    return node
+def mednext_key_defaults() -> List[Tuple[str, Any]]:
+    """(dotted key, default) for every key :func:`add_mednext_config` adds."""
+    keys = mednext_keys()
+    return [(key, _value_at(keys, key)) for key in config_keys(keys)]
+
+
+def _value_at(cfg: CN, key: str) -> Any:
+    for name in key.split("."):
+        cfg = cfg[name]
+    return cfg
+
+
+def _add_missing(cfg: CN, additions: CN) -> None:
+    for name, value in additions.items():
+        if isinstance(value, CN):
+            if name not in cfg:
+                cfg[name] = CN()
+            _add_missing(cfg[name], value)
+        elif name not in cfg:
+            cfg[name] = value
 
 
 def add_mednext_config(cfg: CN) -> CN:
-    """Add the MedNeXt keys to ``cfg`` in place (a second call changes nothing) and return it.
+    """Add the MedNeXt keys (:func:`mednext_keys`) to ``cfg`` in place, keeping values it has; return it.
+
+    A second call changes nothing.
 
     Args:
         cfg: a YACS config, e.g. PyTC's ``get_cfg_defaults()`` or ours.
     """
-    for key, default, _ in MEDNEXT_KEYS:
-        *path, name = key.split(".")
-        node = _node(cfg, path)
-        if name not in node:
-            node[name] = default
+    _add_missing(cfg, mednext_keys())
     return cfg
 
 
@@ -143,7 +167,7 @@ def get_native_defaults() -> CN:
     cfg.INFERENCE.BLENDING = "gaussian"  # window blending: 'gaussian' or 'bump'
 
     cfg.MONITOR = CN()
-    cfg.MONITOR.LOG_OPT = [1, 1, 0]  # TensorBoard, text log, ...
+    cfg.MONITOR.LOG_OPT = [1, 1, 0]  # [print iteration lines, TensorBoard, text log <OUTPUT_PATH>/log/log.txt]
     cfg.MONITOR.VIS_OPT = [0, 16]  # visualisation option, sections shown
     cfg.MONITOR.ITERATION_NUM = [20, 200]  # log scalars / images every this many iterations
     return add_mednext_config(cfg)

@@ -21,7 +21,7 @@ from types import ModuleType
 from typing import Dict, List
 
 from .build import build_mednext, deep_supervision_weights
-from .config import MEDNEXT_KEYS, add_mednext_config
+from .config import add_mednext_config, mednext_key_defaults
 from .losses import DeepSupervisionLoss, resample_modes_for_targets
 from .model.mednext import DS_KEYS
 from .solver import SCHEDULERS, set_adam_eps
@@ -123,7 +123,7 @@ def unused_mednext_keys(cfg) -> List[str]:
         cfg: PyTC's loaded config, with :func:`add_mednext_config`'s keys.
     """
     unused = []
-    for key, default, _ in MEDNEXT_KEYS:
+    for key, default in mednext_key_defaults():
         node = cfg
         for name in key.split("."):
             node = node[name]

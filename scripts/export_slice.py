@@ -22,7 +22,6 @@ from connectomics_mednext.data.targets import make_target, target_foreground
 from connectomics_mednext.data.volumes import open_volume, read_whole
 from connectomics_mednext.engine.trainer import dice_iou
 
-
 # PNG colour types by channels: grayscale, RGB.
 PNG_COLOUR_TYPES = {1: 0, 3: 2}
 OVERLAY_ALPHA = 0.5

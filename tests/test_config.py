@@ -1,12 +1,20 @@
 """add_mednext_config, the native defaults and the shipped YAML configs."""
 import glob
+import inspect
 import os
+import re
 
 import pytest
 from yacs.config import CfgNode as CN
 
 from connectomics_mednext.build import build_mednext
-from connectomics_mednext.config import MEDNEXT_KEYS, add_mednext_config, check_native_values, get_native_defaults
+from connectomics_mednext.config import (
+    add_mednext_config,
+    check_native_values,
+    get_native_defaults,
+    mednext_key_defaults,
+    mednext_keys,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = os.path.join(ROOT, "configs", "MedNeXt-Base.yaml")
@@ -19,11 +27,16 @@ def _get(cfg: CN, dotted: str):
     return cfg
 
 
-def test_every_key_is_added_with_a_comment_and_a_second_call_changes_nothing():
+def test_every_key_is_added_with_a_comment_in_the_source_and_a_second_call_changes_nothing():
     cfg = add_mednext_config(CN())
-    for key, default, comment in MEDNEXT_KEYS:
+    source = inspect.getsource(mednext_keys)
+    assert len(mednext_key_defaults()) == len(re.findall(r"^\s*_C\.[\w.]+ = (?!CN\(\))", source, re.M))
+    for key, default in mednext_key_defaults():
         assert _get(cfg, key) == default
-        assert comment.strip()
+        # Each assignment carries its comment on its line, or on the lines just above it.
+        line = source.index(f"_C.{key} = ")
+        before = source[:line].rstrip().splitlines()[-1].strip()
+        assert "#" in source[line:source.index("\n", line)] or before.startswith("#"), key
     dump = cfg.dump()
     assert add_mednext_config(cfg).dump() == dump
 

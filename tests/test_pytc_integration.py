@@ -44,14 +44,14 @@ def test_register_plugs_mednext_into_pytc(pytc_env):
         import glob, torch
         from connectomics.config import get_cfg_defaults
         stock = get_cfg_defaults()
-        from connectomics_mednext.config import MEDNEXT_KEYS
+        from connectomics_mednext.config import mednext_key_defaults
         def has(cfg, key):
             for name in key.split("."):
                 if name not in cfg:
                     return False
                 cfg = cfg[name]
             return True
-        assert not any(has(stock, key) for key, _, _ in MEDNEXT_KEYS), "a key collides with PyTC's"
+        assert not any(has(stock, key) for key, _ in mednext_key_defaults()), "a key collides with PyTC's"
         from connectomics_mednext.pytc import register
         register(); register()
         import connectomics.engine.trainer as trainer

@@ -3,6 +3,9 @@
 Every block keeps the reference's module names (``conv1``, ``norm``, ``conv2``,
 ``conv3``, ``res_conv``, ``grn_beta``, ``grn_gamma``) so reference state dicts load
 unchanged. Kernels and strides may be per axis, which the reference does not allow.
+
+These modules are the reference computation, written plainly. How they run fast (fused CPU
+kernels, in-place inference) is :mod:`.execution`'s concern, which reads their parameters.
 """
 from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
@@ -10,28 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .depthwise import (
-    DepthwiseConv2d,
-    DepthwiseConv3d,
-    DepthwiseConvTranspose2d,
-    DepthwiseConvTranspose3d,
-)
-from .fused import can_fuse, fused_pointwise, fused_pointwise_inference
-from .layout import is_channels_last
-from .norm import PerChannelGroupNorm
-from .pointwise import (
-    PointwiseConv2d,
-    PointwiseConv3d,
-    PointwiseConvTranspose2d,
-    PointwiseConvTranspose3d,
-)
+from ..errors import look_up_option
 
 IntOrSeq = Union[int, Sequence[int]]
 
-DEPTHWISE_CONV: Dict[str, type] = {"2d": DepthwiseConv2d, "3d": DepthwiseConv3d}
-DEPTHWISE_CONV_TRANSPOSE: Dict[str, type] = {"2d": DepthwiseConvTranspose2d, "3d": DepthwiseConvTranspose3d}
-POINTWISE_CONV: Dict[str, type] = {"2d": PointwiseConv2d, "3d": PointwiseConv3d}
-POINTWISE_CONV_TRANSPOSE: Dict[str, type] = {"2d": PointwiseConvTranspose2d, "3d": PointwiseConvTranspose3d}
+CONV: Dict[str, type] = {"2d": nn.Conv2d, "3d": nn.Conv3d}
+CONV_TRANSPOSE: Dict[str, type] = {"2d": nn.ConvTranspose2d, "3d": nn.ConvTranspose3d}
 SPATIAL_DIMS: Dict[str, int] = {"2d": 2, "3d": 3}
 
 
@@ -41,9 +28,7 @@ def check_dim(dim: str) -> int:
     Args:
         dim: the spatial dimensionality name.
     """
-    if dim not in SPATIAL_DIMS:
-        raise ValueError(f"dim must be one of {sorted(SPATIAL_DIMS)}, got {dim!r}.")
-    return SPATIAL_DIMS[dim]
+    return look_up_option("dim", dim, SPATIAL_DIMS)
 
 
 def as_tuple(value: IntOrSeq, ndim: int, name: str) -> Tuple[int, ...]:
@@ -90,8 +75,7 @@ class LayerNorm(nn.Module):
 
     def __init__(self, normalized_shape: int, eps: float = 1e-5, data_format: str = "channels_first") -> None:
         super().__init__()
-        if data_format not in ("channels_first", "channels_last"):
-            raise ValueError(f"data_format must be 'channels_first' or 'channels_last', got {data_format!r}.")
+        look_up_option("data_format", data_format, ("channels_first", "channels_last"))
         self.weight = nn.Parameter(torch.ones(normalized_shape))
         self.bias = nn.Parameter(torch.zeros(normalized_shape))
         self.eps = eps
@@ -109,12 +93,16 @@ class LayerNorm(nn.Module):
         return torch.addcmul(self.bias.view(affine_shape), centred, scale)
 
 
+def _group_norm(channels: int) -> nn.Module:
+    return nn.GroupNorm(num_groups=channels, num_channels=channels)
+
+
 def _layer_norm(channels: int) -> nn.Module:
     return LayerNorm(channels, data_format="channels_first")
 
 
 # 'group' is GroupNorm with one group per channel, as in the reference.
-NORMS: Dict[str, Callable[[int], nn.Module]] = {"group": PerChannelGroupNorm, "layer": _layer_norm}
+NORMS: Dict[str, Callable[[int], nn.Module]] = {"group": _group_norm, "layer": _layer_norm}
 
 
 def global_response_norm(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
@@ -134,92 +122,22 @@ def global_response_norm(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tenso
     return torch.addcmul(beta, x, torch.addcmul(torch.ones_like(nx), gamma, nx))
 
 
-class _InvertedBottleneck(nn.Module):
-    """Depthwise conv -> norm -> 1x1 expand -> GELU -> (GRN) -> 1x1 compress.
-
-    Args:
-        depthwise: the first, depthwise (possibly strided or transposed) convolution.
-        in_channels: channels entering the block.
-        out_channels: channels leaving the block.
-        exp_r: expansion ratio of the 1x1 convolutions.
-        norm_type: a key of ``NORMS``.
-        dim: '2d' or '3d'.
-        grn: whether to apply global response normalisation after GELU.
-    """
-
-    def __init__(
-        self,
-        depthwise: nn.Module,
-        in_channels: int,
-        out_channels: int,
-        exp_r: int,
-        norm_type: str,
-        dim: str,
-        grn: bool,
-    ) -> None:
-        super().__init__()
-        ndim = check_dim(dim)
-        if norm_type not in NORMS:
-            raise ValueError(f"norm_type must be one of {sorted(NORMS)}, got {norm_type!r}.")
-        if not isinstance(exp_r, int) or exp_r < 1:
-            raise ValueError(f"exp_r must be a positive int, got {exp_r!r}.")
-        conv = POINTWISE_CONV[dim]
-        hidden = exp_r * in_channels
-        self.dim = dim
-        self.grn = grn
-        if grn:
-            # Parameters precede submodules in the state_dict, as in the reference.
-            param_shape = (1, hidden) + (1,) * ndim
-            self.grn_beta = nn.Parameter(torch.zeros(param_shape))
-            self.grn_gamma = nn.Parameter(torch.zeros(param_shape))
-        self.conv1 = depthwise
-        self.norm = NORMS[norm_type](in_channels)
-        self.conv2 = conv(in_channels, hidden, kernel_size=1)
-        self.act = nn.GELU()
-        self.conv3 = conv(hidden, out_channels, kernel_size=1)
-        # GRN needs statistics of the whole expanded tensor, so it cannot run tile by tile.
-        self._fusable = not grn and type(self.norm) is PerChannelGroupNorm
-
-    def transform(self, x: torch.Tensor, shortcut: Optional[torch.Tensor] = None,
-                  into_shortcut: bool = False) -> torch.Tensor:
-        """The block's branch, plus ``shortcut`` when given.
-
-        Args:
-            x: the block's input.
-            shortcut: what the block adds to its branch (its input, or a 1x1 conv of it).
-            into_shortcut: without autograd, the result may be written into ``shortcut``, which
-                the caller no longer needs.
-        """
-        return self._after_depthwise(self.conv1(x), shortcut, into_shortcut)
-
-    def _fuses_inference(self, y: torch.Tensor) -> bool:
-        return self._fusable and can_fuse(y) and not torch.is_grad_enabled()
-
-    def _after_depthwise(self, y: torch.Tensor, shortcut: Optional[torch.Tensor], into_shortcut: bool) -> torch.Tensor:
-        if self._fusable and can_fuse(y):
-            if not torch.is_grad_enabled():
-                return fused_pointwise_inference(y, shortcut, self.norm, self.conv2, self.conv3, into_shortcut)
-            return fused_pointwise(y, shortcut, self.norm, self.conv2, self.conv3)
-        y = self.act(self.conv2(self.norm(y)))
-        if self.grn:
-            y = global_response_norm(y, self.grn_gamma, self.grn_beta)
-        y = self.conv3(y)
-        return y if shortcut is None else y + shortcut
 
 
-class MedNeXtBlock(_InvertedBottleneck):
-    """The MedNeXt block at constant resolution.
+class MedNeXtBlock(nn.Module):
+    """The MedNeXt block at constant resolution: depthwise conv, norm, 1x1 expand, GELU, (GRN),
+    1x1 compress, (+ input).
 
     Args:
         in_channels: input channels (also the depthwise conv's channels).
         out_channels: output channels; must equal ``in_channels`` when ``do_res``.
-        exp_r: expansion ratio.
+        exp_r: expansion ratio of the 1x1 convolutions.
         kernel_size: depthwise kernel, an odd int or one odd int per axis.
         do_res: add the input to the output.
         norm_type: 'group' (GroupNorm with one group per channel) or 'layer'.
         n_groups: groups of the first conv; ``None`` makes it depthwise.
         dim: '2d' or '3d'.
-        grn: apply GRN after GELU.
+        grn: apply global response normalisation after GELU.
     """
 
     def __init__(
@@ -234,33 +152,48 @@ class MedNeXtBlock(_InvertedBottleneck):
         dim: str = "3d",
         grn: bool = False,
     ) -> None:
-        kernel = odd_kernel(kernel_size, check_dim(dim))
+        super().__init__()
+        ndim = check_dim(dim)
+        kernel = odd_kernel(kernel_size, ndim)
         if do_res and in_channels != out_channels:
-            raise ValueError(
-                f"do_res needs in_channels == out_channels, got {in_channels} and {out_channels}."
-            )
-        depthwise = DEPTHWISE_CONV[dim](
-            in_channels,
-            in_channels,
-            kernel_size=kernel,
-            padding=tuple(k // 2 for k in kernel),
+            raise ValueError(f"do_res needs in_channels == out_channels, got {in_channels} and {out_channels}.")
+        if not isinstance(exp_r, int) or exp_r < 1:
+            raise ValueError(f"exp_r must be a positive int, got {exp_r!r}.")
+        make_norm = look_up_option("norm_type", norm_type, NORMS)
+        hidden = exp_r * in_channels
+        self.dim = dim
+        self.do_res = do_res
+        self.grn = grn
+        if grn:
+            # Parameters precede submodules in the state_dict, as in the reference.
+            self.grn_beta = nn.Parameter(torch.zeros((1, hidden) + (1,) * ndim))
+            self.grn_gamma = nn.Parameter(torch.zeros((1, hidden) + (1,) * ndim))
+        self.conv1 = CONV[dim](
+            in_channels, in_channels, kernel_size=kernel, padding=tuple(k // 2 for k in kernel),
             groups=in_channels if n_groups is None else n_groups,
         )
-        super().__init__(depthwise, in_channels, out_channels, exp_r, norm_type, dim, grn)
-        self.do_res = do_res
+        self.norm = make_norm(in_channels)
+        self.conv2 = CONV[dim](in_channels, hidden, kernel_size=1)
+        self.act = nn.GELU()
+        self.conv3 = CONV[dim](hidden, out_channels, kernel_size=1)
 
-    def forward(self, x: torch.Tensor, overwrite_input: bool = False) -> torch.Tensor:
-        """Apply the block.
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        """The block without its shortcut.
 
         Args:
             x: input of shape (B, in_channels, *spatial).
-            overwrite_input: without autograd, the result may be written over ``x``, which saves
-                an allocation and a copy when the caller no longer needs ``x``.
         """
-        return self.transform(x, x if self.do_res else None, into_shortcut=overwrite_input)
+        x = self.act(self.conv2(self.norm(self.conv1(x))))
+        if self.grn:
+            x = global_response_norm(x, self.grn_gamma, self.grn_beta)
+        return self.conv3(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.branch(x)
+        return x + out if self.do_res else out
 
 
-class MedNeXtDownBlock(_InvertedBottleneck):
+class MedNeXtDownBlock(MedNeXtBlock):
     """A MedNeXt block whose depthwise conv is strided: halves (or keeps) each axis.
 
     Args:
@@ -275,6 +208,9 @@ class MedNeXtDownBlock(_InvertedBottleneck):
         stride: downsampling factor, an int or one int per axis (1 keeps an axis).
     """
 
+    # The type of the depthwise conv and of res_conv, by dim.
+    resampling_conv: Dict[str, type] = CONV
+
     def __init__(
         self,
         in_channels: int,
@@ -287,28 +223,24 @@ class MedNeXtDownBlock(_InvertedBottleneck):
         grn: bool = False,
         stride: IntOrSeq = 2,
     ) -> None:
-        ndim = check_dim(dim)
-        kernel = odd_kernel(kernel_size, ndim)
-        strides = as_tuple(stride, ndim, "stride")
-        depthwise = DEPTHWISE_CONV[dim](
-            in_channels,
-            in_channels,
-            kernel_size=kernel,
-            stride=strides,
-            padding=tuple(k // 2 for k in kernel),
-            groups=in_channels,
-        )
-        super().__init__(depthwise, in_channels, out_channels, exp_r, norm_type, dim, grn)
+        super().__init__(in_channels, out_channels, exp_r, kernel_size, do_res=False, norm_type=norm_type,
+                         dim=dim, grn=grn)
+        # As in the reference: the constant-resolution block with its depthwise conv replaced.
+        kernel = odd_kernel(kernel_size, check_dim(dim))
+        self.stride = as_tuple(stride, check_dim(dim), "stride")
+        conv = self.resampling_conv[dim]
+        self.conv1 = conv(in_channels, in_channels, kernel_size=kernel, stride=self.stride,
+                          padding=tuple(k // 2 for k in kernel), groups=in_channels)
         self.resample_do_res = do_res
         if do_res:
-            self.res_conv = POINTWISE_CONV[dim](in_channels, out_channels, kernel_size=1, stride=strides)
+            self.res_conv = conv(in_channels, out_channels, kernel_size=1, stride=self.stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # The shortcut is this block's own tensor, free to hold the result.
-        return self.transform(x, self.res_conv(x) if self.resample_do_res else None, into_shortcut=True)
+        out = self.branch(x)
+        return out + self.res_conv(x) if self.resample_do_res else out
 
 
-class MedNeXtUpBlock(_InvertedBottleneck):
+class MedNeXtUpBlock(MedNeXtDownBlock):
     """A MedNeXt block whose depthwise conv is transposed and strided: doubles (or keeps) each axis.
 
     A transposed conv with odd kernel ``k``, stride ``s`` and padding ``k // 2`` maps ``n``
@@ -327,74 +259,22 @@ class MedNeXtUpBlock(_InvertedBottleneck):
         stride: upsampling factor, an int or one int per axis (1 keeps an axis).
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        exp_r: int = 4,
-        kernel_size: IntOrSeq = 7,
-        do_res: bool = False,
-        norm_type: str = "group",
-        dim: str = "3d",
-        grn: bool = False,
-        stride: IntOrSeq = 2,
-    ) -> None:
-        ndim = check_dim(dim)
-        kernel = odd_kernel(kernel_size, ndim)
-        strides = as_tuple(stride, ndim, "stride")
-        depthwise = DEPTHWISE_CONV_TRANSPOSE[dim](
-            in_channels,
-            in_channels,
-            kernel_size=kernel,
-            stride=strides,
-            padding=tuple(k // 2 for k in kernel),
-            groups=in_channels,
-        )
-        super().__init__(depthwise, in_channels, out_channels, exp_r, norm_type, dim, grn)
-        self.resample_do_res = do_res
-        if do_res:
-            self.res_conv = POINTWISE_CONV_TRANSPOSE[dim](in_channels, out_channels, kernel_size=1, stride=strides)
+    resampling_conv: Dict[str, type] = CONV_TRANSPOSE
+
+    def pad_at_start(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` with ``stride - 1`` zeros before each spatial axis: the block's output size.
+
+        Args:
+            x: the block's (branch plus shortcut) result at size ``(n - 1) * s + 1``.
+        """
+        if all(s == 1 for s in self.stride):
+            return x
         # F.pad lists the last axis first: (x_before, x_after, y_before, y_after, ...).
-        self._pad = tuple(p for s in reversed(strides) for p in (s - 1, 0))
-        self._needs_pad = any(s > 1 for s in strides)
+        return F.pad(x, tuple(p for s in reversed(self.stride) for p in (s - 1, 0)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # pad(a) + pad(b) == pad(a + b): the shortcut joins before the one padded copy.
-        return self._padded(self.transform(x, self.res_conv(x) if self.resample_do_res else None, into_shortcut=True))
-
-    def _padded(self, out: torch.Tensor) -> torch.Tensor:
-        return F.pad(out, self._pad) if self._needs_pad else out
-
-    def add_to(self, skip: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """``skip + self(x)``, the decoder's input. Without autograd it is computed into ``skip``.
-
-        Without autograd on CPU, the block's output is added straight into the part of ``skip``
-        that the padding leaves, and the strided ``res_conv`` adds its bias through the branch's
-        last bias and its product only at the voxels its stride reaches: no padded copy and no
-        mostly-zero shortcut tensor.
-
-        Args:
-            skip: the encoder's tensor at this block's output size. Overwritten without autograd.
-            x: the block's input.
-        """
-        if torch.is_grad_enabled():
-            return skip + self(x)
-        y = self.conv1(x)
-        if self._fuses_inference(y) and is_channels_last(skip):
-            fold_bias = self.resample_do_res and self.res_conv.bias is not None
-            out = fused_pointwise_inference(y, None, self.norm, self.conv2, self.conv3,
-                                            extra_bias=self.res_conv.bias if fold_bias else None)
-            if self.resample_do_res:
-                self.res_conv.add_product_to(out, x)
-        else:
-            out = self._after_depthwise(y, self.res_conv(x) if self.resample_do_res else None, into_shortcut=True)
-        if out.dtype != skip.dtype:
-            # Under autocast the plain sum promotes; an in-place one would round to the skip's dtype.
-            return skip + self._padded(out)
-        # The reference's padding puts the missing voxels at the start of each axis.
-        interior = (slice(None), slice(None)) + tuple(slice(s - 1, None) for s in self.conv1.stride)
-        skip[interior] += out
-        return skip
+        return self.pad_at_start(super().forward(x))
 
 
 class OutBlock(nn.Module):
@@ -409,7 +289,7 @@ class OutBlock(nn.Module):
     def __init__(self, in_channels: int, n_classes: int, dim: str) -> None:
         super().__init__()
         check_dim(dim)
-        self.conv_out = POINTWISE_CONV_TRANSPOSE[dim](in_channels, n_classes, kernel_size=1)
+        self.conv_out = CONV_TRANSPOSE[dim](in_channels, n_classes, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv_out(x)

@@ -2,7 +2,8 @@
 
 Beyond the reference it takes per-stage strides and per-stage, per-axis kernels for
 anisotropic EM volumes, validates input sizes up front, and returns deep-supervision
-outputs in a container that PyTorch Connectomics can consume.
+outputs in a container that PyTorch Connectomics can consume. ``forward`` says what the network
+computes; :mod:`.execution` chooses how each part runs (plain modules, or the CPU kernels).
 """
 import math
 from collections import OrderedDict
@@ -10,10 +11,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
+from ..errors import look_up_option
 from .blocks import (
-    POINTWISE_CONV,
+    CONV,
     IntOrSeq,
     MedNeXtBlock,
     MedNeXtDownBlock,
@@ -23,7 +24,7 @@ from .blocks import (
     check_dim,
     odd_kernel,
 )
-from .layout import CHANNELS_LAST
+from .execution import select_execution
 
 NUM_STAGES = 9  # enc0..enc3, bottleneck, dec3..dec0
 NUM_LEVELS = 4  # resolution changes
@@ -99,7 +100,8 @@ class MedNeXt(nn.Module):
         ds_output: 'dict' returns an ``OrderedDict`` (``out_0`` first) in training mode and the
             full-resolution tensor in eval mode; 'list' returns a list in both, like the reference.
         channels_last: run the network on channels-last activations. ``None`` (default) does so
-            on CPU, where it is much faster; outputs are always returned in the default layout.
+            on CPU, with the CPU kernels of :mod:`.execution`; ``False`` on CPU runs the plain
+            modules. Outputs are always returned in the default layout.
     """
 
     def __init__(
@@ -128,10 +130,8 @@ class MedNeXt(nn.Module):
         for name, value in (("in_channels", in_channels), ("n_channels", n_channels), ("n_classes", n_classes)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}.")
-        if checkpoint_style not in CHECKPOINT_STYLES:
-            raise ValueError(f"checkpoint_style must be one of {CHECKPOINT_STYLES}, got {checkpoint_style!r}.")
-        if ds_output not in DS_OUTPUTS:
-            raise ValueError(f"ds_output must be one of {sorted(DS_OUTPUTS)}, got {ds_output!r}.")
+        look_up_option("checkpoint_style", checkpoint_style, CHECKPOINT_STYLES)
+        look_up_option("ds_output", ds_output, DS_OUTPUTS)
         block_counts = list(block_counts)
         if len(block_counts) != NUM_STAGES or not all(isinstance(b, int) and b >= 1 for b in block_counts):
             raise ValueError(f"block_counts must be {NUM_STAGES} positive ints, got {block_counts!r}.")
@@ -166,7 +166,7 @@ class MedNeXt(nn.Module):
                 for _ in range(block_counts[index])
             ])
 
-        self.stem = POINTWISE_CONV[dim](in_channels, n_channels, kernel_size=1)
+        self.stem = CONV[dim](in_channels, n_channels, kernel_size=1)
         # Registration order follows the reference, so parameters() (and optimizer
         # state) line up with reference checkpoints.
         for level in range(NUM_LEVELS):
@@ -233,64 +233,39 @@ class MedNeXt(nn.Module):
         total = self.total_stride[axis]
         return list(range(total, up_to + 1, total))
 
-    def _run(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return checkpoint(module, x, use_reentrant=False)
-
-    def _stage(self, stage: nn.Module, x: torch.Tensor, use_checkpoint: bool) -> torch.Tensor:
-        blocks = stage if isinstance(stage, nn.Sequential) else [stage]
-        if use_checkpoint:
-            # Per block, so only block inputs are stored, as in the reference.
-            for block in blocks:
-                x = self._run(block, x)
-            return x
-        if torch.is_grad_enabled():
-            return stage(x)
-        # Without autograd, a stage's input is this forward's own tensor and dead once read (the
-        # skips are stage outputs, which down blocks only read), so blocks write over their input.
-        for block in blocks:
-            x = block(x, overwrite_input=True) if isinstance(block, MedNeXtBlock) else block(x)
-        return x
-
     def forward(self, x: torch.Tensor) -> Union[torch.Tensor, List[torch.Tensor], "OrderedDict[str, torch.Tensor]"]:
         """Segment ``x`` of shape (B, in_channels, *spatial).
 
         Returns the full-resolution logits, or with deep supervision the outputs at
         full, 1/2, 1/4, 1/8 and 1/16 resolution in the container set by ``ds_output``.
         """
+        self._check_input(x)
+        # Heads below full resolution only matter when their outputs are returned.
+        want_heads = self.do_ds and (self.training or self.ds_output == "list")
+        run = select_execution(self, x)  # how each part runs; what it computes is written here
+        x = run.stem(self.stem, x)
+        skips = []
+        for level in range(NUM_LEVELS):
+            x = run.stage(self.get_submodule(f"enc_block_{level}"), x)
+            skips.append(x)
+            x = run.down(self.get_submodule(f"down_{level}"), x)
+        x = run.stage(self.bottleneck, x)
+        heads = [run.head(self.out_4, x)] if want_heads else []
+        for level in reversed(range(NUM_LEVELS)):
+            x = run.join(skips.pop(), self.get_submodule(f"up_{level}"), x)  # skips are added, not concatenated
+            x = run.stage(self.get_submodule(f"dec_block_{level}"), x)
+            if want_heads and level > 0:
+                heads.append(run.head(self.get_submodule(f"out_{level}"), x))
+        outputs = [run.head(self.out_0, x)] + heads[::-1]
+        return DS_OUTPUTS[self.ds_output](outputs) if want_heads else outputs[0]
+
+    def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 2 + len(self.total_stride) or x.shape[1] != self.in_channels:
             raise ValueError(
                 f"MedNeXt expects input of shape (B, {self.in_channels}, {', '.join('*' * len(self.total_stride))}), "
                 f"got {tuple(x.shape)}."
             )
         self.check_input_size(x.shape[2:])
-        use_checkpoint = self.checkpoint_style is not None and self.training and torch.is_grad_enabled()
-        # Heads below full resolution only matter when their outputs are returned.
-        want_heads = self.do_ds and (self.training or self.ds_output == "list")
-
-        use_channels_last = x.device.type == "cpu" if self.channels_last is None else self.channels_last
-        x = self.stem(x)
-        # The stem's output is channels-last on CPU already; with one input channel the two
-        # layouts coincide, so convert after the stem, not before.
-        x = x.contiguous(memory_format=CHANNELS_LAST[x.dim()] if use_channels_last else torch.contiguous_format)
-        skips = []
-        for level in range(NUM_LEVELS):
-            x = self._stage(getattr(self, f"enc_block_{level}"), x, use_checkpoint)
-            skips.append(x)
-            x = self._stage(getattr(self, f"down_{level}"), x, use_checkpoint)
-        x = self._stage(self.bottleneck, x, use_checkpoint)
-        heads: List[torch.Tensor] = []
-        if want_heads:
-            heads.append(self.out_4(x))
-        for level in reversed(range(NUM_LEVELS)):
-            up = getattr(self, f"up_{level}")
-            x = skips.pop() + self._run(up, x) if use_checkpoint else up.add_to(skips.pop(), x)
-            x = self._stage(getattr(self, f"dec_block_{level}"), x, use_checkpoint)
-            if want_heads and level > 0:
-                heads.append(getattr(self, f"out_{level}")(x))
-        outputs = [self.out_0(x).contiguous()] + [head.contiguous() for head in reversed(heads)]
-        if not want_heads:
-            return outputs[0]
-        return DS_OUTPUTS[self.ds_output](outputs)
 
 
 def _nearest_multiples(size: int, total: int) -> str:

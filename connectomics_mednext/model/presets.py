@@ -1,6 +1,7 @@
 """MedNeXt v1 presets S/B/M/L and the reference factory ``create_mednext_v1``."""
 from typing import Any, Dict, Optional
 
+from ..errors import look_up_option
 from .mednext import MedNeXt
 
 # Every preset uses 32 base channels, GroupNorm and all residual connections.
@@ -27,9 +28,7 @@ def preset_kwargs(model_id: str) -> Dict[str, Any]:
     Args:
         model_id: preset name.
     """
-    if model_id not in PRESETS:
-        raise ValueError(f"model_id must be one of {sorted(PRESETS)}, got {model_id!r}.")
-    return {**PRESET_COMMON, **PRESETS[model_id]}
+    return {**PRESET_COMMON, **look_up_option("model_id", model_id, PRESETS)}
 
 
 def create_mednext_v1(

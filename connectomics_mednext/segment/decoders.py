@@ -19,7 +19,7 @@ from typing import Callable, Dict, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import ConfigError, InputError, MissingExtraError
+from ..errors import ConfigError, InputError, MissingExtraError, look_up_option
 from .components import SEGMENT_EXTRA, import_cc3d, label_components
 
 
@@ -67,8 +67,7 @@ class SegmentOptions:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"--{name.replace('_', '-')} is {value}, but must lie in 0..1.")
-        if self.connectivity not in (6, 18, 26):
-            raise ConfigError(f"--connectivity is {self.connectivity}, but must be 6, 18 or 26.")
+        look_up_option("--connectivity", self.connectivity, (6, 18, 26))
         for name in ("min_size", "seed_min_size", "slab_planes", "channel"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} is {getattr(self, name)}, but must be 0 or more.")

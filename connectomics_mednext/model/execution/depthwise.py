@@ -1,7 +1,7 @@
 """Depthwise convolution with faster CPU paths.
 
-On CPU, PyTorch's backward for depthwise 3D convolution runs 3-4x slower than its
-forward, and its transposed depthwise kernel is slow. Every piece can be written as
+On CPU, PyTorch's backward for depthwise 3D convolution runs several times slower than its
+forward, and its transposed depthwise kernel is slow (figures in benchmarks/README.md). Every piece can be written as
 depthwise convolutions that the fast forward kernel computes:
 
 - grad_input of a stride-1 conv is the gradient correlated with the flipped kernel;
@@ -29,7 +29,7 @@ CONV_FUNCTIONS = {2: F.conv2d, 3: F.conv3d}
 def _as_kernel(x: torch.Tensor, b: int) -> torch.Tensor:
     """Sample ``b`` of a (B, C, *spatial) tensor as a contiguous (C, 1, *spatial) conv weight.
 
-    Copied one leading-axis plane at a time: from channels-last, a single copy runs about 3x slower.
+    Copied one leading-axis plane at a time: from channels-last, a single copy measured slower.
     """
     sample = x[b]
     kernel = torch.empty((sample.shape[0], 1) + sample.shape[1:], dtype=x.dtype, device=x.device)
@@ -47,8 +47,8 @@ def _conv_with_pads(x: torch.Tensor, weight: torch.Tensor, bias, pads: List[Tupl
     """Depthwise conv of ``x`` with (before, after) zero padding per axis, for small kernels.
 
     Symmetric padding is left to the conv, which saves F.pad's copy of the input. Not for
-    volume-sized kernels: there oneDNN's padded conv takes a large scratch buffer (peak memory
-    rose by 760 MiB for a 64^3 kernel with 32 channels, against 114 MiB with F.pad).
+    volume-sized kernels: there oneDNN's padded conv takes a scratch buffer several times the
+    input's size (see benchmarks/README.md).
     """
     conv = CONV_FUNCTIONS[x.dim() - 2]
     if all(before == after >= 0 for before, after in pads):
@@ -192,9 +192,9 @@ def cpu_fp32_training(x: torch.Tensor) -> bool:
     )
 
 
-def _fits_fast_path(conv: nn.Module) -> bool:
-    """Depthwise, undilated, zero-padded, odd kernel no smaller than the stride, padding ``k // 2``,
-    no output padding."""
+def fits_fast_path(conv: nn.Module) -> bool:
+    """Whether ``conv`` is depthwise, undilated and zero-padded, with odd kernels no smaller than the
+    stride, padding ``k // 2`` and no output padding: the convs :class:`_DepthwiseConvFunction` computes."""
     return (
         conv.groups == conv.in_channels == conv.out_channels
         and all(d == 1 for d in conv.dilation)
@@ -204,50 +204,23 @@ def _fits_fast_path(conv: nn.Module) -> bool:
     )
 
 
-class _FastPathModule:
-    """Records at construction whether the conv fits the fast path (``self._fast``)."""
+def depthwise_conv(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` for a depthwise ``nn.Conv2d``/``nn.Conv3d`` or ``nn.ConvTranspose2d``/``3d``, faster on CPU.
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._fast = _fits_fast_path(self)
+    Float32 CPU training runs through :class:`_DepthwiseConvFunction` (a backward made of depthwise
+    convs); a transposed conv on CPU always runs by output phases, because PyTorch's CPU transposed
+    depthwise kernel is slow, above all in channels-last, and spends most of its multiply-adds on
+    the zeros a stride inserts. Anything else is ``conv(x)``.
 
-
-class _FastDepthwiseMixin(_FastPathModule):
-    """Route CPU training through :class:`_DepthwiseConvFunction`; otherwise behave as the parent conv."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._fast and cpu_fp32_training(x):
-            return _DepthwiseConvFunction.apply(x, self.weight, self.bias, tuple(self.stride), tuple(self.padding), False)
-        return super().forward(x)
-
-
-class DepthwiseConv3d(_FastDepthwiseMixin, nn.Conv3d):
-    """``nn.Conv3d`` (same arguments and parameters) with a faster CPU backward when depthwise."""
-
-
-class DepthwiseConv2d(_FastDepthwiseMixin, nn.Conv2d):
-    """``nn.Conv2d`` (same arguments and parameters) with a faster CPU backward when depthwise."""
-
-
-class _DepthwiseTransposeMixin(_FastPathModule):
-    """On CPU, compute a depthwise transposed conv by output phases (:func:`_transposed_by_phases`),
-    with a backward made of depthwise convs in float32 training.
-
-    PyTorch's CPU transposed depthwise kernel is slow, above all in channels-last, and spends
-    most of its multiply-adds on the zeros a stride inserts.
+    Args:
+        conv: the module whose parameters and settings are used.
+        x: its input.
     """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self._fast and x.device.type == "cpu"):
-            return super().forward(x)
-        if cpu_fp32_training(x):
-            return _DepthwiseConvFunction.apply(x, self.weight, self.bias, tuple(self.stride), tuple(self.padding), True)
-        return _transposed_by_phases(x, self.weight, self.bias, tuple(self.stride), tuple(self.padding))
-
-
-class DepthwiseConvTranspose3d(_DepthwiseTransposeMixin, nn.ConvTranspose3d):
-    """``nn.ConvTranspose3d`` (same arguments and parameters) with a faster CPU path when depthwise."""
-
-
-class DepthwiseConvTranspose2d(_DepthwiseTransposeMixin, nn.ConvTranspose2d):
-    """``nn.ConvTranspose2d`` (same arguments and parameters) with a faster CPU path when depthwise."""
+    if not (x.device.type == "cpu" and fits_fast_path(conv)):
+        return conv(x)
+    stride, padding = tuple(conv.stride), tuple(conv.padding)
+    if cpu_fp32_training(x):
+        return _DepthwiseConvFunction.apply(x, conv.weight, conv.bias, stride, padding, conv.transposed)
+    if conv.transposed:
+        return _transposed_by_phases(x, conv.weight, conv.bias, stride, padding)
+    return conv(x)
