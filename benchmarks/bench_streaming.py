@@ -46,7 +46,8 @@ def run_worker(args: argparse.Namespace) -> dict:
 
     from connectomics_mednext import MedNeXt
     from connectomics_mednext.data.volumes import open_volume
-    from connectomics_mednext.engine.inference import make_activation, predict_to_hdf5
+    from connectomics_mednext.engine.inference import make_activation
+    from connectomics_mednext.engine.predictor import Predictor, SlidingWindow
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -56,8 +57,9 @@ def run_worker(args: argparse.Namespace) -> dict:
     }
     model = models[args.model]().eval()
     start = time.perf_counter()
-    predict_to_hdf5(model, [open_volume(args.volume)], args.output, WINDOW, STRIDE, 1,
-                    make_activation(["sigmoid"], [1]), batch_size=4, block_size=(0, args.block, args.block))
+    settings = SlidingWindow(WINDOW, STRIDE, batch_size=4, block_size=(0, args.block, args.block))
+    Predictor(model, make_activation(["sigmoid"], [1]), 1, settings).predict_to_hdf5([open_volume(args.volume)],
+                                                                                      args.output)
     return {"seconds": time.perf_counter() - start,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 

@@ -140,7 +140,8 @@ def run_native(args: argparse.Namespace) -> None:
     Args:
         args: parsed command-line arguments.
     """
-    from .engine.trainer import main_infer, main_train
+    from .engine.inference import main_infer
+    from .engine.trainer import main_train
 
     check_native_flags(args)
     cfg = load_native_cfg(args.config_file, args.config_base, args.opts)

@@ -24,8 +24,6 @@ def mednext_keys() -> CN:
     _C.MODEL.MEDNEXT_SIZE = "S"  # MedNeXt preset: 'S', 'B', 'M' or 'L'
     _C.MODEL.KERNEL_SIZE = None  # depthwise kernel: 3, 5 or 7; [z, y, x] per axis; or 9 per-stage values. None: 3
     _C.MODEL.DEEP_SUPERVISION = False  # add the 1/2..1/16 heads and train them with the deep-supervision loss
-    # Our engine's MIXED_PRECESION type: 'auto' (float16 on GPU, bfloat16 on CPU), 'bfloat16' or 'float16' (GPU).
-    _C.MODEL.AMP_DTYPE = "auto"
 
     _C.MODEL.MEDNEXT = CN()
     _C.MODEL.MEDNEXT.N_CHANNELS = None  # channels of the first stage. None: the preset's (32)
@@ -38,6 +36,8 @@ def mednext_keys() -> CN:
     _C.MODEL.MEDNEXT.CHECKPOINT_STYLE = "preset"  # 'preset', 'none' or 'outside_block' (gradient checkpointing)
     _C.MODEL.MEDNEXT.STRIDES = None  # per-level downsampling: 4 entries, each an int or [z, y, x]. None: 2
     _C.MODEL.MEDNEXT.DS_WEIGHTS = None  # loss weight per scale, full resolution first. None: 1, 1/2, ... normalised
+    # Our engine's MIXED_PRECESION type: 'auto' (float16 on GPU, bfloat16 on CPU), 'bfloat16' or 'float16' (GPU).
+    _C.MODEL.AMP_DTYPE = "auto"
 
     _C.INFERENCE = CN()
     # Our engine's largest output block [z, y, x] held in memory while streaming; 0: the whole axis.
@@ -318,6 +318,8 @@ NATIVE_VALUE_RULES: List[Tuple[str, Callable[[CN, Any], bool], str]] = [
     ("INFERENCE.SAMPLES_PER_BATCH", lambda cfg, v: _positive_int(v), "a batch of at least 1 window"),
     ("MONITOR.ITERATION_NUM", lambda cfg, v: len(v) == 2 and all(_positive_int(n) for n in v),
      "two positive iteration counts [scalars, images]"),
+    ("MONITOR.LOG_OPT", lambda cfg, v: len(v) == 3 and all(isinstance(n, int) and n >= 0 for n in v),
+     "three non-negative ints [print iteration lines, TensorBoard, text log]"),
     ("INFERENCE.OUTPUT_SIZE", _inference_output_size,
      "None or INFERENCE.INPUT_SIZE (our engine predicts whole windows)"),
 ]

@@ -73,7 +73,8 @@ def look_up_option(key: str, value: Any, choices: Union[Mapping[Any, Any], Itera
     options = choices if isinstance(choices, Mapping) else {c: c for c in choices}
     if value in options:
         return options[value]
-    names = sorted(options, key=str)
+    # Numbers in numeric order, then names (and None) alphabetically.
+    names = sorted(options, key=lambda c: (0, c, "") if isinstance(c, (int, float)) else (1, 0, str(c)))
     hint = closest(value, names) if isinstance(value, str) else None
     suggestion = f"; did you mean {hint!r}?" if hint is not None else "."
     raise ConfigError(f"{key} must be one of {names}, got {value!r}{suggestion}")

@@ -107,3 +107,13 @@ class FailsAfter(torch.nn.Module):
         if self.calls < 0:
             raise KeyboardInterrupt
         return self.model(x)
+
+
+def predict_file(model, volumes, path, window, stride, channels, activation, device=torch.device("cpu"),
+                 identity=None, rank=0, world_size=1, **settings) -> str:
+    """A :class:`Predictor` with these settings, run on ``volumes`` into the HDF5 file ``path``."""
+    from connectomics_mednext.engine.predictor import Predictor, SlidingWindow
+
+    predictor = Predictor(model, activation, channels, SlidingWindow(window, stride, **settings), device, identity,
+                          rank, world_size)
+    return predictor.predict_to_hdf5(volumes, path)

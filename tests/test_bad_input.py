@@ -239,12 +239,12 @@ def test_checkpoint_already_at_the_total_says_so(data, tmp_path, capsys):
 
 
 def test_a_failed_inference_leaves_no_empty_partial(data, tmp_path, monkeypatch):
-    from connectomics_mednext.engine import inference
+    from connectomics_mednext.engine.predictor import Predictor
 
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(inference, "_predict_block", broken)
+    monkeypatch.setattr(Predictor, "predict_block", broken)
     with pytest.raises(RuntimeError, match="out of memory"):
         cli.run_command(_argv(INFER, data, tmp_path))
     assert _files_left(tmp_path / "out") == []

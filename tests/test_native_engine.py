@@ -12,9 +12,9 @@ import torch
 from connectomics_mednext import cli
 from connectomics_mednext.config import load_native_cfg
 from connectomics_mednext.data.synthetic import make_em_volume
-from connectomics_mednext.engine.inference import make_activation, predict_to_hdf5
+from connectomics_mednext.engine.inference import make_activation
 from connectomics_mednext.errors import ConfigError
-from conftest import FailsAfter, binary_model_yaml
+from conftest import FailsAfter, binary_model_yaml, predict_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = os.path.join(ROOT, "configs", "MedNeXt-Base.yaml")
@@ -100,15 +100,15 @@ def test_interrupted_inference_resumes_to_the_same_result(tmp_path):
     model = torch.nn.Conv3d(1, 2, 3, padding=1).eval()
     volume = (np.random.default_rng(0).random((40, 24, 24)) * 255).astype(np.uint8)
     args = dict(window=(8, 16, 16), stride=(4, 8, 8), channels=2, activation=make_activation(["sigmoid"], [2]))
-    reference = predict_to_hdf5(model, [volume], str(tmp_path / "reference.h5"), **args)
+    reference = predict_file(model, [volume], str(tmp_path / "reference.h5"), **args)
     target = str(tmp_path / "result.h5")
     with pytest.raises(KeyboardInterrupt):
-        predict_to_hdf5(FailsAfter(model, 20), [volume], target, **args)
+        predict_file(FailsAfter(model, 20), [volume], target, **args)
     assert not os.path.exists(target)
     with h5py.File(target + ".partial", "r") as f:
         (done,) = f["vol0"].attrs["done_z"]
     assert 0 < done < 40
-    predict_to_hdf5(model, [volume], target, **args)
+    predict_file(model, [volume], target, **args)
     with h5py.File(reference, "r") as a, h5py.File(target, "r") as b:
         assert np.array_equal(a["vol0"][:], b["vol0"][:])
 
@@ -122,8 +122,8 @@ def test_an_interrupted_run_with_other_weights_is_not_continued(tmp_path):
         torch.nn.init.constant_(conv.bias, value)
     target = str(tmp_path / "result.h5")
     with pytest.raises(KeyboardInterrupt):
-        predict_to_hdf5(FailsAfter(zeros, 20), [volume], target, **args)
-    predict_to_hdf5(ones, [volume], target, **args)
+        predict_file(FailsAfter(zeros, 20), [volume], target, **args)
+    predict_file(ones, [volume], target, **args)
     with h5py.File(target, "r") as f:
         assert (f["vol0"][:] == 255).all()
 
@@ -134,7 +134,7 @@ def test_blending_reproduces_a_constant_prediction_exactly(tmp_path):
             return (x + 1) / 2  # undo the 0.5 mean/std normalisation
 
     volume = (np.random.default_rng(1).random((37, 40, 45)) * 255).astype(np.uint8)
-    path = predict_to_hdf5(Identity(), [volume], str(tmp_path / "id.h5"), (16, 16, 16), (8, 8, 8), 1,
+    path = predict_file(Identity(), [volume], str(tmp_path / "id.h5"), (16, 16, 16), (8, 8, 8), 1,
                            make_activation(["none"], [1]))
     with h5py.File(path, "r") as f:
         assert np.array_equal(f["vol0"][0], volume)

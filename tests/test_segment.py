@@ -133,7 +133,7 @@ def _segment(argv, capsys):
     (["--mode", "binarry"], r"--mode must be one of \['affinity', 'bc', 'binary', 'boundary'\], got 'binarry'; did you "
                             r"mean 'binary'\?"),
     (["--mode", "binary", "--threshold", "1.5"], r"--threshold is 1.5, but must lie in 0..1"),
-    (["--mode", "binary", "--connectivity", "8"], r"--connectivity is 8, but must be 6, 18 or 26"),
+    (["--mode", "binary", "--connectivity", "8"], r"--connectivity must be one of \[6, 18, 26\], got 8"),
     (["--mode", "boundary", "--resolution", "1", "2"], r"--resolution is \[1.0, 2.0\], but must be 3 positive sizes"),
     (["--mode", "boundary", "--max-memory", "0.000001"],
      r"--mode boundary holds the whole volume in memory and needs about 0\.0 GiB for 3840 voxels \(80 bytes each\), "

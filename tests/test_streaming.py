@@ -9,8 +9,8 @@ import torch
 from connectomics_mednext.data.padding import INDEX_PADDERS, PaddedVolume, pad_widths
 from connectomics_mednext.data.volumes import open_volume
 from connectomics_mednext.engine.blocks import plan_blocks
-from connectomics_mednext.engine.inference import make_activation, predict_to_hdf5
-from conftest import FailsAfter
+from connectomics_mednext.engine.inference import make_activation
+from conftest import FailsAfter, predict_file
 
 
 class Identity(torch.nn.Module):
@@ -39,8 +39,8 @@ def read(path):
 @pytest.mark.parametrize("block_size", [(7, 10, 13), (0, 20, 0), (5, 0, 9)])
 def test_blocks_give_the_same_bytes_as_one_pass(tmp_path, block_size):
     model, image = conv_model(), volume()
-    whole = read(predict_to_hdf5(model, [image], str(tmp_path / "whole.h5"), pad=PAD, block_size=(0, 0, 0), **ARGS))
-    blocked = read(predict_to_hdf5(model, [image], str(tmp_path / "blocked.h5"), pad=PAD, block_size=block_size,
+    whole = read(predict_file(model, [image], str(tmp_path / "whole.h5"), pad=PAD, block_size=(0, 0, 0), **ARGS))
+    blocked = read(predict_file(model, [image], str(tmp_path / "blocked.h5"), pad=PAD, block_size=block_size,
                                    **ARGS))
     assert whole.shape == (2,) + image.shape
     assert np.array_equal(whole, blocked)
@@ -48,10 +48,10 @@ def test_blocks_give_the_same_bytes_as_one_pass(tmp_path, block_size):
 
 def test_padding_is_cropped_off_or_kept(tmp_path):
     image = volume((20, 24, 28))
-    cropped = read(predict_to_hdf5(Identity(), [image], str(tmp_path / "a.h5"), (8, 16, 16), (4, 8, 8), 1,
+    cropped = read(predict_file(Identity(), [image], str(tmp_path / "a.h5"), (8, 16, 16), (4, 8, 8), 1,
                                    make_activation(["none"], [1]), pad=PAD, block_size=(6, 10, 0)))
     assert np.array_equal(cropped[0], image)
-    kept = read(predict_to_hdf5(Identity(), [image], str(tmp_path / "b.h5"), (8, 16, 16), (4, 8, 8), 1,
+    kept = read(predict_file(Identity(), [image], str(tmp_path / "b.h5"), (8, 16, 16), (4, 8, 8), 1,
                                 make_activation(["none"], [1]), pad=PAD, pad_mode="symmetric", unpad=False))
     assert np.array_equal(kept[0], np.pad(image, PAD, mode="symmetric"))
 
@@ -59,22 +59,22 @@ def test_padding_is_cropped_off_or_kept(tmp_path):
 def test_an_interrupted_blocked_run_resumes_to_the_same_bytes(tmp_path):
     model, image = conv_model(), volume()
     args = dict(ARGS, pad=PAD, block_size=(12, 20, 0))
-    reference = read(predict_to_hdf5(model, [image], str(tmp_path / "reference.h5"), **args))
+    reference = read(predict_file(model, [image], str(tmp_path / "reference.h5"), **args))
     target = str(tmp_path / "result.h5")
     with pytest.raises(KeyboardInterrupt):
-        predict_to_hdf5(FailsAfter(model, 60), [image], target, **args)
+        predict_file(FailsAfter(model, 60), [image], target, **args)
     with h5py.File(target + ".partial", "r") as f:
         done = f["vol0"].attrs["done_z"]
-    starts = [z for (z, _), _, _ in plan_blocks(image.shape, (12, 20, 0))]
+    starts = [block.begin[0] for block in plan_blocks(image.shape, (12, 20, 0))]
     assert len(done) == len(starts) and (done > starts).any() and (done < image.shape[0]).any()
-    assert np.array_equal(read(predict_to_hdf5(model, [image], target, **args)), reference)
+    assert np.array_equal(read(predict_file(model, [image], target, **args)), reference)
 
 
 def test_an_unreadable_partial_file_is_started_again(tmp_path, capsys):
     target = tmp_path / "result.h5"
     (tmp_path / "result.h5.partial").write_bytes(b"killed while writing")
     image = volume((12, 20, 20))
-    out = read(predict_to_hdf5(Identity(), [image], str(target), (8, 16, 16), (4, 8, 8), 1,
+    out = read(predict_file(Identity(), [image], str(target), (8, 16, 16), (4, 8, 8), 1,
                                make_activation(["none"], [1])))
     assert np.array_equal(out[0], image)
     assert "starting it again" in capsys.readouterr().out
@@ -87,13 +87,13 @@ def test_an_unreadable_partial_file_is_started_again(tmp_path, capsys):
 ])
 def test_bad_window_settings_are_named(tmp_path, stride, pad, message):
     with pytest.raises(ValueError, match=message):
-        predict_to_hdf5(Identity(), [volume((6, 30, 30))], str(tmp_path / "x.h5"), (8, 16, 16), stride, 1,
+        predict_file(Identity(), [volume((6, 30, 30))], str(tmp_path / "x.h5"), (8, 16, 16), stride, 1,
                         make_activation(["none"], [1]), pad=pad)
 
 
 def test_padding_lets_a_window_exceed_the_volume(tmp_path):
     image = volume((6, 30, 30))
-    out = read(predict_to_hdf5(Identity(), [image], str(tmp_path / "x.h5"), (8, 16, 16), (4, 8, 8), 1,
+    out = read(predict_file(Identity(), [image], str(tmp_path / "x.h5"), (8, 16, 16), (4, 8, 8), 1,
                                make_activation(["none"], [1]), pad=((1, 1), (0, 0), (0, 0))))
     assert np.array_equal(out[0], image)
 
@@ -104,8 +104,8 @@ def test_blocks_cover_every_voxel_once(shape, block, ranks):
     blocks = plan_blocks(shape, block, ranks)
     count = np.zeros(shape, dtype=int)
     for box in blocks:
-        count[tuple(slice(a, b) for a, b in box)] += 1
-        assert all(b - a <= (s if s else n) for (a, b), s, n in zip(box[1:], block[1:], shape[1:]))
+        count[box.slices()] += 1
+        assert all(size <= (s if s else n) for size, s, n in zip(box.shape[1:], block[1:], shape[1:]))
     assert (count == 1).all()
     assert len(blocks) >= min(ranks, shape[0])  # enough blocks for every rank when the depth allows
 
@@ -146,8 +146,8 @@ def test_tiff_stacks_read_lazily_and_predict_like_hdf5(tmp_path):
     for box in itertools.product([slice(0, 12), slice(3, 5)], [slice(0, 20), slice(7, 19)], [slice(2, 3)]):
         assert np.array_equal(stack[box], image[box])
     model = conv_model()
-    from_tiff = read(predict_to_hdf5(model, [stack], str(tmp_path / "t.h5"), **ARGS))
-    from_hdf5 = read(predict_to_hdf5(model, [open_volume(str(tmp_path / "image.h5"))], str(tmp_path / "h.h5"),
+    from_tiff = read(predict_file(model, [stack], str(tmp_path / "t.h5"), **ARGS))
+    from_hdf5 = read(predict_file(model, [open_volume(str(tmp_path / "image.h5"))], str(tmp_path / "h.h5"),
                                      **ARGS))
     assert np.array_equal(from_tiff, from_hdf5)
 

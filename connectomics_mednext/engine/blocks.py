@@ -6,10 +6,9 @@ windows in the same order whatever the blocks are, and blocked, distributed or r
 give the same bytes as one pass over the volume. Windows that overlap two blocks are run for
 each: the price of a buffer bounded by the block size.
 """
-from typing import List, Sequence, Tuple
+from typing import List, Sequence
 
-Span = Tuple[int, int]
-Box = Tuple[Span, Span, Span]
+from ..geometry import Box, Span
 
 
 def window_starts(size: int, window: int, stride: int) -> List[int]:
@@ -27,12 +26,23 @@ def window_starts(size: int, window: int, stride: int) -> List[int]:
 
 
 def windows_over(starts: Sequence[int], window: int, span: Span) -> List[int]:
-    """The starts whose windows overlap ``span`` (half-open)."""
+    """The starts whose windows overlap ``span`` (half-open).
+
+    Args:
+        starts: window starts along one axis.
+        window: the window length.
+        span: (begin, end) along that axis.
+    """
     return [s for s in starts if s < span[1] and s + window > span[0]]
 
 
 def split_axis(size: int, block: int) -> List[Span]:
-    """``[0, size)`` in near-equal spans of at most ``block`` voxels (one span when ``block`` is 0)."""
+    """``[0, size)`` in near-equal spans of at most ``block`` voxels (one span when ``block`` is 0).
+
+    Args:
+        size: the axis length.
+        block: the longest span; 0 for one span.
+    """
     parts = 1 if block <= 0 else -(-size // block)
     edges = [i * size // parts for i in range(parts + 1)]
     return list(zip(edges[:-1], edges[1:]))
@@ -52,4 +62,4 @@ def plan_blocks(shape: Sequence[int], block_size: Sequence[int], min_blocks: int
     if depth <= 0:
         z_parts = min(shape[0], -(-min_blocks // (len(ys) * len(xs))))
         depth = -(-shape[0] // z_parts)
-    return [(z, y, x) for z in split_axis(shape[0], depth) for y in ys for x in xs]
+    return [Box.from_spans((z, y, x)) for z in split_axis(shape[0], depth) for y in ys for x in xs]

@@ -6,8 +6,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 
 from .. import __version__
-from ..errors import CheckpointError, MissingFileError
-from ..model.weights import extract_state_dict
+from ..errors import CheckpointError
+from ..model.weights import extract_state_dict, load_checkpoint_file
 
 TEMPORARY_SUFFIX = ".tmp"
 # Words in a parameter name -> the config keys that decide whether it exists.
@@ -100,15 +100,7 @@ def load_checkpoint(path: str, mmap: bool = False) -> Dict[str, Any]:
         MissingFileError: ``path`` does not exist.
         CheckpointError: the file is truncated, not a PyTorch checkpoint, or holds no weights.
     """
-    if not os.path.isfile(path):
-        raise MissingFileError(f"--checkpoint: file {path!r} does not exist.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as error:  # torch.load fails on a foreign file in many ways (KeyError, EOFError, ...)
-        # torch's own reason is worth showing only when it is its archive reader speaking.
-        reason = str(error).split(". ")[0].strip() if isinstance(error, RuntimeError) else ""
-        raise CheckpointError(f"--checkpoint {path!r} is not a readable PyTorch checkpoint (truncated, or another "
-                              f"kind of file){': ' + reason if reason else ''}.") from error
+    state = load_checkpoint_file(path, mmap=mmap, name="--checkpoint")
     if not isinstance(state, dict) or "state_dict" not in state:
         raise CheckpointError(f"--checkpoint {path!r} has no 'state_dict' entry; expected a checkpoint written by "
                               "our engine or PyTorch Connectomics.")

@@ -5,10 +5,13 @@ job, and background jobs never see Ctrl-C's SIGINT, so both must lead to a saved
 A second signal of either kind stops the process at once, as users expect of a second Ctrl-C.
 """
 import signal
-import sys
 import threading
 from types import FrameType
 from typing import Dict, Optional
+
+from .log import get_logger
+
+logger = get_logger(__name__)
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -46,8 +49,9 @@ class StopRequest:
             signal.raise_signal(number)
             return
         self.signal = number
-        print(f"{signal.Signals(number).name} received: {self.action} (send it again to stop at once).",
-              file=sys.stderr, flush=True)
+        # Every rank gets the signal from torchrun, and each says what it will do.
+        logger.warning(f"{signal.Signals(number).name} received: {self.action} (send it again to stop at once).",
+                       extra={"all_ranks": True})
 
     def __enter__(self) -> "StopRequest":
         # Signal handlers can only be installed from the main thread; elsewhere the defaults stay.

@@ -2,11 +2,13 @@
 import os
 import pickle
 import warnings
-from typing import Dict, Mapping, Union
+from typing import Any, Dict, Mapping, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..errors import CheckpointError, MissingFileError
 
 StateDict = Mapping[str, torch.Tensor]
 WeightsSource = Union[nn.Module, StateDict, str, "os.PathLike[str]"]
@@ -17,6 +19,39 @@ KERNEL_RESIZE_MODES: Dict[int, str] = {1: "linear", 2: "bilinear", 3: "trilinear
 UPKERN_COPY_MARKERS = ("bias", "norm", "dummy")
 
 
+def load_checkpoint_file(path: Union[str, "os.PathLike[str]"], weights_only: bool = True, mmap: bool = False,
+                         name: str = "checkpoint") -> Any:
+    """What a PyTorch checkpoint file holds, read onto the CPU: the one place checkpoints are read.
+
+    Args:
+        path: checkpoint file (ours, PyTC's, nnU-Net's ``.model`` or any ``torch.save`` file).
+        weights_only: unpickle tensors and plain data only. nnU-Net checkpoints that also
+            pickle numpy objects need ``False``; use it only for files you trust.
+        mmap: map the tensors instead of reading them (for a look at the other entries).
+        name: how the messages name the file (a flag such as ``--checkpoint``).
+
+    Raises:
+        MissingFileError: ``path`` does not exist.
+        CheckpointError: the file is truncated, not a PyTorch checkpoint, or (with ``weights_only``)
+            holds pickled objects.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise MissingFileError(f"{name}: file {path!r} does not exist.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=mmap)
+    except pickle.UnpicklingError as error:
+        if not weights_only:
+            raise
+        raise CheckpointError(f"{name} {path!r} holds more than tensors and plain data ({type(error).__name__}); "
+                              "if you trust the file, pass weights_only=False.") from error
+    except Exception as error:  # torch.load fails on a foreign file in many ways (KeyError, EOFError, ...)
+        # torch's own reason is worth showing only when it is its archive reader speaking.
+        reason = str(error).split(". ")[0].strip() if isinstance(error, RuntimeError) else ""
+        raise CheckpointError(f"{name} {path!r} is not a readable PyTorch checkpoint (truncated, or another kind "
+                              f"of file){': ' + reason if reason else ''}.") from error
+
+
 def read_checkpoint(path: Union[str, "os.PathLike[str]"], weights_only: bool = True) -> Dict[str, torch.Tensor]:
     """Read a state_dict from a reference (nnU-Net ``.model``) or PyTorch checkpoint file.
 
@@ -25,22 +60,9 @@ def read_checkpoint(path: Union[str, "os.PathLike[str]"], weights_only: bool = T
 
     Args:
         path: checkpoint file.
-        weights_only: unpickle tensors and plain data only. nnU-Net checkpoints that also
-            pickle numpy objects need ``False``; use it only for files you trust.
+        weights_only: as in :func:`load_checkpoint_file`.
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Checkpoint file {path!r} does not exist.")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=weights_only)
-    except pickle.UnpicklingError as error:
-        if not weights_only:
-            raise
-        raise ValueError(
-            f"Checkpoint {path!r} holds more than tensors and plain data ({type(error).__name__}); "
-            "if you trust the file, pass weights_only=False."
-        ) from error
-    return extract_state_dict(payload, source=path)
+    return extract_state_dict(load_checkpoint_file(path, weights_only=weights_only), source=os.fspath(path))
 
 
 def extract_state_dict(payload: Mapping, source: str = "checkpoint") -> Dict[str, torch.Tensor]:

@@ -1,0 +1,255 @@
+"""Streaming sliding-window prediction: a predictor configured once, then called on volumes.
+
+The output is cut into blocks (:mod:`.blocks`). Within a block, windows run in z order and a
+float buffer covers one window's depth of the block's y-x extent, so peak memory is about
+``(C + 1) * window_z * block_y * block_x * 4`` bytes, plus one input slab and one batch,
+whatever the volume's size. Finished planes leave the buffer as uint8 (probability x 255,
+clipped) for a block target: an array in memory, or an HDF5 dataset that records each block's
+progress (:mod:`.hdf5_output`), so an interrupted run continues where it stopped. Under
+``torch.distributed`` each rank takes every N-th block.
+"""
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ..data.padding import PadWidths, pad_volume
+from ..data.volumes import normalise_image, volume_name
+from ..errors import ConfigError, look_up_option
+from ..geometry import Box
+from .blending import BLENDINGS
+from .blocks import plan_blocks, window_starts, windows_over
+from .hdf5_output import OUTPUT_DTYPE, PartialHdf5Prediction
+from .identity import volume_identity, weights_fingerprint
+
+Activation = Callable[[torch.Tensor], torch.Tensor]
+NO_PADDING: PadWidths = ((0, 0), (0, 0), (0, 0))
+
+
+@dataclass(frozen=True)
+class SlidingWindow:
+    """How windows cover a volume and are blended into the output.
+
+    Args:
+        window: window size (z, y, x).
+        stride: step between windows (z, y, x), between 1 and the window.
+        blending: a key of ``BLENDINGS``.
+        batch_size: windows per forward pass.
+        pad: (before, after) padding per axis, read lazily in ``pad_mode``.
+        pad_mode: PyTC's ``DATASET.PAD_MODE``.
+        unpad: crop the padding off the output (PyTC's ``INFERENCE.UNPAD``).
+        block_size: the largest output block (z, y, x) held in memory; 0 is the whole axis.
+    """
+
+    window: Tuple[int, int, int]
+    stride: Tuple[int, int, int]
+    blending: str = "gaussian"
+    batch_size: int = 1
+    pad: PadWidths = NO_PADDING
+    pad_mode: str = "reflect"
+    unpad: bool = True
+    block_size: Tuple[int, int, int] = (0, 1024, 1024)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "window", tuple(int(w) for w in self.window))
+        object.__setattr__(self, "stride", tuple(int(s) for s in self.stride))
+        look_up_option("INFERENCE.BLENDING", self.blending, BLENDINGS)
+        if any(not 1 <= s <= w for s, w in zip(self.stride, self.window)):
+            raise ConfigError(f"INFERENCE.STRIDE {list(self.stride)} must be between 1 and the window "
+                              f"{list(self.window)} on each axis.")
+
+    def resume_fields(self) -> Dict[str, Any]:
+        """The settings that shape the output's bytes, for the resume key."""
+        return {"window": self.window, "stride": self.stride, "blending": self.blending, "pad": self.pad,
+                "pad_mode": self.pad_mode, "unpad": self.unpad}
+
+
+@dataclass
+class VolumePlan:
+    """One volume laid out for prediction.
+
+    Args:
+        view: the lazily padded input.
+        offset: where output voxel 0 lies in ``view`` (the padding before it, when cropped off).
+        shape: the output's (z, y, x) shape.
+        blocks: the output blocks, in output coordinates.
+        starts: the window starts along each axis of ``view``.
+    """
+
+    view: Any
+    offset: Tuple[int, int, int]
+    shape: Tuple[int, int, int]
+    blocks: List[Box]
+    starts: List[List[int]]
+
+
+class BlockTarget(Protocol):
+    """Where a block's finished planes go."""
+
+    def next_plane(self, number: int) -> int:
+        """The first plane of block ``number`` still to predict."""
+
+    def write(self, number: int, box: Box, values: np.ndarray) -> None:
+        """Store ``values`` (C, *box.shape) for the planes ``box`` of block ``number``."""
+
+
+class ArrayTarget:
+    """A prediction held in memory.
+
+    Args:
+        array: the (C, Z, Y, X) output.
+        blocks: the output blocks.
+    """
+
+    def __init__(self, array: np.ndarray, blocks: List[Box]) -> None:
+        self.array, self.blocks = array, blocks
+
+    def next_plane(self, number: int) -> int:
+        return self.blocks[number].begin[0]
+
+    def write(self, number: int, box: Box, values: np.ndarray) -> None:
+        self.array[(slice(None),) + box.slices()] = values
+
+
+class Predictor:
+    """A network with its sliding-window settings; call :meth:`predict` or :meth:`predict_to_hdf5` on volumes.
+
+    Args:
+        model: returns (B, channels, *window) logits in eval mode.
+        activation: turns logits into probabilities.
+        channels: output channels.
+        sliding_window: window, stride, blending, padding and block settings.
+        device: where the model runs.
+        identity: what decides the output beyond the weights, the inputs and ``sliding_window``,
+            as plain data (the activation and test-time augmentation settings). An interrupted
+            file is continued only by a run with the same resume key: this, a hash of the
+            weights, every input's identity and every setting that shapes the bytes.
+        rank: this process's rank when ranks share the work of :meth:`predict_to_hdf5`.
+        world_size: the number of processes sharing it.
+    """
+
+    def __init__(self, model: torch.nn.Module, activation: Activation, channels: int, sliding_window: SlidingWindow,
+                 device: torch.device = torch.device("cpu"), identity: Optional[Dict[str, Any]] = None,
+                 rank: int = 0, world_size: int = 1) -> None:
+        self.model, self.activation, self.channels = model, activation, channels
+        self.settings = sliding_window
+        self.blend_weights = BLENDINGS[sliding_window.blending](sliding_window.window)
+        self.device = device
+        self.identity = dict(identity or {})
+        self.rank, self.world_size = rank, world_size
+
+    def plan(self, volume, min_blocks: int = 1) -> VolumePlan:
+        """Lay ``volume`` out: padding, output shape, blocks and window starts.
+
+        Args:
+            volume: a lazy (z, y, x) uint8 input (HDF5 dataset, TIFF stack or array).
+            min_blocks: the fewest blocks wanted (the processes sharing the work).
+        """
+        settings = self.settings
+        view = pad_volume(volume, settings.pad, settings.pad_mode, volume_name(volume))
+        if any(n < w for n, w in zip(view.shape, settings.window)):
+            raise ConfigError(f"The window {list(settings.window)} is larger than {volume_name(volume)!r} of shape "
+                              f"{tuple(view.shape)} (after padding); lower INFERENCE.INPUT_SIZE or pad more.")
+        offset = tuple(a for a, _ in settings.pad) if settings.unpad else (0, 0, 0)
+        shape = tuple(volume.shape) if settings.unpad else tuple(view.shape)
+        starts = [window_starts(n, w, s) for n, w, s in zip(view.shape, settings.window, settings.stride)]
+        return VolumePlan(view, offset, shape, plan_blocks(shape, settings.block_size, min_blocks), starts)
+
+    @torch.no_grad()
+    def predict(self, volume) -> np.ndarray:
+        """The whole (C, Z, Y, X) uint8 prediction of ``volume`` in memory, computed by this process alone.
+
+        Args:
+            volume: a lazy (z, y, x) uint8 input.
+        """
+        plan = self.plan(volume)
+        array = np.zeros((self.channels,) + plan.shape, dtype=OUTPUT_DTYPE)
+        target = ArrayTarget(array, plan.blocks)
+        for number in range(len(plan.blocks)):
+            self.predict_block(plan, number, target)
+        return array
+
+    @torch.no_grad()
+    def predict_to_hdf5(self, volumes: Sequence, output_path: str) -> str:
+        """Predict each volume into dataset ``vol<i>`` of ``output_path``; return that path.
+
+        With several ranks every rank calls this; the file is complete when rank 0 returns.
+
+        Args:
+            volumes: lazy (z, y, x) uint8 inputs.
+            output_path: the final HDF5 file.
+        """
+        common = {"weights": weights_fingerprint(self.model), **self.identity, **self.settings.resume_fields(),
+                  "channels": self.channels, "dtype": np.dtype(OUTPUT_DTYPE).name, "world_size": self.world_size}
+        partial = PartialHdf5Prediction(output_path, self.rank, self.world_size)
+        plans = []
+        try:
+            for index, volume in enumerate(volumes):
+                plan = self.plan(volume, self.world_size)
+                key = {**common, "input": volume_identity(volume), "blocks": [b.to_json() for b in plan.blocks]}
+                shape = (self.channels,) + plan.shape
+                target = partial.dataset(f"vol{index}", shape, key, plan.blocks)
+                for number in range(self.rank, len(plan.blocks), self.world_size):
+                    self.predict_block(plan, number, target)
+                plans.append((shape, plan.blocks))
+        except BaseException:
+            partial.close_or_discard()
+            raise
+        partial.close()
+        if self.world_size > 1:
+            dist.barrier()
+            if self.rank != 0:
+                return output_path
+            partial.join_ranks(plans)
+        partial.publish()
+        return output_path
+
+    def predict_block(self, plan: VolumePlan, number: int, target: BlockTarget) -> None:
+        """Stream block ``number`` in z into ``target``, from the plane ``target`` says is next.
+
+        Args:
+            plan: the volume's layout.
+            number: the block.
+            target: where finished planes go.
+        """
+        window, weights, offset = self.settings.window, self.blend_weights, plan.offset
+        region = plan.blocks[number].shift(offset)  # the block in the padded view's coordinates
+        z_end = region.end[0]
+        base = target.next_plane(number) + offset[0]
+        if base >= z_end:
+            return
+        rows = windows_over(plan.starts[0], window[0], (base, z_end))
+        ys = windows_over(plan.starts[1], window[1], region.spans[1])
+        xs = windows_over(plan.starts[2], window[2], region.spans[2])
+        reach = (slice(ys[0], ys[-1] + window[1]), slice(xs[0], xs[-1] + window[2]))
+        corners = [(y, x) for y in ys for x in xs]
+        # Each row starts at or before base, so one window's depth holds every plane it can touch.
+        depth = min(window[0], z_end - base)
+        accum = np.zeros((self.channels, depth) + region.shape[1:], dtype=np.float32)
+        norm = np.zeros(accum.shape[1:], dtype=np.float32)
+        for row, z in enumerate(rows):
+            buffer = region.with_axis(0, (base, base + depth))
+            remaining = region.with_axis(0, (base, z_end))
+            slab = normalise_image(plan.view[(slice(z, z + window[0]),) + reach])
+            for first in range(0, len(corners), self.settings.batch_size):
+                chunk = corners[first:first + self.settings.batch_size]
+                batch = np.stack([slab[None, :, y - ys[0]:y - ys[0] + window[1], x - xs[0]:x - xs[0] + window[2]]
+                                  for y, x in chunk])
+                probs = self.activation(self.model(torch.from_numpy(batch).to(self.device)).float()).cpu().numpy()
+                for (y, x), prob in zip(chunk, probs):
+                    seen = Box.from_shape(window, (z, y, x))
+                    overlap = seen.intersect(remaining)
+                    inside, into = overlap.relative_to(seen).slices(), overlap.relative_to(buffer).slices()
+                    accum[(slice(None),) + into] += prob[(slice(None),) + inside] * weights[inside]
+                    norm[into] += weights[inside]
+            finished = min(rows[row + 1], z_end) if row + 1 < len(rows) else z_end
+            if finished > base:
+                count = finished - base
+                values = accum[:, :count] / np.maximum(norm[:count], 1e-8)
+                done = region.with_axis(0, (base, finished)).shift(tuple(-o for o in offset))
+                target.write(number, done, np.clip(np.rint(values * 255.0), 0, 255).astype(OUTPUT_DTYPE))
+                accum[:, :-count], norm[:-count] = accum[:, count:].copy(), norm[count:].copy()
+                accum[:, -count:], norm[-count:] = 0, 0
+                base = finished
