@@ -26,7 +26,7 @@ WEIGHTS = {
 }
 
 
-def _padded(volumes: List, data) -> List:
+def _pad_all(volumes: List, data) -> List:
     widths = pad_widths(data.PAD_SIZE, "DATASET.PAD_SIZE")
     return [pad_volume(v, widths, data.PAD_MODE, volume_name(v)) for v in volumes]
 
@@ -62,8 +62,8 @@ class CropSampler:
             check_image_dtype(image, f"DATASET.{image_key}")
         for other, key in [(v, label_key) for v in self.labels] + [(v, mask_key) for v in self.masks or []]:
             check_finite(other, f"DATASET.{key}")
-        self.images, self.labels = _padded(self.images, data), _padded(self.labels, data)
-        self.masks = None if self.masks is None else _padded(self.masks, data)
+        self.images, self.labels = _pad_all(self.images, data), _pad_all(self.labels, data)
+        self.masks = None if self.masks is None else _pad_all(self.masks, data)
         self.size = tuple(cfg.MODEL.INPUT_SIZE)
         for image in self.images:
             if any(v < s for v, s in zip(image.shape, self.size)):

@@ -3,8 +3,8 @@
 glibc's malloc serves allocations above its mmap threshold (at most 32 MiB by default) with
 fresh mappings and trims freed memory at the top of the heap. A MedNeXt forward pass on a CPU
 allocates and frees tensors of tens of MiB, so every pass touches new pages, and the kernel
-zeroes each one: that was about a third of the time of a 64^3 forward pass on a 2-core machine
-(0.75 s against 0.55 s). Raising both thresholds keeps the memory for reuse.
+zeroes each one: a large share of a 64^3 forward pass on a 2-core machine (figures in
+benchmarks/README.md). Raising both thresholds keeps the memory for reuse.
 """
 import ctypes
 import os

@@ -38,7 +38,7 @@ def _as_kernel(x: torch.Tensor, b: int) -> torch.Tensor:
     return kernel
 
 
-def _padded(x: torch.Tensor, pads: List[Tuple[int, int]]) -> torch.Tensor:
+def _zero_padded(x: torch.Tensor, pads: List[Tuple[int, int]]) -> torch.Tensor:
     """``x`` with (before, after) zeros per spatial axis (F.pad lists the last axis first)."""
     return F.pad(x, tuple(v for pair in reversed(pads) for v in pair))
 
@@ -53,7 +53,7 @@ def _conv_with_pads(x: torch.Tensor, weight: torch.Tensor, bias, pads: List[Tupl
     conv = CONV_FUNCTIONS[x.dim() - 2]
     if all(before == after >= 0 for before, after in pads):
         return conv(x, weight, bias, padding=tuple(before for before, _ in pads), groups=x.shape[1])
-    return conv(_padded(x, pads), weight, bias, groups=x.shape[1])
+    return conv(_zero_padded(x, pads), weight, bias, groups=x.shape[1])
 
 
 def _phase_taps(phase: int, stride: int, kernel: int, padding: int) -> Tuple[slice, int]:
@@ -102,7 +102,7 @@ def _transposed_weight_grad(x: torch.Tensor, grad: torch.Tensor, weight: torch.T
     for where, taps, pads in _transposed_phases(x.shape[2:], grad.shape[2:], weight.shape[2:], stride, padding):
         phase = grad[(slice(None), slice(None)) + where]
         for b in range(x.shape[0]):
-            padded = _padded(x[b : b + 1], pads)
+            padded = _zero_padded(x[b : b + 1], pads)
             taps_grad = CONV_FUNCTIONS[ndim](padded, _as_kernel(phase, b), groups=x.shape[1])[0]
             grad_w[(slice(None), 0) + taps] += taps_grad.flip(tuple(range(1, 1 + ndim)))
     return grad_w
@@ -121,7 +121,7 @@ def _weight_grad(x: torch.Tensor, grad: torch.Tensor, kernel: Tuple[int, ...], s
     for b in range(x.shape[0]):
         grad_kernel = _as_kernel(grad, b)
         # F.pad, not the conv's padding, for the reason in _conv_with_pads.
-        padded = _padded(x[b : b + 1], [(p, p) for p in padding])
+        padded = _zero_padded(x[b : b + 1], [(p, p) for p in padding])
         for phases in itertools.product(*(range(s) for s in stride)):
             counts = [len(range(r, k, s)) for r, k, s in zip(phases, kernel, stride)]
             if 0 in counts:
