@@ -3,6 +3,8 @@ from setuptools import find_packages, setup
 # Decoding and scoring (connectomics-mednext-segment, -evaluate): distance transforms and
 # watersheds, connected components, and waterz for affinities.
 SEGMENT = ["scipy", "scikit-image", "connected-components-3d", "waterz"]
+# Chunked volumes in and out: zarr (v2, v3), N5 and Neuroglancer precomputed through one library.
+ZARR = ["tensorstore"]
 
 setup(
     name="connectomics-mednext",
@@ -15,9 +17,11 @@ setup(
     python_requires=">=3.9",
     install_requires=["torch>=2.1", "yacs", "pyyaml", "numpy", "h5py", "tensorboard"],
     extras_require={
-        "test": ["pytest", "tifffile"] + SEGMENT,
+        # zarr-python only checks, in the tests, that our zarr output opens in another reader.
+        "test": ["pytest", "tifffile", "zarr"] + SEGMENT + ZARR,
         "tiff": ["tifffile"],
         "segment": SEGMENT,
+        "zarr": ZARR,
         "bench": ["monai"],
     },
     entry_points={"console_scripts": [

@@ -1,8 +1,9 @@
 """``Box``: a half-open box of voxels, the one geometry type of blocks, windows and their overlaps.
 
 Like funlib's ``Roi`` (in voxels, not world units): a begin and an end per axis, intersection,
-shifting and slicing. Inference plans its output blocks as boxes, intersects windows with them,
-and stores them in resume keys; chunked writers cut their arrays with them.
+shifting and slicing. Inference plans its output blocks as boxes (:func:`plan_blocks`, or
+:func:`plan_aligned_blocks` for chunked outputs, whose blocks must not share a chunk),
+intersects windows with them, and stores them in resume keys.
 """
 from dataclasses import dataclass
 from typing import List, Sequence, Tuple
@@ -106,3 +107,57 @@ class Box:
     def to_json(self) -> List[List[int]]:
         """[[begin, end], ...] per axis, as resume keys store it."""
         return [[b, e] for b, e in zip(self.begin, self.end)]
+
+
+def split_axis(size: int, block: int) -> List[Span]:
+    """``[0, size)`` in near-equal spans of at most ``block`` voxels (one span when ``block`` is 0).
+
+    Args:
+        size: the axis length.
+        block: the longest span; 0 for one span.
+    """
+    parts = 1 if block <= 0 else -(-size // block)
+    edges = [i * size // parts for i in range(parts + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def plan_blocks(shape: Sequence[int], block_size: Sequence[int], min_blocks: int = 1) -> List[Box]:
+    """Output blocks in (z, y, x) raster order.
+
+    Args:
+        shape: the output's (z, y, x) shape.
+        block_size: the largest block (z, y, x); 0 on an axis means the whole axis, except that
+            the depth is then split into as many spans as needed to give ``min_blocks`` blocks.
+        min_blocks: the fewest blocks wanted (the number of processes sharing the work).
+    """
+    ys, xs = split_axis(shape[1], block_size[1]), split_axis(shape[2], block_size[2])
+    depth = block_size[0]
+    if depth <= 0:
+        z_parts = min(shape[0], -(-min_blocks // (len(ys) * len(xs))))
+        depth = -(-shape[0] // z_parts)
+    return [Box.from_spans((z, y, x)) for z in split_axis(shape[0], depth) for y in ys for x in xs]
+
+
+def plan_aligned_blocks(shape: Sequence[int], block_size: Sequence[int], chunk: Sequence[int],
+                        min_blocks: int = 1) -> List[Box]:
+    """Output blocks made of whole chunks, in (z, y, x) raster order, so no two blocks share a chunk.
+
+    Args:
+        shape: the output's (z, y, x) shape.
+        block_size: the largest block (z, y, x), rounded up to whole chunks; 0 on an axis means the
+            whole axis, except that the depth is then split into enough spans for ``min_blocks``.
+        chunk: the output's chunk shape (z, y, x).
+        min_blocks: the fewest blocks wanted (the number of processes sharing the work).
+    """
+    def spans(size: int, length: int, step: int) -> List[Span]:
+        length = -(-length // step) * step  # whole chunks
+        return [(start, min(start + length, size)) for start in range(0, size, length)]
+
+    ys = spans(shape[1], block_size[1] or shape[1], chunk[1])
+    xs = spans(shape[2], block_size[2] or shape[2], chunk[2])
+    depth = block_size[0]
+    if depth <= 0:
+        z_chunks = -(-shape[0] // chunk[0])
+        z_parts = min(z_chunks, -(-min_blocks // (len(ys) * len(xs))))
+        depth = -(-z_chunks // z_parts) * chunk[0]
+    return [Box.from_spans((z, y, x)) for z in spans(shape[0], depth, chunk[0]) for y in ys for x in xs]

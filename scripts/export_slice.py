@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 
 from connectomics_mednext.data.targets import make_target, target_foreground
-from connectomics_mednext.data.volumes import open_volume, read_whole
+from connectomics_mednext.io import open_volume, read_whole
 from connectomics_mednext.engine.trainer import dice_iou
 
 # PNG colour types by channels: grayscale, RGB.

@@ -1,5 +1,8 @@
 """Shared fixtures: where the shared data lives, a tiny MedNeXt configuration and a tiny trained run."""
 import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -116,4 +119,18 @@ def predict_file(model, volumes, path, window, stride, channels, activation, dev
 
     predictor = Predictor(model, activation, channels, SlidingWindow(window, stride, **settings), device, identity,
                           rank, world_size)
-    return predictor.predict_to_hdf5(volumes, path)
+    return predictor.predict_to_file(volumes, path)
+
+
+def torchrun(config: str, *extra: str, base: str = None) -> subprocess.CompletedProcess:
+    """``scripts/main.py --distributed`` on two gloo ranks of one thread each; asserts it succeeded."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    with socket.socket() as probe:  # a free port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+         os.path.join(ROOT, "scripts", "main.py"), "--engine", "native", "--distributed", "--config-base",
+         base or BASE, "--config-file", config, *extra], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return result

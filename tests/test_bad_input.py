@@ -49,6 +49,19 @@ def _tiff_rgb(folder):
     tifffile.imwrite(folder / "rgb.tif", np.zeros((2, 40, 40, 3), np.uint8), photometric="rgb")
 
 
+def _zarr(folder, name, array):
+    ts = pytest.importorskip("tensorstore", reason="chunked stores need the zarr extra")
+    metadata = {"shape": list(array.shape), "chunks": list(array.shape), "dtype": array.dtype.str}
+    store = ts.open({"driver": "zarr", "kvstore": {"driver": "file", "path": f"{folder}/v.zarr/{name}/"},
+                     "metadata": metadata}, create=True).result()
+    store[...] = array
+
+
+def _file_in_the_way(folder):
+    pytest.importorskip("tensorstore", reason="chunked stores need the zarr extra")
+    (folder / "file.txt").write_text("a file where the store's folder would go")
+
+
 def _truncated_checkpoint(folder, data):
     payload = (data / "trained" / "checkpoint_00001.pth.tar").read_bytes()
     (folder / "cut.pth.tar").write_bytes(payload[: len(payload) // 2])
@@ -120,6 +133,15 @@ CASES = [
      r"DATASET\.LABEL_NAME .*flabel\.h5.* holds inf at \(z, y, x\) = \(4, 5, 6\)"),
     ("inference image not uint8", INFER + ["INFERENCE.IMAGE_NAME", "{case}/float.h5"], lambda c, d: _float_image(c),
      r"INFERENCE\.IMAGE_NAME .*float\.h5.* is float32"),
+    ("missing zarr container", ["DATASET.IMAGE_NAME", "{case}/nope.zarr/raw"], None,
+     r"DATASET\.IMAGE_NAME: container .*nope\.zarr.* does not exist"),
+    ("missing array in a zarr container", ["DATASET.IMAGE_NAME", "{case}/v.zarr/rwa"],
+     lambda c, d: _zarr(c, "raw", np.zeros(SHAPE, np.uint8)), r"v\.zarr.* has no array 'rwa'; it holds \['raw'\]"),
+    ("zarr array of the wrong rank", ["DATASET.IMAGE_NAME", "{case}/v.zarr/raw"],
+     lambda c, d: _zarr(c, "raw", np.zeros((2,) + SHAPE, np.uint8)),
+     r"v\.zarr/raw.* has shape \(2, 24, 40, 40\); expected a \(z, y, x\) volume"),
+    ("zarr store that cannot be written", INFER + ["INFERENCE.OUTPUT_NAME", "{case}/file.txt/p.zarr"],
+     lambda c, d: _file_in_the_way(c), r"INFERENCE\.OUTPUT_NAME .*file\.txt/p\.zarr\.partial.* cannot be created"),
     ("wrong TIFF layout", ["DATASET.IMAGE_NAME", "{case}/rgb.tif"], lambda c, d: _tiff_rgb(c),
      r"rgb\.tif.* expected a \(z, y, x\) stack with one 2D page per z plane"),
     ("missing checkpoint", ["--inference", "--checkpoint", "{case}/none.pth.tar"], None, r"--checkpoint: file .*none\.pth\.tar"),

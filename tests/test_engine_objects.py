@@ -10,7 +10,7 @@ import torch
 
 from connectomics_mednext import cli
 from connectomics_mednext.config import load_native_cfg
-from connectomics_mednext.engine import log as engine_log
+from connectomics_mednext import log as engine_log
 from connectomics_mednext.engine.inference import make_activation
 from connectomics_mednext.engine.predictor import Predictor, SlidingWindow
 from connectomics_mednext.engine.trainer import Trainer

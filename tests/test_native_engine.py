@@ -1,8 +1,5 @@
 """Our engine end to end on tiny synthetic volumes: train, resume, infer, interrupted inference, bad input."""
 import os
-import socket
-import subprocess
-import sys
 
 import h5py
 import numpy as np
@@ -14,7 +11,7 @@ from connectomics_mednext.config import load_native_cfg
 from connectomics_mednext.data.synthetic import make_em_volume
 from connectomics_mednext.engine.inference import make_activation
 from connectomics_mednext.errors import ConfigError
-from conftest import FailsAfter, binary_model_yaml, predict_file
+from conftest import FailsAfter, binary_model_yaml, predict_file, torchrun
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = os.path.join(ROOT, "configs", "MedNeXt-Base.yaml")
@@ -208,22 +205,9 @@ def test_distributed_outside_torchrun_says_how_to_launch(tmp_path, data_dir, mon
         run(write_config(tmp_path, data_dir), "--distributed")
 
 
-def _torchrun(config: str, *extra: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
-    with socket.socket() as probe:  # a free port for the rendezvous
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
-         os.path.join(ROOT, "scripts", "main.py"), "--engine", "native", "--distributed", "--config-base", BASE,
-         "--config-file", config, *extra], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    return result
-
-
 def test_two_process_gloo_ddp_training_and_inference(tmp_path, data_dir):
     config = write_config(tmp_path, data_dir)
-    result = _torchrun(config)
+    result = torchrun(config)
     checkpoint = tmp_path / "out" / "checkpoint_00004.pth.tar"
     state = torch.load(checkpoint, weights_only=True)
     first, second = state["rng"]["sampler"]
@@ -231,7 +215,7 @@ def test_two_process_gloo_ddp_training_and_inference(tmp_path, data_dir):
     assert result.stdout.count("[Iteration 00004/4]") == 1  # only rank 0 reports
 
     # Two ranks share the blocks (here the depth is split in two); rank 0 joins their files.
-    result = _torchrun(config, "--inference", "--checkpoint", str(checkpoint), "INFERENCE.OUTPUT_NAME", "ranks.h5")
+    result = torchrun(config, "--inference", "--checkpoint", str(checkpoint), "INFERENCE.OUTPUT_NAME", "ranks.h5")
     assert result.stdout.count("Prediction saved as") == 1
     run(config, "--inference", "--checkpoint", str(checkpoint), "INFERENCE.OUTPUT_NAME", "single.h5")
     test_dir = tmp_path / "out" / "test"

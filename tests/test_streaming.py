@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from connectomics_mednext.data.padding import INDEX_PADDERS, PaddedVolume, pad_widths
-from connectomics_mednext.data.volumes import open_volume
-from connectomics_mednext.engine.blocks import plan_blocks
+from connectomics_mednext.io import open_volume
+from connectomics_mednext.geometry import plan_blocks
 from connectomics_mednext.engine.inference import make_activation
 from conftest import FailsAfter, predict_file
 

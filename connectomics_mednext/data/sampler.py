@@ -1,4 +1,4 @@
-"""Random training crops read lazily from HDF5 volumes, with targets, weights and augmentation."""
+"""Random training crops read lazily from the volumes (any format :mod:`connectomics_mednext.io` reads), with targets, weights and augmentation."""
 from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -8,16 +8,8 @@ from ..errors import ConfigError, look_up_option
 from .augment import augment
 from .padding import pad_volume, pad_widths
 from .targets import balance_weight, make_target
-from .volumes import (
-    check_finite,
-    check_image_dtype,
-    check_same_shape,
-    open_volume,
-    split_names,
-    standardise,
-    to_unit_range,
-    volume_name,
-)
+from ..io import check_finite, check_image_dtype, check_same_shape, open_volume, split_names, volume_name
+from .intensity import standardise, to_unit_range
 
 # WEIGHT_OPT code -> weight from (target, valid mask); None is PyTC's "no weight" placeholder.
 WEIGHTS = {

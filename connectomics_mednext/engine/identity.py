@@ -31,12 +31,15 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
 
 
 def volume_identity(volume) -> Dict[str, Any]:
-    """The identity of a lazy input volume (an HDF5 dataset, a TIFF stack or an array).
+    """The identity of a lazy input volume (an HDF5 dataset, a TIFF stack, a chunked store or an array).
 
     Args:
-        volume: what :func:`~connectomics_mednext.data.volumes.open_volume` returned, or an array.
+        volume: what :func:`~connectomics_mednext.io.open_volume` returned, or an array.
     """
     identity: Dict[str, Any] = {"shape": list(volume.shape), "dtype": np.dtype(volume.dtype).name}
+    if callable(getattr(volume, "identity", None)):  # chunked stores say what identifies them
+        identity.update(volume.identity())
+        return identity
     if isinstance(volume, h5py.Dataset):
         path, identity["dataset"] = volume.file.filename, volume.name
     elif isinstance(getattr(volume, "name", None), str) and os.path.isfile(volume.name):

@@ -13,14 +13,14 @@ import torch.distributed as dist
 
 from ..build import build_mednext
 from ..data.padding import pad_widths
-from ..data.volumes import check_image_dtype, open_volume, split_names
+from ..io import check_image_dtype, open_volume, split_names
 from ..errors import ConfigError, look_up_option
 from ..losses.criterion import ACTIVATIONS, TargetCriterion
 from ..segment.decoders import DECODERS
 from ..segment.run import segment_file
 from .checkpoint import load_checkpoint, load_weights_into
 from .distributed import default_device, init_distributed
-from .log import get_logger
+from ..log import get_logger
 from .output_folder import make_output_folder
 from .predictor import Activation, Predictor, SlidingWindow
 from .tta import with_test_time_augmentation
@@ -140,7 +140,7 @@ def main_infer(cfg, checkpoint: Optional[str], distributed: bool = False) -> str
     output = os.path.join(inference.OUTPUT_PATH, inference.OUTPUT_NAME)
     rank, world_size, device = init_distributed(INFERENCE_TIMEOUT) if distributed else (0, 1, default_device())
     try:
-        build_predictor(cfg, model, device, rank, world_size).predict_to_hdf5(volumes, output)
+        build_predictor(cfg, model, device, rank, world_size).predict_to_file(volumes, output)
     finally:
         if distributed:
             dist.destroy_process_group()

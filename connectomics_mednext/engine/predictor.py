@@ -4,9 +4,10 @@ The output is cut into blocks (:mod:`.blocks`). Within a block, windows run in z
 float buffer covers one window's depth of the block's y-x extent, so peak memory is about
 ``(C + 1) * window_z * block_y * block_x * 4`` bytes, plus one input slab and one batch,
 whatever the volume's size. Finished planes leave the buffer as uint8 (probability x 255,
-clipped) for a block target: an array in memory, or an HDF5 dataset that records each block's
-progress (:mod:`.hdf5_output`), so an interrupted run continues where it stopped. Under
-``torch.distributed`` each rank takes every N-th block.
+clipped) for a block target: an array in memory, or a prediction output of
+:mod:`connectomics_mednext.io` (HDF5 or zarr) that records each block's progress, so an
+interrupted run continues where it stopped. Under ``torch.distributed`` each rank takes every
+N-th block.
 """
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
@@ -15,13 +16,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ..data.intensity import normalise_image
 from ..data.padding import PadWidths, pad_volume
-from ..data.volumes import normalise_image, volume_name
 from ..errors import ConfigError, look_up_option
-from ..geometry import Box
+from ..geometry import Box, plan_blocks
+from ..io import OUTPUT_DTYPE, open_prediction_output, volume_name
 from .blending import BLENDINGS
-from .blocks import plan_blocks, window_starts, windows_over
-from .hdf5_output import OUTPUT_DTYPE, PartialHdf5Prediction
+from .blocks import window_starts, windows_over
 from .identity import volume_identity, weights_fingerprint
 
 Activation = Callable[[torch.Tensor], torch.Tensor]
@@ -114,7 +115,7 @@ class ArrayTarget:
 
 
 class Predictor:
-    """A network with its sliding-window settings; call :meth:`predict` or :meth:`predict_to_hdf5` on volumes.
+    """A network with its sliding-window settings; call :meth:`predict` or :meth:`predict_to_file` on volumes.
 
     Args:
         model: returns (B, channels, *window) logits in eval mode.
@@ -126,7 +127,7 @@ class Predictor:
             as plain data (the activation and test-time augmentation settings). An interrupted
             file is continued only by a run with the same resume key: this, a hash of the
             weights, every input's identity and every setting that shapes the bytes.
-        rank: this process's rank when ranks share the work of :meth:`predict_to_hdf5`.
+        rank: this process's rank when ranks share the work of :meth:`predict_to_file`.
         world_size: the number of processes sharing it.
     """
 
@@ -140,12 +141,13 @@ class Predictor:
         self.identity = dict(identity or {})
         self.rank, self.world_size = rank, world_size
 
-    def plan(self, volume, min_blocks: int = 1) -> VolumePlan:
+    def plan(self, volume, min_blocks: int = 1, planner: Callable[..., List[Box]] = plan_blocks) -> VolumePlan:
         """Lay ``volume`` out: padding, output shape, blocks and window starts.
 
         Args:
-            volume: a lazy (z, y, x) uint8 input (HDF5 dataset, TIFF stack or array).
+            volume: a lazy (z, y, x) uint8 input (HDF5 dataset, TIFF stack, chunked store or array).
             min_blocks: the fewest blocks wanted (the processes sharing the work).
+            planner: cuts the output into blocks: ``(shape, block_size, min_blocks) -> boxes``.
         """
         settings = self.settings
         view = pad_volume(volume, settings.pad, settings.pad_mode, volume_name(volume))
@@ -155,7 +157,7 @@ class Predictor:
         offset = tuple(a for a, _ in settings.pad) if settings.unpad else (0, 0, 0)
         shape = tuple(volume.shape) if settings.unpad else tuple(view.shape)
         starts = [window_starts(n, w, s) for n, w, s in zip(view.shape, settings.window, settings.stride)]
-        return VolumePlan(view, offset, shape, plan_blocks(shape, settings.block_size, min_blocks), starts)
+        return VolumePlan(view, offset, shape, planner(shape, settings.block_size, min_blocks), starts)
 
     @torch.no_grad()
     def predict(self, volume) -> np.ndarray:
@@ -172,39 +174,45 @@ class Predictor:
         return array
 
     @torch.no_grad()
-    def predict_to_hdf5(self, volumes: Sequence, output_path: str) -> str:
-        """Predict each volume into dataset ``vol<i>`` of ``output_path``; return that path.
+    def predict_to_file(self, volumes: Sequence, output_path: str) -> str:
+        """Predict each volume into ``vol<i>`` of ``output_path`` (HDF5, or zarr for ``.zarr``); return that path.
 
-        With several ranks every rank calls this; the file is complete when rank 0 returns.
+        With several ranks every rank calls this; the output is complete when rank 0 returns.
 
         Args:
             volumes: lazy (z, y, x) uint8 inputs.
-            output_path: the final HDF5 file.
+            output_path: the final file or folder.
         """
         common = {"weights": weights_fingerprint(self.model), **self.identity, **self.settings.resume_fields(),
                   "channels": self.channels, "dtype": np.dtype(OUTPUT_DTYPE).name, "world_size": self.world_size}
-        partial = PartialHdf5Prediction(output_path, self.rank, self.world_size)
+        output = open_prediction_output(output_path, self.rank, self.world_size, self._share)
         plans = []
         try:
             for index, volume in enumerate(volumes):
-                plan = self.plan(volume, self.world_size)
+                plan = self.plan(volume, self.world_size, output.plan_blocks)
                 key = {**common, "input": volume_identity(volume), "blocks": [b.to_json() for b in plan.blocks]}
                 shape = (self.channels,) + plan.shape
-                target = partial.dataset(f"vol{index}", shape, key, plan.blocks)
+                target = output.dataset(index, shape, key, plan.blocks, getattr(volume, "voxel_size", None))
                 for number in range(self.rank, len(plan.blocks), self.world_size):
                     self.predict_block(plan, number, target)
                 plans.append((shape, plan.blocks))
         except BaseException:
-            partial.close_or_discard()
+            output.close_or_discard()
             raise
-        partial.close()
+        output.close()
         if self.world_size > 1:
             dist.barrier()
-            if self.rank != 0:
-                return output_path
-            partial.join_ranks(plans)
-        partial.publish()
+        if self.rank == 0:
+            output.publish(plans)
         return output_path
+
+    def _share(self, value: Any) -> Any:
+        """Rank 0's ``value`` on every rank."""
+        if self.world_size == 1:
+            return value
+        holder = [value]
+        dist.broadcast_object_list(holder, src=0)
+        return holder[0]
 
     def predict_block(self, plan: VolumePlan, number: int, target: BlockTarget) -> None:
         """Stream block ``number`` in z into ``target``, from the plane ``target`` says is next.

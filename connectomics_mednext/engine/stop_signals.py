@@ -9,7 +9,7 @@ import threading
 from types import FrameType
 from typing import Dict, Optional
 
-from .log import get_logger
+from ..log import get_logger
 
 logger = get_logger(__name__)
 

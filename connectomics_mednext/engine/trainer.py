@@ -18,7 +18,7 @@ from torch.utils.tensorboard import SummaryWriter
 from ..build import build_mednext, deep_supervision_weights
 from ..data.sampler import CropSampler
 from ..data.targets import make_target, target_foreground
-from ..data.volumes import check_finite, check_image_dtype, open_volume, read_whole, split_names
+from ..io import check_finite, check_image_dtype, open_volume, read_whole, split_names
 from ..errors import ConfigError, UserError, look_up_option
 from ..losses import DeepSupervisionLoss, resample_modes_for_targets
 from ..losses.criterion import TargetCriterion
@@ -32,7 +32,7 @@ from .checkpoint import (
 )
 from .distributed import default_device, init_distributed
 from .inference import make_activation
-from .log import add_text_log, get_logger, remove_text_log
+from ..log import add_text_log, get_logger, remove_text_log
 from .output_folder import make_output_folder
 from .predictor import Predictor, SlidingWindow
 from .stop_signals import StopRequest

@@ -7,9 +7,8 @@ from typing import Dict, Optional
 import numpy as np
 
 from ..data.targets import make_target, target_foreground
-from ..data.volumes import open_volume, read_whole
+from ..io import close_volume, open_prediction, open_volume, read_whole
 from ..errors import InputError, MissingFileError
-from ..segment.run import open_prediction
 from .instance import instance_scores, mean_probability
 from .neuron import neuron_scores
 from .voxel import voxel_scores
@@ -85,7 +84,7 @@ def evaluate_files(label_path: str, segmentation_path: Optional[str] = None, pre
         if not 0 <= channel < prediction.shape[0]:
             raise InputError(f"--channel {channel} does not exist: {prediction_path!r} has {prediction.shape[0]} channels.")
         probability = prediction[channel]
-        prediction.file.close()
+        close_volume(prediction)
         _same_shape(f"--prediction {prediction_path!r}", probability, label)
     if segmentation_path is not None:
         segmentation = _read(segmentation_path, "--segmentation")

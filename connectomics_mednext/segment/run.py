@@ -1,4 +1,4 @@
-"""Decode a prediction file into an instance-label file: PyTC's HDF5 in, HDF5 ``main`` out."""
+"""Decode a prediction into an instance-label file: PyTC's HDF5 (or our zarr) in, HDF5 ``main`` out."""
 import dataclasses
 import json
 import os
@@ -7,31 +7,12 @@ from typing import Optional
 import h5py
 import numpy as np
 
-from ..data.volumes import open_hdf5
-from ..errors import InputError, MissingDatasetError, MissingFileError, look_up_option
+from ..errors import InputError, look_up_option
+from ..io import close_volume, open_prediction
 from .decoders import DECODERS, SegmentOptions, check_channels, label_dtype
 from .memory import check_memory
 
 OUTPUT_DATASET = "main"
-
-
-def open_prediction(path: str, dataset: str = "vol0") -> h5py.Dataset:
-    """A prediction in PyTC's layout, (C, Z, Y, X) uint8, opened lazily.
-
-    Args:
-        path: the HDF5 file either engine wrote.
-        dataset: its dataset (``vol0`` for the first input volume).
-    """
-    if not os.path.isfile(path):
-        raise MissingFileError(f"--prediction: file {path!r} does not exist.")
-    handle = open_hdf5(path, "--prediction")
-    if dataset not in handle:
-        raise MissingDatasetError(f"--prediction {path!r} has no dataset {dataset!r}; it holds {list(handle)}.")
-    volume = handle[dataset]
-    if volume.ndim != 4 or volume.dtype != np.uint8:
-        raise InputError(f"--prediction {path!r}:{dataset} is {volume.dtype} of shape {volume.shape}; expected PyTC's "
-                         "(C, Z, Y, X) uint8 layout (probability x 255).")
-    return volume
 
 
 def _chunks(shape):
@@ -89,5 +70,5 @@ def segment_file(prediction_path: str, output_path: str, mode: str, options: Opt
                 os.remove(leftover)
         raise
     finally:
-        prediction.file.close()
+        close_volume(prediction)
     return count

@@ -1,4 +1,4 @@
-"""The engine's logger: rank 0 speaks on the console; the text log (``MONITOR.LOG_OPT[2]``) keeps timestamps.
+"""The package logger: rank 0 speaks on the console; the text log (``MONITOR.LOG_OPT[2]``) keeps timestamps.
 
 Modules log through ``logging.getLogger(__name__)``; every such logger sits under the package's
 logger, which writes plain lines (the formats users and scripts read) to the current

@@ -1,43 +1,63 @@
-"""Predictions as HDF5 files in PyTC's layout: dataset ``vol<i>`` of (C, Z, Y, X) uint8 per input volume.
+"""HDF5: volumes read lazily, and predictions written in PyTC's layout.
 
-A prediction is written to ``<output>.partial`` (``<output>.rank<r>.partial`` per rank when
-ranks share the work). Each dataset stores its resume key and, per output block, the first
-plane not yet written (``done_z``), so a rerun with the same key continues where a kill left
-it. Rank 0 joins the ranks' files; the output gets its final name only when complete.
+A prediction is dataset ``vol<i>`` of (C, Z, Y, X) uint8 per input volume. It is written to
+``<output>.partial`` (``<output>.rank<r>.partial`` per rank when ranks share the work). Each
+dataset stores its resume key and, per output block, the first plane not yet written
+(``done_z``), so a rerun with the same key continues where a kill left it. Rank 0 joins the
+ranks' files; the output gets its final name only when complete.
 """
 import glob
 import json
 import os
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import h5py
 import numpy as np
 
-from ..geometry import Box
-from .log import get_logger
+from ..log import get_logger
+from ..errors import InputError, MissingDatasetError
+from ..geometry import Box, plan_blocks
+from .resume import OUTPUT_DTYPE, changed_fields
 
 logger = get_logger(__name__)
 
-OUTPUT_DTYPE = np.uint8
 # Planes copied at a time when rank 0 joins the ranks' files.
 MERGE_PLANES = 16
 
 
-def changed_fields(stored: Dict[str, Any], wanted: Dict[str, Any]) -> List[str]:
-    """The names of the resume-key fields that differ (``input.mtime_ns`` for nested ones).
+def open_hdf5(path: str, name: str = "") -> h5py.File:
+    """An HDF5 file opened for reading, or one sentence saying it is not one.
 
     Args:
-        stored: the key an unfinished output was started with.
-        wanted: this run's key.
+        path: the file.
+        name: the flag or key that named it, put before the path in the message.
     """
-    changed = []
-    for name in sorted(set(stored) | set(wanted)):
-        old, new = stored.get(name), wanted.get(name)
-        if isinstance(old, dict) and isinstance(new, dict):
-            changed += [f"{name}.{inner}" for inner in changed_fields(old, new)]
-        elif old != new:
-            changed.append(name)
-    return changed
+    try:
+        return h5py.File(path, "r")
+    except OSError as error:
+        prefix = f"{name} " if name else ""
+        raise InputError(f"{prefix}{path!r} is not a readable HDF5 file ({str(error).splitlines()[0]}).") from error
+
+
+def open_hdf5_volume(path: str, dataset: Optional[str] = None) -> h5py.Dataset:
+    """A (z, y, x) dataset of an HDF5 file, opened lazily.
+
+    Args:
+        path: the HDF5 file.
+        dataset: its dataset; ``None`` takes the only dataset (or ``main``).
+    """
+    handle = open_hdf5(path)
+    names = [k for k in handle.keys() if isinstance(handle[k], h5py.Dataset)]
+    if dataset is None:
+        dataset = "main" if "main" in names else (names[0] if len(names) == 1 else None)
+        if dataset is None:
+            raise MissingDatasetError(f"{path!r} holds datasets {names}; expected one, or one named 'main'.")
+    if dataset not in handle:
+        raise MissingDatasetError(f"{path!r} has no dataset {dataset!r}; it holds {names}.")
+    volume = handle[dataset]
+    if volume.ndim != 3:
+        raise InputError(f"{path!r}:{dataset} has shape {volume.shape}; expected a (z, y, x) volume.")
+    return volume
 
 
 def _chunks(shape: Sequence[int]) -> Tuple[int, ...]:
@@ -73,16 +93,18 @@ class BlockDataset:
         self.dataset.file.flush()
 
 
-class PartialHdf5Prediction:
+class Hdf5Prediction:
     """This rank's unfinished prediction file.
 
     Args:
         output_path: the final file.
         rank: this process's rank.
         world_size: the number of processes sharing the work.
+        share: unused; every rank writes a file of its own.
     """
 
-    def __init__(self, output_path: str, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(self, output_path: str, rank: int = 0, world_size: int = 1,
+                 share: Callable[[Any], Any] = lambda value: value) -> None:
         self.output_path = output_path
         self.world_size = world_size
         self.path = output_path + (".partial" if world_size == 1 else f".rank{rank}.partial")
@@ -98,16 +120,23 @@ class PartialHdf5Prediction:
             os.remove(self.path)
             return h5py.File(self.path, "a")
 
-    def dataset(self, name: str, shape: Sequence[int], key: Dict[str, Any], blocks: List[Box]) -> BlockDataset:
-        """Dataset ``name``, reused only if an interrupted run with the same resume key left it.
+    @staticmethod
+    def plan_blocks(shape: Sequence[int], block_size: Sequence[int], min_blocks: int) -> List[Box]:
+        """Near-equal blocks (see :func:`~connectomics_mednext.geometry.plan_blocks`)."""
+        return plan_blocks(shape, block_size, min_blocks)
+
+    def dataset(self, index: int, shape: Sequence[int], key: Dict[str, Any], blocks: List[Box],
+                voxel_size: Optional[Tuple[float, ...]] = None) -> BlockDataset:
+        """Dataset ``vol<index>``, reused only if an interrupted run with the same resume key left it.
 
         Args:
-            name: ``vol<i>``.
+            index: the input volume.
             shape: (C, Z, Y, X).
             key: the resume key, plain data.
             blocks: the output blocks, whose first planes start the progress record.
+            voxel_size: the input's voxel size, when known; stored as the ``resolution`` attribute.
         """
-        out = self.file
+        out, name = self.file, f"vol{index}"
         wanted = json.loads(json.dumps(key))  # tuples become lists, as they come back from the file
         shape = tuple(shape)
         if name in out:
@@ -123,6 +152,8 @@ class PartialHdf5Prediction:
             first_z = np.array([block.begin[0] for block in blocks], dtype=np.int64)
             dataset.attrs["first_z"] = first_z
             dataset.attrs["done_z"] = first_z
+            if voxel_size:
+                dataset.attrs["resolution"] = np.asarray(voxel_size, dtype=np.float64)
         return BlockDataset(out[name])
 
     def close_or_discard(self) -> None:
@@ -136,8 +167,20 @@ class PartialHdf5Prediction:
     def close(self) -> None:
         self.file.close()
 
-    def join_ranks(self, plans: List[Tuple[Tuple[int, ...], List[Box]]]) -> None:
-        """Rank 0: copy every block from the file of the rank that predicted it into ``<output>.partial``.
+    def publish(self, plans: List[Tuple[Tuple[int, ...], List[Box]]]) -> None:
+        """Rank 0, once every rank is done: join the ranks' files if there are several, then name the file.
+
+        Args:
+            plans: per volume, the (C, Z, Y, X) shape and the blocks.
+        """
+        if self.world_size > 1:
+            self._join_ranks(plans)
+        os.replace(self.output_path + ".partial", self.output_path)
+        for leftover in glob.glob(glob.escape(self.output_path) + ".rank*.partial"):
+            os.remove(leftover)
+
+    def _join_ranks(self, plans: List[Tuple[Tuple[int, ...], List[Box]]]) -> None:
+        """Copy every block from the file of the rank that predicted it into ``<output>.partial``.
 
         Args:
             plans: per volume, the (C, Z, Y, X) shape and the blocks.
@@ -156,13 +199,9 @@ class PartialHdf5Prediction:
                             planes = block.with_axis(0, (z, min(z + MERGE_PLANES, block.end[0])))
                             where = (slice(None),) + planes.slices()
                             joined[where] = part[where]
-                    joined.attrs["resume_key"] = parts[0][name].attrs["resume_key"]
+                    for attribute in ("resume_key", "resolution"):
+                        if attribute in parts[0][name].attrs:
+                            joined.attrs[attribute] = parts[0][name].attrs[attribute]
         finally:
             for part in parts:
                 part.close()
-
-    def publish(self) -> None:
-        """Give the complete ``<output>.partial`` its final name and remove the ranks' files."""
-        os.replace(self.output_path + ".partial", self.output_path)
-        for leftover in glob.glob(glob.escape(self.output_path) + ".rank*.partial"):
-            os.remove(leftover)

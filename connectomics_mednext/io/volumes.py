@@ -1,7 +1,9 @@
-"""Lazy volumes named as in PyTC: ``DATASET.INPUT_PATH`` + names joined with '@'.
+"""Lazy (z, y, x) volumes named as in PyTC: ``DATASET.INPUT_PATH`` + names joined with '@'.
 
-HDF5 files give an ``h5py.Dataset``; TIFF stacks a :class:`~.tiff.TiffVolume`. Both have
-``shape`` and ``dtype`` and read only the box they are indexed with.
+HDF5 files give an ``h5py.Dataset``, TIFF stacks a :class:`~.tiff.TiffVolume`, chunked stores
+(zarr, N5, precomputed) a :class:`~.chunked.ChunkedVolume`. All have ``shape`` and ``dtype`` and
+read only the box they are indexed with; nothing outside :mod:`connectomics_mednext.io` needs
+to know which format a volume came from.
 """
 import os
 from typing import Iterator, List, Optional, Sequence, Tuple
@@ -10,6 +12,8 @@ import h5py
 import numpy as np
 
 from ..errors import ConfigError, InputError, MissingDatasetError, MissingFileError
+from .chunked import ChunkedVolume, is_chunked_name, open_chunked, split_container
+from .hdf5 import open_hdf5, open_hdf5_volume
 from .tiff import TIFF_SUFFIXES, TiffVolume
 
 # Voxels read at a time when a whole volume is scanned (for NaNs or its value range).
@@ -25,49 +29,32 @@ def split_names(names: Optional[str], input_path: str, key: str) -> List[str]:
         key: the config key, for error messages.
     """
     if not names:
-        raise ConfigError(f"{key} is not set; give one or more HDF5 files joined with '@'.")
+        raise ConfigError(f"{key} is not set; give one or more volumes (HDF5, TIFF, <name>.zarr/<array>, "
+                          "<name>.n5/<array>) joined with '@'.")
     paths = [os.path.join(input_path, name) for name in names.split("@")]
-    missing = [p for p in paths if not os.path.isfile(p)]
-    if missing:
-        raise MissingFileError(f"{key}: file {missing[0]!r} does not exist.")
+    for path in paths:
+        chunked = split_container(path)
+        if chunked is not None and not os.path.isdir(chunked[0]):
+            raise MissingFileError(f"{key}: container {chunked[0]!r} does not exist.")
+        if chunked is None and not is_chunked_name(path) and not os.path.isfile(path):
+            raise MissingFileError(f"{key}: file {path!r} does not exist.")
     return paths
 
 
-def open_hdf5(path: str, name: str = "") -> h5py.File:
-    """An HDF5 file opened for reading, or one sentence saying it is not one.
-
-    Args:
-        path: the file.
-        name: the flag or key that named it, put before the path in the message.
-    """
-    try:
-        return h5py.File(path, "r")
-    except OSError as error:
-        prefix = f"{name} " if name else ""
-        raise InputError(f"{prefix}{path!r} is not a readable HDF5 file ({str(error).splitlines()[0]}).") from error
-
-
 def open_volume(path: str, dataset: Optional[str] = None):
-    """Open a (z, y, x) volume without reading it: a TIFF stack, or a dataset of an HDF5 file.
+    """Open a (z, y, x) volume without reading it.
 
     Args:
-        path: HDF5 or TIFF (``.tif``, ``.tiff``) file.
+        path: an HDF5 file, a TIFF stack (``.tif``, ``.tiff``), ``<container>.zarr/<array>``,
+            ``<container>.n5/<array>`` or a Neuroglancer precomputed folder.
         dataset: HDF5 dataset name; ``None`` takes the only dataset (or ``main``).
     """
     if path.lower().endswith(TIFF_SUFFIXES):
         volume = TiffVolume(path)
+    elif is_chunked_name(path):
+        volume = open_chunked(path)
     else:
-        handle = open_hdf5(path)
-        names = [k for k in handle.keys() if isinstance(handle[k], h5py.Dataset)]
-        if dataset is None:
-            dataset = "main" if "main" in names else (names[0] if len(names) == 1 else None)
-            if dataset is None:
-                raise MissingDatasetError(f"{path!r} holds datasets {names}; expected one, or one named 'main'.")
-        if dataset not in handle:
-            raise MissingDatasetError(f"{path!r} has no dataset {dataset!r}; it holds {names}.")
-        volume = handle[dataset]
-        if volume.ndim != 3:
-            raise InputError(f"{path!r}:{dataset} has shape {volume.shape}; expected a (z, y, x) volume.")
+        volume = open_hdf5_volume(path, dataset)
     if 0 in tuple(volume.shape):
         raise InputError(f"{path!r} is empty (shape {tuple(volume.shape)}); expected a (z, y, x) volume.")
     return volume
@@ -77,6 +64,8 @@ def volume_name(volume) -> str:
     """The file a volume from :func:`open_volume` (or a padded view of one) comes from, for messages."""
     if isinstance(volume, h5py.Dataset):
         return volume.file.filename
+    if isinstance(volume, ChunkedVolume):
+        return volume.name
     return volume.name if isinstance(getattr(volume, "name", None), str) else "the input array"
 
 
@@ -126,6 +115,40 @@ def check_image_dtype(volume, key: str) -> None:
                      "np.clip((x - low) / (high - low) * 255, 0, 255).astype(np.uint8).")
 
 
+def open_prediction(path: str, dataset: str = "vol0"):
+    """A prediction in PyTC's layout, (C, Z, Y, X) uint8, opened lazily: an HDF5 file or a ``.zarr`` folder.
+
+    Args:
+        path: what either engine wrote (``INFERENCE.OUTPUT_PATH/OUTPUT_NAME``).
+        dataset: its dataset or array (``vol0`` for the first input volume).
+    """
+    if split_container(path) is not None and path.rstrip("/").lower().endswith(".zarr"):
+        if not os.path.isdir(path):
+            raise MissingFileError(f"--prediction: folder {path!r} does not exist.")
+        volume = open_chunked(f"{path.rstrip('/')}/{dataset}", "--prediction", ndim=4)
+    else:
+        if not os.path.isfile(path):
+            raise MissingFileError(f"--prediction: file {path!r} does not exist.")
+        handle = open_hdf5(path, "--prediction")
+        if dataset not in handle:
+            raise MissingDatasetError(f"--prediction {path!r} has no dataset {dataset!r}; it holds {list(handle)}.")
+        volume = handle[dataset]
+    if volume.ndim != 4 or volume.dtype != np.uint8:
+        raise InputError(f"--prediction {path!r}:{dataset} is {volume.dtype} of shape {volume.shape}; expected PyTC's "
+                         "(C, Z, Y, X) uint8 layout (probability x 255).")
+    return volume
+
+
+def close_volume(volume) -> None:
+    """Close the file behind a volume from this module (chunked stores hold none open).
+
+    Args:
+        volume: an opened volume or prediction.
+    """
+    if isinstance(volume, h5py.Dataset):
+        volume.file.close()
+
+
 def read_whole(volume) -> np.ndarray:
     """All of a lazy volume, as an array."""
     return np.asarray(volume[(slice(None),) * 3])
@@ -147,18 +170,3 @@ def check_same_shape(images: Sequence, others: Sequence, what: str) -> None:
                 f"{what} {volume_name(other)!r} has shape {other.shape} but its image "
                 f"{volume_name(image)!r} has {image.shape}."
             )
-
-
-def to_unit_range(crop: np.ndarray) -> np.ndarray:
-    """uint8 intensities as float32 in [0, 1]."""
-    return crop.astype(np.float32) / 255.0
-
-
-def standardise(image: np.ndarray) -> np.ndarray:
-    """PyTC's normalisation of a [0, 1] image: mean and std 0.5."""
-    return ((image - 0.5) / 0.5).astype(np.float32)
-
-
-def normalise_image(crop: np.ndarray) -> np.ndarray:
-    """PyTC's input normalisation of uint8 data: / 255, then mean and std 0.5, as float32."""
-    return standardise(to_unit_range(crop))
