@@ -89,15 +89,21 @@ def run_worker(args: argparse.Namespace) -> dict:
 
 def launch(args: argparse.Namespace, volume: str, output: str, ranks: int) -> List[dict]:
     """One prediction in fresh processes (torchrun for several ranks); each rank's JSON result."""
+    report = output + ".report"
     worker = [os.path.abspath(__file__), "--worker", "--volume", volume, "--output", output, "--threads",
-              str(args.threads), "--model", args.model, "--block", str(args.block)]
+              str(args.threads), "--model", args.model, "--block", str(args.block), "--report", report]
     command = [sys.executable, *worker]
     if ranks > 1:
         command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={ranks}", "--master_port=29533",
                    *worker]
-    result = subprocess.run(command, check=True, capture_output=True, text=True,
-                            env=dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONPATH=ROOT))
-    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    subprocess.run(command, check=True, capture_output=True, text=True,
+                   env=dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONPATH=ROOT))
+    results = []
+    for rank in range(ranks):
+        with open(f"{report}.{rank}") as f:
+            results.append(json.load(f))
+        os.remove(f"{report}.{rank}")
+    return results
 
 
 def main(argv: List[str] = None) -> None:
@@ -113,9 +119,12 @@ def main(argv: List[str] = None) -> None:
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--volume", help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
+    parser.add_argument("--report", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(run_worker(args)))
+        result = run_worker(args)
+        with open(f"{args.report}.{result['rank']}", "w") as f:
+            json.dump(result, f)
         return
     rows = []
     with tempfile.TemporaryDirectory() as folder:
@@ -140,7 +149,7 @@ def main(argv: List[str] = None) -> None:
                     print(f"{depth:5d} x {plane:5d}^2 {output_format:4s} {ranks} rank(s): input "
                           f"{row['input_mib']:6.0f} MiB, float32 prediction {row['float32_prediction_mib']:6.0f} MiB, "
                           f"buffers <= {row['buffer_bound_mib']:4.0f} MiB, peak RSS {row['peak_rss_mib']:5.0f} MiB "
-                          f"per rank, {row['seconds']:6.1f} s, {row['after_last_block_s']:5.1f} s after the last "
+                          f"per rank, {row['seconds']:6.1f} s, {row['after_last_block_s']:6.2f} s after the last "
                           "block", flush=True)
                     if os.path.isdir(output):
                         shutil.rmtree(output)

@@ -249,3 +249,12 @@ def test_inference_to_zarr_decodes_and_scores_like_hdf5(tiny_run, tmp_path):
     label = str(tiny_run / "label.h5")
     scores = [evaluate_files(label, prediction_path=str(tmp_path / n / "test" / n)) for n in ("r.zarr", "r.h5")]
     assert scores[0] == scores[1]
+
+
+def test_without_tensorstore_a_store_names_the_extra(tmp_path, monkeypatch):
+    from connectomics_mednext.errors import MissingExtraError
+
+    write_store(tmp_path / "v.zarr" / "raw", volume())
+    monkeypatch.setitem(sys.modules, "tensorstore", None)  # import fails as if it were not installed
+    with pytest.raises(MissingExtraError, match=r"need tensorstore: pip install 'connectomics-mednext\[zarr\]'"):
+        open_volume(str(tmp_path / "v.zarr" / "raw"))

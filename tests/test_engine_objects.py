@@ -1,4 +1,5 @@
 """The engine's small objects: Box geometry, the predictor in memory, the trainer's named steps, the logger."""
+import json
 import logging
 import os
 import re
@@ -117,3 +118,48 @@ def test_one_checkpoint_reader_names_a_missing_file(tmp_path):
         read_checkpoint(tmp_path / "nope.pth")
     torch.save({"state_dict": {"module.stem.weight": torch.ones(1)}}, tmp_path / "ddp.pth")
     assert list(read_checkpoint(tmp_path / "ddp.pth")) == ["stem.weight"]
+
+
+class ReadsProgress(torch.nn.Module):
+    """A model that, while it runs, reads the progress file another process would read."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.conv, self.path, self.records = torch.nn.Conv3d(1, 1, 1), path, []
+
+    def forward(self, x):
+        if os.path.exists(self.path):
+            with open(self.path) as f:
+                self.records.append(json.load(f))
+        return self.conv(x)
+
+
+def test_inference_reports_progress_in_lines_and_in_a_file(tmp_path, monkeypatch, capsys):
+    from connectomics_mednext.engine import progress
+
+    monkeypatch.setattr(progress, "PROGRESS_INTERVAL", 0.0)
+    output = str(tmp_path / "p.h5")
+    model = ReadsProgress(output + ".progress.json")
+    image = (np.random.default_rng(0).random((24, 24, 24)) * 255).astype(np.uint8)
+    predict_file(model, [image], output, (8, 16, 16), (4, 8, 8), 1, make_activation(["none"], [1]),
+                 block_size=(8, 0, 0))
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("vol0:")]
+    assert lines[0].startswith("vol0:   0.0% (0/3 blocks)") and lines[-1].startswith("vol0: 100.0% (3/3 blocks)")
+    assert all(re.search(r"\d+\.\d\d Mvox/s", line) for line in lines) and "ETA" in lines[1]
+    done = [r["voxels_done"] for r in model.records]
+    assert done == sorted(done) and 0 < done[-1] < 24 ** 3 and model.records[-1]["voxels_total"] == 24 ** 3
+    assert not os.path.exists(output + ".progress.json")  # gone once the output is complete
+
+
+def test_training_prints_a_banner_every_nth_iteration_and_a_summary(tiny_run, tmp_path, capsys):
+    out = tmp_path / "out"
+    cli.run_command(tiny_argv(tiny_run, out=out, overrides=["SOLVER.ITERATION_TOTAL", "8", "SOLVER.ITERATION_SAVE",
+                                                            "8", "MONITOR.ITERATION_NUM", "[5, 100]"]))
+    console = capsys.readouterr().out
+    assert re.search(r"Training MedNeXt-S \(\d[\d,]+ parameters, deep supervision on\) on cpu \(\d+ threads\), "
+                     r"1 process\(es\)", console)
+    assert "Batch 1 per process (1 in all); iterations 0 to 8 (a fresh start); a checkpoint every 8" in console
+    assert f"Output folder {out}; TensorBoard: tensorboard --logdir {out / 'log'}" in console
+    shown = re.findall(r"\[Iteration (\d+)/8\] loss=", console)
+    assert shown == ["00001", "00002", "00003", "00005", "00008"]  # the first three, every 5th, the last
+    assert re.search(r"Training finished at iteration 8: saved .*checkpoint_00008\.pth\.tar \(", console)

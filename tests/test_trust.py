@@ -1,5 +1,6 @@
 """No silently wrong output, no lost work: the resume key, seeds, divergence, signals, leftovers."""
 import os
+import re
 import shutil
 import signal
 import socket
@@ -200,7 +201,8 @@ def test_training_always_ends_with_a_checkpoint_of_the_last_iteration(tiny_run, 
     assert names == ["checkpoint_00002.pth.tar", "checkpoint_00003.pth.tar"]
     assert torch.load(out / names[-1], weights_only=True)["iteration"] == 3
     last_line = capsys.readouterr().out.strip().splitlines()[-1]
-    assert last_line == f"Training finished at iteration 3: saved {out / 'checkpoint_00003.pth.tar'}"
+    assert last_line.startswith(f"Training finished at iteration 3: saved {out / 'checkpoint_00003.pth.tar'} (")
+    assert re.search(r"\(\d+\.\d min, \d+\.\d\d s per iteration, last loss \d\.\d{5}\)$", last_line)
 
 
 def test_stale_temporaries_are_removed_on_the_next_start(tiny_run, tmp_path, capsys):

@@ -24,6 +24,7 @@ from ..io import OUTPUT_DTYPE, open_prediction_output, volume_name
 from .blending import BLENDINGS
 from .blocks import window_starts, windows_over
 from .identity import volume_identity, weights_fingerprint
+from .progress import PredictionProgress
 
 Activation = Callable[[torch.Tensor], torch.Tensor]
 NO_PADDING: PadWidths = ((0, 0), (0, 0), (0, 0))
@@ -114,6 +115,26 @@ class ArrayTarget:
         self.array[(slice(None),) + box.slices()] = values
 
 
+class CountedTarget:
+    """A block target that reports each write to a :class:`PredictionProgress`.
+
+    Args:
+        target: the target written to.
+        progress: what counts the voxels.
+        blocks: the output blocks.
+    """
+
+    def __init__(self, target: BlockTarget, progress: PredictionProgress, blocks: List[Box]) -> None:
+        self.target, self.progress, self.blocks = target, progress, blocks
+
+    def next_plane(self, number: int) -> int:
+        return self.target.next_plane(number)
+
+    def write(self, number: int, box: Box, values: np.ndarray) -> None:
+        self.target.write(number, box, values)
+        self.progress.advance(int(np.prod(box.shape)), box.end[0] == self.blocks[number].end[0])
+
+
 class Predictor:
     """A network with its sliding-window settings; call :meth:`predict` or :meth:`predict_to_file` on volumes.
 
@@ -186,6 +207,8 @@ class Predictor:
         common = {"weights": weights_fingerprint(self.model), **self.identity, **self.settings.resume_fields(),
                   "channels": self.channels, "dtype": np.dtype(OUTPUT_DTYPE).name, "world_size": self.world_size}
         output = open_prediction_output(output_path, self.rank, self.world_size, self._share)
+        suffix = ".progress.json" if self.world_size == 1 else f".rank{self.rank}.progress.json"
+        progress = PredictionProgress(output_path.rstrip("/") + suffix, self.rank, self.world_size)
         plans = []
         try:
             for index, volume in enumerate(volumes):
@@ -193,18 +216,35 @@ class Predictor:
                 key = {**common, "input": volume_identity(volume), "blocks": [b.to_json() for b in plan.blocks]}
                 shape = (self.channels,) + plan.shape
                 target = output.dataset(index, shape, key, plan.blocks, getattr(volume, "voxel_size", None))
-                for number in range(self.rank, len(plan.blocks), self.world_size):
-                    self.predict_block(plan, number, target)
+                mine = range(self.rank, len(plan.blocks), self.world_size)
+                self._start_counting(progress, f"vol{index}", plan, target, mine)
+                for number in mine:
+                    self.predict_block(plan, number, CountedTarget(target, progress, plan.blocks))
                 plans.append((shape, plan.blocks))
         except BaseException:
             output.close_or_discard()
             raise
+        finally:
+            progress.close()
         output.close()
         if self.world_size > 1:
             dist.barrier()
         if self.rank == 0:
             output.publish(plans)
         return output_path
+
+    @staticmethod
+    def _start_counting(progress: PredictionProgress, name: str, plan: VolumePlan, target: BlockTarget,
+                        mine: Sequence[int]) -> None:
+        """This rank's share of a volume, less what an interrupted run already wrote."""
+        total = done = finished = 0
+        for number in mine:
+            block = plan.blocks[number]
+            plane = int(np.prod(block.shape[1:]))
+            written = target.next_plane(number) - block.begin[0]
+            total, done = total + plane * block.shape[0], done + plane * written
+            finished += int(written == block.shape[0])
+        progress.start_volume(name, total, len(mine), done, finished)
 
     def _share(self, value: Any) -> Any:
         """Rank 0's ``value`` on every rank."""

@@ -40,6 +40,8 @@ from .stop_signals import StopRequest
 logger = get_logger(__name__)
 # Consecutive steps with a NaN or infinite gradient that are skipped before training stops.
 MAX_SKIPPED_STEPS = 5
+# Iteration lines always printed at the start of a run, whatever MONITOR.ITERATION_NUM says.
+FIRST_LINES = 3
 
 
 class NonFiniteLoss(UserError, RuntimeError):
@@ -198,6 +200,7 @@ class Trainer:
                         f"SOLVER.ITERATION_TOTAL is {total}; raise SOLVER.ITERATION_TOTAL to train longer.")
             return None
         text_log = self.open_outputs()
+        self.log_start()
         self.model.train()
         began = time.perf_counter()
         iteration = self.start_iter
@@ -228,8 +231,25 @@ class Trainer:
                 path = self.save_final(iteration)
         finally:
             self.close_outputs(text_log)
-        logger.info(f"Training finished at iteration {iteration}: saved {path}")
+        elapsed = time.perf_counter() - began
+        logger.info(f"Training finished at iteration {iteration}: saved {path} ({elapsed / 60:.1f} min, "
+                    f"{elapsed / max(1, iteration - self.start_iter):.2f} s per iteration, last loss "
+                    f"{step.loss.item():.5f})")
         return path
+
+    def log_start(self) -> None:
+        """Rank 0: what is trained where, from where to where, and where the outputs go."""
+        cfg, model = self.cfg, self.model
+        parameters = sum(p.numel() for p in model.parameters())
+        device = f"{self.device} ({torch.get_num_threads()} threads)" if self.device.type == "cpu" else str(self.device)
+        batch = cfg.SOLVER.SAMPLES_PER_BATCH
+        start = (f"resumed from {self.newest_checkpoint!r}" if self.newest_checkpoint else "a fresh start")
+        logger.info(f"Training MedNeXt-{cfg.MODEL.MEDNEXT_SIZE} ({parameters:,} parameters, deep supervision "
+                    f"{'on' if cfg.MODEL.DEEP_SUPERVISION else 'off'}) on {device}, {self.world_size} process(es)")
+        logger.info(f"Batch {batch} per process ({batch * self.world_size} in all); iterations {self.start_iter} to "
+                    f"{cfg.SOLVER.ITERATION_TOTAL} ({start}); a checkpoint every {cfg.SOLVER.ITERATION_SAVE}")
+        board = f"; TensorBoard: tensorboard --logdir {os.path.join(self.output_dir, 'log')}" if self.writer else ""
+        logger.info(f"Output folder {self.output_dir}{board}")
 
     def open_outputs(self) -> Optional[logging.Handler]:
         """Rank 0: the output folder (clear of temporaries a killed save left), TensorBoard and the text log."""
@@ -330,7 +350,8 @@ class Trainer:
         self.scheduler.step()
 
     def log(self, iteration: int, step: ForwardStep, began: float) -> None:
-        """Rank 0: the iteration line, and TensorBoard scalars and images every ``MONITOR.ITERATION_NUM``.
+        """Rank 0: the iteration line (every ``MONITOR.ITERATION_NUM[0]``, the first few and the last), and
+        TensorBoard scalars and images every ``MONITOR.ITERATION_NUM``.
 
         Args:
             iteration: iterations done.
@@ -350,8 +371,10 @@ class Trainer:
             self._log_images(step, iteration)
         elapsed = time.perf_counter() - began
         eta = elapsed / (iteration - self.start_iter) * (total - iteration)
-        logger.log(self.iteration_level, f"[Iteration {iteration:05d}/{total}] loss={step.loss.item():.5f} "
-                   f"lr={lr:.2e} data={step.data_time:.3f}s ETA {eta / 60:.1f} min")
+        # Every MONITOR.ITERATION_NUM[0] iterations, the first few and the last; the rest reach the text log.
+        shown = iteration % scalar_every == 0 or iteration - self.start_iter <= FIRST_LINES or iteration == total
+        logger.log(self.iteration_level if shown else logging.DEBUG, f"[Iteration {iteration:05d}/{total}] "
+                   f"loss={step.loss.item():.5f} lr={lr:.2e} data={step.data_time:.3f}s ETA {eta / 60:.1f} min")
 
     def _log_images(self, step: ForwardStep, iteration: int) -> None:
         prediction, image = step.prediction, step.image
