@@ -124,7 +124,7 @@ def get_native_defaults() -> CN:
     cfg.DATASET.PAD_SIZE = [2, 64, 64]  # padding around each volume: [z, y, x] or [z0, z1, y0, y1, x0, x1]
     cfg.DATASET.PAD_MODE = "reflect"  # 'reflect', 'symmetric', 'edge' or 'constant' (zeros)
     cfg.DATASET.DO_2D = False  # train a 2D network on z slices
-    cfg.DATASET.IS_ISOTROPIC = False  # allow z transposes in augmentation
+    cfg.DATASET.IS_ISOTROPIC = False  # PyTC's UNet option; MedNeXt's isotropy is KERNEL_SIZE and MEDNEXT.STRIDES
     cfg.DATASET.DISTRIBUTED = False  # different crops per DDP rank
 
     cfg.SOLVER = CN()
@@ -165,6 +165,66 @@ def get_native_defaults() -> CN:
     cfg.INFERENCE.STRIDE = [4, 128, 128]  # sliding-window step [z, y, x]
     cfg.INFERENCE.SAMPLES_PER_BATCH = 4  # windows per batch
     cfg.INFERENCE.BLENDING = "gaussian"  # window blending: 'gaussian' or 'bump'
+
+    # PyTC's augmentor, with its defaults; each node runs with probability P, in reverse order.
+    cfg.AUGMENTOR = CN({"ENABLED": True})  # False: no augmentation
+    cfg.AUGMENTOR.SMOOTH = False  # smooth augmented labels (not implemented: must stay False)
+    cfg.AUGMENTOR.ADDITIONAL_TARGETS_NAME = ["label"]  # read by PyTC; we augment label and mask
+    cfg.AUGMENTOR.ADDITIONAL_TARGETS_TYPE = ["mask"]
+    cfg.AUGMENTOR.ROTATE = CN({"ENABLED": True})
+    cfg.AUGMENTOR.ROTATE.ROT90 = True  # multiples of 90 degrees in y-x; False: any angle
+    cfg.AUGMENTOR.ROTATE.P = 1.0
+    cfg.AUGMENTOR.ROTATE.SKIP = []  # PyTC's targets to leave alone (must stay empty here)
+    cfg.AUGMENTOR.RESCALE = CN({"ENABLED": True})
+    cfg.AUGMENTOR.RESCALE.FIX_ASPECT = False  # one zoom factor for y and x
+    cfg.AUGMENTOR.RESCALE.P = 0.5
+    cfg.AUGMENTOR.RESCALE.SKIP = []
+    cfg.AUGMENTOR.FLIP = CN({"ENABLED": True})
+    cfg.AUGMENTOR.FLIP.P = 1.0
+    cfg.AUGMENTOR.FLIP.DO_ZTRANS = 0  # 1: also swap z and x (isotropic data, cubic crops)
+    cfg.AUGMENTOR.FLIP.SKIP = []
+    cfg.AUGMENTOR.ELASTIC = CN({"ENABLED": True})
+    cfg.AUGMENTOR.ELASTIC.P = 0.75
+    cfg.AUGMENTOR.ELASTIC.ALPHA = 16.0  # largest displacement, pixels
+    cfg.AUGMENTOR.ELASTIC.SIGMA = 4.0  # smoothness of the displacement, pixels
+    cfg.AUGMENTOR.ELASTIC.SKIP = []
+    cfg.AUGMENTOR.GRAYSCALE = CN({"ENABLED": True})
+    cfg.AUGMENTOR.GRAYSCALE.P = 0.75
+    cfg.AUGMENTOR.GRAYSCALE.SKIP = []
+    cfg.AUGMENTOR.MISSINGPARTS = CN({"ENABLED": True})
+    cfg.AUGMENTOR.MISSINGPARTS.P = 0.9  # also the chance of each plane
+    cfg.AUGMENTOR.MISSINGPARTS.ITER = 64  # half-width of the missing line, pixels
+    cfg.AUGMENTOR.MISSINGPARTS.SKIP = []
+    cfg.AUGMENTOR.MISSINGSECTION = CN({"ENABLED": True})
+    cfg.AUGMENTOR.MISSINGSECTION.P = 0.5
+    cfg.AUGMENTOR.MISSINGSECTION.NUM_SECTION = 2  # z planes removed
+    cfg.AUGMENTOR.MISSINGSECTION.SKIP = []
+    cfg.AUGMENTOR.MISALIGNMENT = CN({"ENABLED": True})
+    cfg.AUGMENTOR.MISALIGNMENT.P = 0.5
+    cfg.AUGMENTOR.MISALIGNMENT.DISPLACEMENT = 16  # largest shift, pixels
+    cfg.AUGMENTOR.MISALIGNMENT.ROTATE_RATIO = 0.5  # chance of a rotation instead of a shift
+    cfg.AUGMENTOR.MISALIGNMENT.SKIP = []
+    cfg.AUGMENTOR.MOTIONBLUR = CN({"ENABLED": True})
+    cfg.AUGMENTOR.MOTIONBLUR.P = 0.5
+    cfg.AUGMENTOR.MOTIONBLUR.SECTIONS = 2  # z planes blurred
+    cfg.AUGMENTOR.MOTIONBLUR.KERNEL_SIZE = 11  # blur length, pixels
+    cfg.AUGMENTOR.MOTIONBLUR.SKIP = []
+    cfg.AUGMENTOR.CUTBLUR = CN({"ENABLED": True})
+    cfg.AUGMENTOR.CUTBLUR.P = 0.5
+    cfg.AUGMENTOR.CUTBLUR.LENGTH_RATIO = 0.4  # cuboid side, as a share of each axis
+    cfg.AUGMENTOR.CUTBLUR.DOWN_RATIO_MIN = 2.0
+    cfg.AUGMENTOR.CUTBLUR.DOWN_RATIO_MAX = 8.0
+    cfg.AUGMENTOR.CUTBLUR.DOWNSAMPLE_Z = False
+    cfg.AUGMENTOR.CUTBLUR.SKIP = []
+    cfg.AUGMENTOR.CUTNOISE = CN({"ENABLED": True})
+    cfg.AUGMENTOR.CUTNOISE.P = 0.75
+    cfg.AUGMENTOR.CUTNOISE.LENGTH_RATIO = 0.4
+    cfg.AUGMENTOR.CUTNOISE.SCALE = 0.3  # noise amplitude (intensities in 0..1)
+    cfg.AUGMENTOR.CUTNOISE.SKIP = []
+    cfg.AUGMENTOR.COPYPASTE = CN({"ENABLED": False})  # not implemented: must stay False
+    cfg.AUGMENTOR.COPYPASTE.AUG_THRES = 0.7
+    cfg.AUGMENTOR.COPYPASTE.P = 0.8
+    cfg.AUGMENTOR.COPYPASTE.SKIP = []
 
     cfg.MONITOR = CN()
     cfg.MONITOR.LOG_OPT = [1, 1, 0]  # [print iteration lines, TensorBoard, text log <OUTPUT_PATH>/log/log.txt]
@@ -309,7 +369,13 @@ NATIVE_VALUE_RULES: List[Tuple[str, Callable[[CN, Any], bool], str]] = [
      "'mednext' (our engine trains MedNeXt only; PyTorch Connectomics trains the others)"),
     ("MODEL.IN_PLANES", lambda cfg, v: v == 1, "1 (our engine reads single-channel volumes)"),
     ("MODEL.PRE_MODEL_ITER", lambda cfg, v: isinstance(v, int) and v >= 0, "an iteration count of 0 or more"),
-    ("DATASET.DO_2D", lambda cfg, v: v is False, "False (our engine trains 3D networks only)"),
+    ("DATASET.DO_2D", lambda cfg, v: not v or list(cfg.MODEL.INPUT_SIZE)[0] == 1,
+     "MODEL.INPUT_SIZE [1, y, x] when True (a 2D MedNeXt trains on z planes)"),
+    ("DATASET.DO_2D", lambda cfg, v: not v or (cfg.INFERENCE.INPUT_SIZE is None
+                                               or list(cfg.INFERENCE.INPUT_SIZE)[0] == 1),
+     "INFERENCE.INPUT_SIZE [1, y, x] (or None) when True (a 2D MedNeXt predicts plane by plane)"),
+    ("DATASET.DO_2D", lambda cfg, v: not v or not any(str(t).startswith("2") for t in cfg.MODEL.TARGET_OPT),
+     "no affinity target (TARGET_OPT '2') when True (in 2D our engine has no z-affinity to drop)"),
     ("SYSTEM.PARALLEL", lambda cfg, v: v in ("DP", "DDP"), "'DP' or 'DDP'"),
     ("SOLVER.ITERATION_TOTAL", lambda cfg, v: _positive_int(v), "a positive number of iterations"),
     ("SOLVER.ITERATION_SAVE", lambda cfg, v: _positive_int(v), "a positive number of iterations between checkpoints"),

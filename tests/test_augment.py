@@ -1,51 +1,137 @@
-"""Training augmentation: seeded, label-consistent geometry, image-only intensity and artefacts."""
+"""Training augmentation from PyTC's AUGMENTOR keys: seeded, label-consistent, each P honoured."""
 import numpy as np
+import pytest
+import torch
 
+from connectomics_mednext.config import get_native_defaults
 from connectomics_mednext.data import augment as aug
+from connectomics_mednext.data.sampler import CropSampler
+from connectomics_mednext.errors import ConfigError
+
+GEOMETRIC = ("ROTATE", "RESCALE", "FLIP", "ELASTIC", "MISSINGSECTION", "MISALIGNMENT")
+IMAGE_ONLY = ("GRAYSCALE", "MISSINGPARTS", "MOTIONBLUR", "CUTBLUR", "CUTNOISE")
 
 
-def volume(shape=(8, 16, 16)):
+def augmentor(*enabled, **settings):
+    """PyTC's AUGMENTOR defaults with only ``enabled`` on; ``settings`` as 'NODE__KEY': value."""
+    node = get_native_defaults().AUGMENTOR.clone()
+    for name in aug.AUGMENTATIONS:
+        node[name].ENABLED = name in enabled
+    for key, value in settings.items():
+        name, field = key.split("__")
+        node[name][field] = value
+    return node
+
+
+def volume(shape=(12, 48, 48)):
     image = np.random.default_rng(0).random(shape).astype(np.float32)
-    label = np.arange(np.prod(shape)).reshape(shape)
+    label = np.arange(np.prod(shape), dtype=np.int64).reshape(shape) + 1
     return image, label
 
 
-def test_same_seed_same_result():
+def test_the_defaults_are_pytcs_and_every_implemented_node_is_on():
+    node = get_native_defaults().AUGMENTOR
+    assert node.ENABLED and not node.COPYPASTE.ENABLED
+    assert [name for name in aug.AUGMENTATIONS if node[name].ENABLED] == list(aug.AUGMENTATIONS)
+    assert (node.ROTATE.P, node.RESCALE.P, node.ELASTIC.P, node.ELASTIC.ALPHA, node.MISSINGPARTS.ITER) == \
+        (1.0, 0.5, 0.75, 16.0, 64)
+    # As PyTC's Compose: 32 * 1.25 for the rescale, + 2 * 17 for the elastic, + 2 * 8 for the
+    # misalignment in y and x; + 2 * 1 for the missing sections in z (34 x 130 x 130 around 32 x 64 x 64).
+    assert aug.Augmenter(node).sample_size((16, 32, 32)) == (18, 90, 90)
+    assert aug.Augmenter(node).sample_size((32, 64, 64)) == (34, 130, 130)
+
+
+@pytest.mark.parametrize("name", GEOMETRIC)
+def test_geometry_moves_image_label_and_mask_together(name):
     image, label = volume()
-    a = aug.augment(np.random.default_rng(5), image, label, None, isotropic=True)
-    b = aug.augment(np.random.default_rng(5), image, label, None, isotropic=True)
-    assert all((x is None and y is None) or np.array_equal(x, y) for x, y in zip(a, b))
-
-
-def test_geometry_moves_image_label_and_mask_together():
-    image, label = volume((8, 8, 8))
-    lookup = dict(zip(label.ravel().tolist(), image.ravel().tolist()))
-    for seed in range(20):
-        rng = np.random.default_rng(seed)
-        arrays = [image, label, label.astype(np.float32)]
-        for name in ("flip", "rotate_xy", "transpose_z", "misalignment"):
-            arrays = aug.AUGMENTATIONS[name][0](rng, arrays, True)
+    lookup = {}
+    for key, value in zip(label.ravel().tolist(), image.ravel().tolist()):
+        lookup[key] = value
+    node = augmentor(name)[name]
+    for seed in range(6):
+        arrays = aug.AUGMENTATIONS[name].transform(np.random.default_rng(seed), [image, label, label.astype(np.float32)],
+                                                    node)
         out_image, out_label, out_mask = arrays
         assert np.array_equal(out_mask, out_label.astype(np.float32))
-        assert all(lookup[k] == v for k, v in zip(out_label.ravel().tolist(), out_image.ravel().tolist()))
+        # Where the label keeps a source voxel (not an interpolated border), the image is near that voxel's.
+        kept = out_label > 0
+        if name in ("FLIP", "MISSINGSECTION") or (name == "ROTATE" and node.ROT90):
+            source = np.vectorize(lookup.get)(out_label[kept])
+            assert np.allclose(out_image[kept], source)
+        assert out_label.dtype == label.dtype and set(np.unique(out_label[kept])) <= set(lookup)
 
 
-def test_z_is_never_transposed_on_anisotropic_data():
-    image, label = volume((8, 8, 8))
-    for seed in range(20):
-        out = aug.transpose_z(np.random.default_rng(seed), [image, label, None], isotropic=False)
-        assert out[1] is label
-
-
-def test_intensity_keeps_the_unit_range_and_leaves_labels():
+@pytest.mark.parametrize("name", IMAGE_ONLY)
+def test_image_only_augmentations_keep_the_unit_range_and_leave_labels(name):
     image, label = volume()
-    out = aug.intensity(np.random.default_rng(1), [image, label, None], False)
-    assert out[0].min() >= 0.0 and out[0].max() <= 1.0 and out[1] is label
+    out = aug.AUGMENTATIONS[name].transform(np.random.default_rng(1), [image, label, None], augmentor(name)[name])
+    assert out[1] is label and out[0].shape == image.shape
+    assert out[0].min() >= 0.0 and out[0].max() <= 1.0 and not np.array_equal(out[0], image)
 
 
-def test_missing_section_and_motion_blur_touch_one_section_of_the_image_only():
+def test_same_seed_same_crops_and_another_seed_others():
     image, label = volume()
-    for transform in (aug.missing_section, aug.motion_blur):
-        out = transform(np.random.default_rng(2), [image, label, None], False)
-        changed = [z for z in range(image.shape[0]) if not np.array_equal(out[0][z], image[z])]
-        assert len(changed) == 1 and out[1] is label
+    augmenter = aug.Augmenter(get_native_defaults().AUGMENTOR)
+    size = (8, 16, 16)
+    crops = [augmenter(np.random.default_rng(seed), [image, label, None], size) for seed in (3, 3, 4)]
+    assert all(c.shape == size for c in crops[0][:2])
+    assert np.array_equal(crops[0][0], crops[1][0]) and np.array_equal(crops[0][1], crops[1][1])
+    assert not np.array_equal(crops[0][0], crops[2][0])
+
+
+@pytest.mark.parametrize("name,p", [("GRAYSCALE", 0.3), ("CUTNOISE", 0.75), ("MOTIONBLUR", 0.5), ("FLIP", 0.2)])
+def test_each_p_is_honoured(name, p):
+    """The share of crops an augmentation changed is its P, within four standard errors."""
+    image, label = volume((8, 16, 16))
+    augmenter = aug.Augmenter(augmentor(name, **{f"{name}__P": p}))
+    rng = np.random.default_rng(0)
+    trials = 600
+    changed = 0
+    for _ in range(trials):
+        out = augmenter(rng, [image, label, None], image.shape)
+        changed += not np.array_equal(out[0], image)
+    # FLIP leaves the crop as it was when it draws no flip and no transpose: 1 in 16.
+    expected = p * (15 / 16 if name == "FLIP" else 1.0)
+    assert abs(changed / trials - expected) < 4 * np.sqrt(expected * (1 - expected) / trials)
+
+
+def test_augmentor_enabled_false_turns_augmentation_off():
+    node = get_native_defaults().AUGMENTOR.clone()
+    node.ENABLED = False
+    augmenter = aug.Augmenter(node)
+    image, label = volume((8, 16, 16))
+    out = augmenter(np.random.default_rng(0), [image, label, None], image.shape)
+    assert augmenter.steps == [] and np.array_equal(out[0], image) and augmenter.sample_size((8, 16, 16)) == (8, 16, 16)
+
+
+@pytest.mark.parametrize("setting,message", [
+    ({"COPYPASTE__ENABLED": True}, r"AUGMENTOR\.COPYPASTE\.ENABLED is True, but our engine does not implement"),
+    ({"FLIP__SKIP": ["label"]}, r"AUGMENTOR\.FLIP\.SKIP is \['label'\]"),
+    ({"FLIP__P": 1.5}, r"AUGMENTOR\.FLIP\.P is 1\.5, but must lie in 0\.\.1"),
+])
+def test_what_we_do_not_implement_is_refused_by_name(setting, message):
+    node = augmentor("FLIP", "COPYPASTE" if "COPYPASTE__ENABLED" in setting else "FLIP", **setting)
+    with pytest.raises(ConfigError, match=message):
+        aug.Augmenter(node)
+    disabled = augmentor()  # COPYPASTE present but off: accepted
+    assert aug.Augmenter(disabled).steps == []
+
+
+def test_the_sampler_reads_the_enlarged_crop_and_returns_the_input_size(tmp_path):
+    import h5py
+
+    image, label = volume((20, 40, 40))
+    for name, data in (("image", (image * 255).astype(np.uint8)), ("label", label)):
+        with h5py.File(tmp_path / f"{name}.h5", "w") as f:
+            f.create_dataset("main", data=data)
+    cfg = get_native_defaults()
+    cfg.merge_from_list(["DATASET.INPUT_PATH", str(tmp_path), "DATASET.IMAGE_NAME", "image.h5",
+                         "DATASET.LABEL_NAME", "label.h5", "DATASET.PAD_SIZE", "[0, 0, 0]",
+                         "MODEL.INPUT_SIZE", "[8, 32, 32]"])
+    sampler = CropSampler(cfg, seed=1)
+    assert sampler.read_size == aug.Augmenter(cfg.AUGMENTOR).sample_size((8, 32, 32))
+    assert sampler.images[0].shape[1] >= sampler.read_size[1]  # padded further for the margins
+    images, targets, _ = sampler.sample(2)
+    assert images.shape == (2, 1, 8, 32, 32) and targets[0].shape[-3:] == (8, 32, 32)
+    again = CropSampler(cfg, seed=1).sample(2)[0]
+    assert torch.equal(images, again)

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, look_up_option
-from .augment import augment
+from .augment import Augmenter
 from .padding import pad_volume, pad_widths
 from .targets import balance_weight, make_target
 from ..io import check_finite, check_image_dtype, check_same_shape, open_volume, split_names, volume_name
@@ -18,9 +18,21 @@ WEIGHTS = {
 }
 
 
-def _pad_all(volumes: List, data) -> List:
+def _pad_all(volumes: List, data, read_size: Sequence[int]) -> List:
+    """Each volume padded by ``DATASET.PAD_SIZE``, and further (in ``PAD_MODE``) where a crop of
+    ``read_size`` (the input size plus the augmentations' margins) would not fit."""
     widths = pad_widths(data.PAD_SIZE, "DATASET.PAD_SIZE")
-    return [pad_volume(v, widths, data.PAD_MODE, volume_name(v)) for v in volumes]
+    padded = []
+    for volume in volumes:
+        more = [max(0, r - (n + a + b)) for r, n, (a, b) in zip(read_size, volume.shape, widths)]
+        total = tuple((a + m // 2, b + m - m // 2) for (a, b), m in zip(widths, more))
+        padded.append(pad_volume(volume, total, data.PAD_MODE, volume_name(volume)))
+    return padded
+
+
+def _drop_z(batch: np.ndarray) -> np.ndarray:
+    """A batch of one-plane crops, (B, ..., 1, y, x), as 2D ones, (B, ..., y, x); placeholders stay."""
+    return batch[..., 0, :, :] if batch.ndim >= 4 and batch.shape[-3] == 1 else batch
 
 
 class CropSampler:
@@ -36,7 +48,7 @@ class CropSampler:
         mask_key: config key of the valid-mask names.
         seed: seed of the crop and augmentation generator: an int, or several (e.g. the run's seed
             and the rank, so each rank draws its own crops).
-        do_augment: apply :data:`augment.AUGMENTATIONS` (z transposes only when ``DATASET.IS_ISOTROPIC``).
+        do_augment: apply the augmentations ``AUGMENTOR`` enables (:class:`~.augment.Augmenter`).
     """
 
     def __init__(self, cfg, image_key: str = "IMAGE_NAME", label_key: str = "LABEL_NAME",
@@ -54,29 +66,33 @@ class CropSampler:
             check_image_dtype(image, f"DATASET.{image_key}")
         for other, key in [(v, label_key) for v in self.labels] + [(v, mask_key) for v in self.masks or []]:
             check_finite(other, f"DATASET.{key}")
-        self.images, self.labels = _pad_all(self.images, data), _pad_all(self.labels, data)
-        self.masks = None if self.masks is None else _pad_all(self.masks, data)
         self.size = tuple(cfg.MODEL.INPUT_SIZE)
+        widths = pad_widths(data.PAD_SIZE, "DATASET.PAD_SIZE")
         for image in self.images:
-            if any(v < s for v, s in zip(image.shape, self.size)):
+            padded = tuple(n + a + b for n, (a, b) in zip(image.shape, widths))
+            if any(v < s for v, s in zip(padded, self.size)):
                 raise ConfigError(
                     f"MODEL.INPUT_SIZE {list(self.size)} is larger than volume {volume_name(image)!r} "
-                    f"of shape {image.shape} (after DATASET.PAD_SIZE)."
+                    f"of shape {padded} (after DATASET.PAD_SIZE)."
                 )
+        self.augmenter = Augmenter(cfg.AUGMENTOR, bool(data.DO_2D)) if do_augment else None
+        self.read_size = self.augmenter.sample_size(self.size) if self.augmenter else self.size
+        self.images = _pad_all(self.images, data, self.read_size)
+        self.labels = _pad_all(self.labels, data, self.read_size)
+        self.masks = None if self.masks is None else _pad_all(self.masks, data, self.read_size)
+        self.do_2d = bool(data.DO_2D)  # crops of one z plane, returned without their z axis
         self.target_opt = list(cfg.MODEL.TARGET_OPT)
         self.weight_opt = [list(w) for w in cfg.MODEL.WEIGHT_OPT]
         for code in (w for ws in self.weight_opt for w in ws):
             look_up_option("MODEL.WEIGHT_OPT", code, WEIGHTS)
-        self.do_augment = do_augment
-        self.isotropic = bool(data.IS_ISOTROPIC)
         self.rng = np.random.default_rng(seed)
         sizes = np.array([np.prod(v.shape) for v in self.images], dtype=np.float64)
         self.volume_p = sizes / sizes.sum()
 
     def _crop(self) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
         index = self.rng.choice(len(self.images), p=self.volume_p)
-        start = [int(self.rng.integers(0, n - s + 1)) for n, s in zip(self.images[index].shape, self.size)]
-        box = tuple(slice(a, a + s) for a, s in zip(start, self.size))
+        start = [int(self.rng.integers(0, n - s + 1)) for n, s in zip(self.images[index].shape, self.read_size)]
+        box = tuple(slice(a, a + s) for a, s in zip(start, self.read_size))
         mask = None if self.masks is None else (self.masks[index][box] > 0).astype(np.float32)
         return self.images[index][box], self.labels[index][box], mask
 
@@ -95,8 +111,8 @@ class CropSampler:
         for _ in range(batch):
             image, label, mask = self._crop()
             image = to_unit_range(image)
-            if self.do_augment:
-                image, label, mask = augment(self.rng, image, label, mask, self.isotropic)
+            if self.augmenter is not None:
+                image, label, mask = self.augmenter(self.rng, [image, label, mask], self.size)
             images.append(standardise(image)[None])
             for i, code in enumerate(self.target_opt):
                 target = make_target(label, code)
@@ -104,8 +120,10 @@ class CropSampler:
                 for j, wopt in enumerate(self.weight_opt[i]):
                     weight = WEIGHTS[wopt](target, None if mask is None else mask[None])
                     weights[i][j].append(np.zeros((1,), dtype=np.int64) if weight is None else weight)
+        batch_of = (lambda arrays: torch.from_numpy(_drop_z(np.stack(arrays)))) if self.do_2d else (
+            lambda arrays: torch.from_numpy(np.stack(arrays)))
         return (
-            torch.from_numpy(np.stack(images)),
-            [torch.from_numpy(np.stack(t)) for t in targets],
-            [[torch.from_numpy(np.stack(w)) for w in per_target] for per_target in weights],
+            batch_of(images),
+            [batch_of(t) for t in targets],
+            [[batch_of(w) for w in per_target] for per_target in weights],
         )

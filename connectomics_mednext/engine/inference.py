@@ -22,7 +22,7 @@ from .checkpoint import load_checkpoint, load_weights_into
 from .distributed import default_device, init_distributed
 from ..log import get_logger
 from .output_folder import make_output_folder
-from .predictor import Activation, Predictor, SlidingWindow
+from .predictor import Activation, PlaneByPlane, Predictor, SlidingWindow
 from .tta import with_test_time_augmentation
 
 logger = get_logger(__name__)
@@ -62,7 +62,7 @@ def inference_window(cfg, model) -> SlidingWindow:
     pad = pad_widths(inference.PAD_SIZE if inference.PAD_SIZE is not None else cfg.DATASET.PAD_SIZE, pad_key)
     window = tuple(inference.INPUT_SIZE or cfg.MODEL.INPUT_SIZE)
     try:
-        model.check_input_size(window)
+        model.check_input_size(window[1:] if cfg.DATASET.DO_2D else window)
     except ValueError as error:
         key = "INFERENCE.INPUT_SIZE" if inference.INPUT_SIZE else "MODEL.INPUT_SIZE"
         raise ConfigError(f"{key} {list(window)} does not fit MedNeXt: {error}") from error
@@ -95,9 +95,11 @@ def build_predictor(cfg, model: torch.nn.Module, device: torch.device, rank: int
     inference = cfg.INFERENCE
     sliding_window = inference_window(cfg, model)
     channels = TargetCriterion.from_cfg(cfg).channels
+    network = model.to(device).eval()
+    if cfg.DATASET.DO_2D:
+        network = PlaneByPlane(network)
     network, activation = with_test_time_augmentation(
-        model.to(device).eval(), make_activation(list(inference.OUTPUT_ACT), channels), inference.AUG_NUM,
-        inference.AUG_MODE)
+        network, make_activation(list(inference.OUTPUT_ACT), channels), inference.AUG_NUM, inference.AUG_MODE)
     identity = {"output_act": list(inference.OUTPUT_ACT), "aug_num": inference.AUG_NUM,
                 "aug_mode": inference.AUG_MODE}
     return Predictor(network, activation, sum(channels), sliding_window, device, identity, rank, world_size)

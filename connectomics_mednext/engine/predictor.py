@@ -115,6 +115,25 @@ class ArrayTarget:
         self.array[(slice(None),) + box.slices()] = values
 
 
+class PlaneByPlane(torch.nn.Module):
+    """A 2D network as a 3D one on one-plane windows: (B, C, 1, y, x) in, (B, K, 1, y, x) out.
+
+    So a 2D MedNeXt streams, resumes, blends, flips and shares blocks exactly as a 3D one does.
+
+    Args:
+        network: the 2D network, taking (B, C, y, x).
+    """
+
+    def __init__(self, network: torch.nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[2] != 1:
+            raise ValueError(f"A 2D network predicts windows of one z plane, got a window of {x.shape[2]} planes.")
+        return self.network(x[:, :, 0])[:, :, None]
+
+
 class CountedTarget:
     """A block target that reports each write to a :class:`PredictionProgress`.
 

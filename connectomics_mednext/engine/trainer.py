@@ -34,7 +34,7 @@ from .distributed import default_device, init_distributed
 from .inference import make_activation
 from ..log import add_text_log, get_logger, remove_text_log
 from .output_folder import make_output_folder
-from .predictor import Predictor, SlidingWindow
+from .predictor import PlaneByPlane, Predictor, SlidingWindow
 from .stop_signals import StopRequest
 
 logger = get_logger(__name__)
@@ -379,12 +379,14 @@ class Trainer:
     def _log_images(self, step: ForwardStep, iteration: int) -> None:
         prediction, image = step.prediction, step.image
         full = prediction if isinstance(prediction, torch.Tensor) else next(iter(prediction.values()))
-        middle = image.shape[2] // 2
-        self.writer.add_image("Input", (image[0, :, middle] * 0.5 + 0.5).clamp(0, 1), iteration)
-        first = torch.split(full.detach().float(), self.channels, dim=1)[0][0, :1, middle]
+        # The middle z plane of 3D crops; 2D crops are one plane already.
+        plane = (lambda t, axis: t.select(axis, t.shape[axis] // 2)) if image.dim() == 5 else (lambda t, axis: t)
+        self.writer.add_image("Input", (plane(image[0], 1) * 0.5 + 0.5).clamp(0, 1), iteration)
+        first = plane(torch.split(full.detach().float(), self.channels, dim=1)[0][0, :1], 1)
         self.writer.add_image("Prediction", torch.sigmoid(first).cpu(), iteration)
         label = step.target[0][0]
-        label = label[:1, middle].float() if label.dim() == 4 else label[None, middle].float() / max(1, label.max())
+        channels_first = label.dim() == image.dim() - 1  # a channel target, not semantic classes
+        label = plane(label[:1], 1).float() if channels_first else plane(label[None], 1).float() / max(1, label.max())
         self.writer.add_image("Label", label.cpu(), iteration)
 
     def _validation_volumes(self):
@@ -406,7 +408,8 @@ class Trainer:
         try:
             image, label = self._validation_volumes()
             window = tuple(self.cfg.MODEL.INPUT_SIZE)
-            predictor = Predictor(self.model, make_activation(["sigmoid"] * len(self.channels), self.channels),
+            network = PlaneByPlane(self.model) if self.cfg.DATASET.DO_2D else self.model
+            predictor = Predictor(network, make_activation(["sigmoid"] * len(self.channels), self.channels),
                                   sum(self.channels), SlidingWindow(window, tuple(max(1, w // 2) for w in window)),
                                   self.device)
             probabilities = predictor.predict(image)
