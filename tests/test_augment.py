@@ -79,20 +79,34 @@ def test_same_seed_same_crops_and_another_seed_others():
     assert not np.array_equal(crops[0][0], crops[2][0])
 
 
-@pytest.mark.parametrize("name,p", [("GRAYSCALE", 0.3), ("CUTNOISE", 0.75), ("MOTIONBLUR", 0.5), ("FLIP", 0.2)])
-def test_each_p_is_honoured(name, p):
-    """The share of crops an augmentation changed is its P, within four standard errors."""
-    image, label = volume((8, 16, 16))
-    augmenter = aug.Augmenter(augmentor(name, **{f"{name}__P": p}))
+@pytest.mark.parametrize("name", list(aug.AUGMENTATIONS))
+def test_each_p_is_honoured(name, monkeypatch):
+    """Every augmentation runs in a share P of the crops, within four standard errors."""
+    p = 0.3
+    node = augmentor(name, **{f"{name}__P": p})
+    calls = []
+    original = aug.AUGMENTATIONS[name]
+    counted = aug.Augmentation(lambda *a: calls.append(1) or original.transform(*a), original.margin,
+                               original.needs_3d)
+    monkeypatch.setitem(aug.AUGMENTATIONS, name, counted)
+    augmenter = aug.Augmenter(node)
+    image, label = volume((8, 24, 24))
+    size = (4, 8, 8)
+    read = augmenter.sample_size(size)
+    image, label = np.resize(image, read).astype(np.float32), np.resize(label, read)
     rng = np.random.default_rng(0)
-    trials = 600
-    changed = 0
+    trials = 300
     for _ in range(trials):
-        out = augmenter(rng, [image, label, None], image.shape)
-        changed += not np.array_equal(out[0], image)
-    # FLIP leaves the crop as it was when it draws no flip and no transpose: 1 in 16.
-    expected = p * (15 / 16 if name == "FLIP" else 1.0)
-    assert abs(changed / trials - expected) < 4 * np.sqrt(expected * (1 - expected) / trials)
+        augmenter(rng, [image, label, None], size)
+    assert abs(len(calls) / trials - p) < 4 * np.sqrt(p * (1 - p) / trials)
+
+
+def test_a_geometric_augmentation_changes_what_it_is_given():
+    image, label = volume((8, 16, 16))
+    augmenter = aug.Augmenter(augmentor("FLIP", FLIP__P=1.0))
+    changed = sum(not np.array_equal(augmenter(np.random.default_rng(s), [image, label, None], image.shape)[0], image)
+                  for s in range(64))
+    assert changed > 48  # a crop is left as it was only when no flip and no transpose is drawn (1 in 16)
 
 
 def test_augmentor_enabled_false_turns_augmentation_off():

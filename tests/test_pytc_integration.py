@@ -190,3 +190,31 @@ def test_train_with_deep_supervision_then_resume_then_infer(pytc_env, tmp_path):
     with h5py.File(out / "test" / "result.h5", "r") as f:
         assert list(f) == ["vol0"]
         assert f["vol0"].shape == (1, 40, 96, 96) and f["vol0"].dtype == np.uint8
+
+
+def test_pytc_trains_and_infers_a_2d_mednext_with_do_2d(pytc_env, tmp_path):
+    rng = np.random.default_rng(0)
+    image = (rng.random((6, 96, 96)) * 255).astype(np.uint8)  # PyTC's 2D augmentor needs 1x90x90 samples
+    label = (image > 128).astype(np.uint8)
+    for name, array in [("img.h5", image), ("lab.h5", label), ("val_img.h5", image[:, :48, :48]),
+                        ("val_lab.h5", label[:, :48, :48])]:
+        with h5py.File(tmp_path / name, "w") as f:
+            f.create_dataset("main", data=array)
+    out = tmp_path / "out"
+    config = tmp_path / "tiny2d.yaml"
+    config.write_text(TINY_CONFIG.format(data=tmp_path, out=out))
+    two_d = ["DATASET.DO_2D", "True", "MODEL.INPUT_SIZE", "[1, 32, 32]", "MODEL.OUTPUT_SIZE", "[1, 32, 32]",
+             "INFERENCE.INPUT_SIZE", "[1, 32, 32]", "INFERENCE.OUTPUT_SIZE", "[1, 32, 32]",
+             "INFERENCE.STRIDE", "[1, 16, 16]", "INFERENCE.AUG_NUM", "None"]
+    trained = main_py(["--config-file", str(config), *two_d], pytc_env)
+    assert trained.splitlines()[0].startswith("engine: PyTorch Connectomics v1.0 API")
+    state = run_python(f"""
+        import torch
+        state = torch.load("{out}/checkpoint_00004.pth.tar", weights_only=True)
+        print(state["state_dict"]["stem.weight"].dim())
+    """, pytc_env)
+    assert state.split()[-1] == "4"  # PyTC built and trained our 2D MedNeXt
+    main_py(["--config-file", str(config), "--inference", "--checkpoint", str(out / "checkpoint_00004.pth.tar"),
+             *two_d], pytc_env)
+    with h5py.File(out / "test" / "result.h5", "r") as f:
+        assert f["vol0"].shape == (1, 6, 96, 96) and f["vol0"][:].std() > 0

@@ -2,6 +2,7 @@
 import os
 
 import h5py
+import numpy as np
 import pytest
 
 from connectomics_mednext import cli
@@ -79,3 +80,47 @@ def test_a_perfect_prediction_of_real_labels_decodes_back_to_them(tmp_path, volu
     scores = evaluate_arrays(label.astype(np.int64) + volume.startswith("fib25"), segmentation)
     # Only the objects too thin to seed or to stay connected are lost.
     assert scores["arand"] < 0.05 and scores["voi_split"] < 0.5 and scores["voi_merge"] < 0.5, scores
+
+
+CONFIG_2D = """
+""" + binary_model_yaml((1, 64, 64), "4-1-1", 8) + """DATASET:
+  INPUT_PATH: {data}/
+  IMAGE_NAME: train_image.h5
+  LABEL_NAME: train_label.h5
+  OUTPUT_PATH: {out}/
+  DO_2D: True
+SOLVER:
+  BASE_LR: 0.002
+  ITERATION_TOTAL: 100
+  ITERATION_SAVE: 100
+  SAMPLES_PER_BATCH: 4
+MONITOR:
+  ITERATION_NUM: [50, 100]
+INFERENCE:
+  INPUT_SIZE: [1, 64, 64]
+  OUTPUT_ACT: ["sigmoid"]
+  IMAGE_NAME: test_image.h5
+  OUTPUT_PATH: {out}/test
+  STRIDE: [1, 32, 32]
+  SAMPLES_PER_BATCH: 8
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir(GALA), reason=f"real EM data folder {GALA} is absent")
+def test_a_2d_mednext_finds_membranes_plane_by_plane_better_than_a_trivial_guess(tmp_path):
+    config = tmp_path / "gala2d.yaml"
+    config.write_text(CONFIG_2D.format(data=GALA, out=tmp_path / "out"))
+    base = ["--engine", "native", "--config-base", os.path.join(ROOT, "configs", "MedNeXt-Base.yaml"),
+            "--config-file", str(config)]
+    cli.main(base)
+    cli.main(base + ["--inference", "--checkpoint", str(tmp_path / "out" / "checkpoint_00100.pth.tar")])
+    with h5py.File(tmp_path / "out" / "test" / "result.h5", "r") as f:
+        prediction = f["vol0"][0] >= 128
+    with h5py.File(os.path.join(GALA, "test_label.h5"), "r") as f:
+        label = f["main"][:]
+    # A 2D network sees boundaries within each plane.
+    truth = np.concatenate([make_target(label[z:z + 1], "4-1-1")[0] > 0.5 for z in range(label.shape[0])])
+    assert prediction.shape == truth.shape
+    dice = 2 * (prediction & truth).sum() / (prediction.sum() + truth.sum())
+    trivial = 2 * truth.mean() / (1 + truth.mean())
+    assert dice > trivial + 0.1, (dice, trivial)
