@@ -169,7 +169,7 @@ def get_native_defaults() -> CN:
     # PyTC's augmentor, with its defaults; each node runs with probability P, in reverse order.
     cfg.AUGMENTOR = CN({"ENABLED": True})  # False: no augmentation
     cfg.AUGMENTOR.SMOOTH = False  # smooth augmented labels (not implemented: must stay False)
-    cfg.AUGMENTOR.ADDITIONAL_TARGETS_NAME = ["label"]  # read by PyTC; we augment label and mask
+    cfg.AUGMENTOR.ADDITIONAL_TARGETS_NAME = ["label"]  # what is augmented with the image (must stay as is)
     cfg.AUGMENTOR.ADDITIONAL_TARGETS_TYPE = ["mask"]
     cfg.AUGMENTOR.ROTATE = CN({"ENABLED": True})
     cfg.AUGMENTOR.ROTATE.ROT90 = True  # multiples of 90 degrees in y-x; False: any angle

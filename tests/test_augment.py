@@ -149,3 +149,10 @@ def test_the_sampler_reads_the_enlarged_crop_and_returns_the_input_size(tmp_path
     assert images.shape == (2, 1, 8, 32, 32) and targets[0].shape[-3:] == (8, 32, 32)
     again = CropSampler(cfg, seed=1).sample(2)[0]
     assert torch.equal(images, again)
+
+
+def test_other_additional_targets_are_refused():
+    node = augmentor("FLIP")
+    node.ADDITIONAL_TARGETS_NAME = ["label", "affinity"]
+    with pytest.raises(ConfigError, match=r"AUGMENTOR\.ADDITIONAL_TARGETS_NAME and _TYPE must stay"):
+        aug.Augmenter(node)

@@ -354,6 +354,9 @@ class Augmenter:
             if augmentor[name].ENABLED:
                 raise ConfigError(f"AUGMENTOR.{name}.ENABLED is True, but our engine does not implement {name}; "
                                   f"set it to False, or train with PyTorch Connectomics.")
+        if list(augmentor.ADDITIONAL_TARGETS_NAME) != ["label"] or list(augmentor.ADDITIONAL_TARGETS_TYPE) != ["mask"]:
+            raise ConfigError("AUGMENTOR.ADDITIONAL_TARGETS_NAME and _TYPE must stay ['label'] and ['mask']: our "
+                              "engine augments the label and the valid mask with the image, and nothing else.")
         if augmentor.SMOOTH:
             raise ConfigError("AUGMENTOR.SMOOTH is True, but our engine does not smooth augmented labels; set it "
                               "to False, or train with PyTorch Connectomics.")

@@ -20,10 +20,10 @@ from ..data.intensity import normalise_image
 from ..data.padding import PadWidths, pad_volume
 from ..errors import ConfigError, look_up_option
 from ..geometry import Box, plan_blocks
-from ..io import OUTPUT_DTYPE, open_prediction_output, volume_name
+from ..io import OUTPUT_DTYPE, open_prediction_output, volume_identity, volume_name
 from .blending import BLENDINGS
 from .blocks import window_starts, windows_over
-from .identity import volume_identity, weights_fingerprint
+from .identity import weights_fingerprint
 from .progress import PredictionProgress
 
 Activation = Callable[[torch.Tensor], torch.Tensor]

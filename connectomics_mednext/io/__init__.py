@@ -9,6 +9,7 @@ from typing import Any, Callable, Dict
 
 from .chunked import ChunkedVolume, open_chunked
 from .hdf5 import Hdf5Prediction, open_hdf5
+from .identity import volume_identity
 from .resume import OUTPUT_DTYPE, changed_fields
 from .volumes import (
     check_finite,
@@ -44,5 +45,5 @@ def open_prediction_output(output_path: str, rank: int = 0, world_size: int = 1,
 __all__ = [
     "ChunkedVolume", "Hdf5Prediction", "OUTPUT_DTYPE", "PREDICTION_OUTPUTS", "ZarrPrediction", "changed_fields",
     "check_finite", "check_image_dtype", "check_same_shape", "close_volume", "open_chunked", "open_hdf5", "open_prediction_output",
-    "open_prediction", "open_volume", "read_whole", "split_names", "volume_name",
+    "open_prediction", "open_volume", "read_whole", "split_names", "volume_identity", "volume_name",
 ]
