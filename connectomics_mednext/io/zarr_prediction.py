@@ -110,14 +110,17 @@ class ZarrPrediction:
         self._on_rank_zero(self._create_group)
 
     def _on_rank_zero(self, work: Callable[[], None]) -> None:
-        """Run ``work`` on rank 0; raise its one-sentence error on every rank."""
+        """Run ``work`` on rank 0; when it fails, every rank raises (rank 0 its own error), so none waits."""
+        failure: Optional[BaseException] = None
         message = None
         if self.rank == 0:
             try:
                 work()
-            except InputError as error:
-                message = str(error)
+            except Exception as error:
+                failure, message = error, str(error) or type(error).__name__
         message = self.share(message)
+        if failure is not None:
+            raise failure
         if message is not None:
             raise InputError(message)
 
