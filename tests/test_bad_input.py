@@ -101,7 +101,7 @@ CASES = [
     ("batch of 0", ["SOLVER.SAMPLES_PER_BATCH", "0"], None, r"SOLVER\.SAMPLES_PER_BATCH is 0"),
     ("inference batch of 0", INFER + ["INFERENCE.SAMPLES_PER_BATCH", "0"], None, r"INFERENCE\.SAMPLES_PER_BATCH is 0"),
     ("two input channels", ["MODEL.IN_PLANES", "2"], None, r"MODEL\.IN_PLANES is 2, but our engine needs 1"),
-    ("2D", ["DATASET.DO_2D", "True"], None, r"DATASET\.DO_2D is True"),
+    ("2D with 3D crops", ["DATASET.DO_2D", "True"], None, r"DATASET\.DO_2D is True, but our engine needs MODEL\.INPUT_SIZE \[1, y, x\]"),
     ("unknown preset", ["MODEL.MEDNEXT_SIZE", "XL"], None, r"MODEL\.MEDNEXT_SIZE must be one of"),
     ("even kernel", ["MODEL.KERNEL_SIZE", "4"], None, r"MODEL\.KERNEL_SIZE must be an odd int"),
     ("patch the network cannot take", ["MODEL.INPUT_SIZE", "[12, 32, 32]", "MODEL.OUTPUT_SIZE", "[12, 32, 32]"], None,

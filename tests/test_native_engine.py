@@ -258,7 +258,7 @@ def test_semantic_target_trains_and_validates(tmp_path, data_dir, capsys):
 
 
 @pytest.mark.parametrize("key,value,message", [
-    ("DATASET.DO_2D", "True", r"DATASET.DO_2D is True, but our engine needs False \(our engine trains 3D"),
+    ("DATASET.DO_2D", "True", r"DATASET.DO_2D is True, but our engine needs MODEL.INPUT_SIZE \[1, y, x\] when True"),
     ("INFERENCE.OUTPUT_SIZE", "[8, 16, 16]", "INFERENCE.OUTPUT_SIZE"),
 ])
 def test_values_our_engine_cannot_honour_are_refused(tmp_path, data_dir, key, value, message):
