@@ -249,6 +249,11 @@ def test_inference_to_zarr_decodes_and_scores_like_hdf5(tiny_run, tmp_path):
     label = str(tiny_run / "label.h5")
     scores = [evaluate_files(label, prediction_path=str(tmp_path / n / "test" / n)) for n in ("r.zarr", "r.h5")]
     assert scores[0] == scores[1]
+    with h5py.File(label, "r") as f:
+        write_store(tmp_path / "labels.zarr" / "main", f["main"][:])
+    from_zarr = evaluate_files(str(tmp_path / "labels.zarr" / "main"),
+                               prediction_path=str(tmp_path / "r.h5" / "test" / "r.h5"))
+    assert from_zarr == scores[1]
 
 
 def test_without_tensorstore_a_store_names_the_extra(tmp_path, monkeypatch):

@@ -13,9 +13,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="connectomics-mednext-evaluate",
         description="Score a segmentation (instance and neuron metrics) and/or a probability map (voxel metrics) "
                     "against a label volume; print a table and optionally write flat JSON.")
-    parser.add_argument("--label", required=True, help="ground-truth labels (HDF5 'main' or the only dataset, or TIFF)")
+    parser.add_argument("--label", required=True, help="ground-truth labels (HDF5 'main' or the only dataset, TIFF, or <name>.zarr/<array>)")
     parser.add_argument("--segmentation", help="instance labels to score, e.g. what connectomics-mednext-segment wrote")
-    parser.add_argument("--prediction", help="a probability map in PyTC's layout (HDF5 'vol0', (C, Z, Y, X) uint8)")
+    parser.add_argument("--prediction", help="a probability map in PyTC's layout (HDF5 or .zarr 'vol0', (C, Z, Y, X) uint8)")
     parser.add_argument("--mask", help="voxels where this volume is 0 are ignored by every metric")
     parser.add_argument("--json", help="write the metrics here as flat JSON")
     parser.add_argument("--dataset", default="vol0", help="the prediction's dataset (default vol0)")

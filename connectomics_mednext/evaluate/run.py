@@ -7,8 +7,8 @@ from typing import Dict, Optional
 import numpy as np
 
 from ..data.targets import make_target, target_foreground
-from ..io import close_volume, open_prediction, open_volume, read_whole
-from ..errors import InputError, MissingFileError
+from ..io import close_volume, open_prediction, open_volume, read_whole, split_names
+from ..errors import InputError
 from .instance import instance_scores, mean_probability
 from .neuron import neuron_scores
 from .voxel import voxel_scores
@@ -19,9 +19,8 @@ METRIC_KEYS = ("iou", "dice", "best_threshold", "best_iou", "precision", "recall
 
 
 def _read(path: str, flag: str) -> np.ndarray:
-    if not os.path.isfile(path):
-        raise MissingFileError(f"{flag}: file {path!r} does not exist.")
-    return read_whole(open_volume(path))
+    (checked,) = split_names(path, "", flag)  # a missing file or container is named with its flag
+    return read_whole(open_volume(checked))
 
 
 def _same_shape(name: str, array: np.ndarray, label: np.ndarray) -> None:
@@ -62,7 +61,8 @@ def evaluate_arrays(label: np.ndarray, segmentation: Optional[np.ndarray] = None
 def evaluate_files(label_path: str, segmentation_path: Optional[str] = None, prediction_path: Optional[str] = None,
                    mask_path: Optional[str] = None, dataset: str = "vol0", channel: int = 0, threshold: float = 0.5,
                    target_opt: str = "0") -> Dict[str, float]:
-    """:func:`evaluate_arrays` of files: labels, segmentation and mask as HDF5 or TIFF, the prediction in PyTC's layout.
+    """:func:`evaluate_arrays` of files: labels, segmentation and mask as any volume :mod:`connectomics_mednext.io`
+    reads, the prediction in PyTC's layout (HDF5 or zarr).
 
     Args:
         label_path: ground-truth labels.

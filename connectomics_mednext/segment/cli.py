@@ -34,9 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The flags, each with its default and the modes that read it."""
     parser = argparse.ArgumentParser(
         prog="connectomics-mednext-segment",
-        description="Decode a prediction in PyTC's layout (HDF5 'vol0', (C, Z, Y, X) uint8, probability x 255) "
+        description="Decode a prediction in PyTC's layout (HDF5 or zarr 'vol0', (C, Z, Y, X) uint8, probability x 255) "
                     "into instance labels (HDF5 'main', uint32 or uint64, background 0). Probabilities are in 0..1.")
-    parser.add_argument("--prediction", required=True, help="the prediction HDF5 written by either engine")
+    parser.add_argument("--prediction", required=True, help="the prediction written by either engine (HDF5, or our .zarr folder)")
     parser.add_argument("--mode", required=True, metavar="MODE",
                         help=f"one of {sorted(DECODERS)}: binary (TARGET_OPT 0), bc (0 and 4), boundary (4), "
                              "affinity (2)")

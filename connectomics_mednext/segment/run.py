@@ -27,7 +27,7 @@ def segment_file(prediction_path: str, output_path: str, mode: str, options: Opt
     when complete; a failure leaves nothing behind.
 
     Args:
-        prediction_path: PyTC's or our HDF5 prediction.
+        prediction_path: PyTC's or our prediction (HDF5, or a ``.zarr`` folder).
         output_path: the HDF5 file to write.
         mode: a key of :data:`~.decoders.DECODERS`.
         options: thresholds and sizes; the defaults of :class:`SegmentOptions` when None.
