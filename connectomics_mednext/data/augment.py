@@ -129,7 +129,8 @@ def flip(rng: np.random.Generator, arrays: Arrays, node) -> Arrays:
 def _smoothed_noise(rng: np.random.Generator, shape: Tuple[int, int], sigma: float) -> torch.Tensor:
     """Uniform noise in [-1, 1] smoothed by a Gaussian of ``sigma`` pixels (reflected at the borders)."""
     noise = torch.from_numpy(rng.random(shape) * 2 - 1)[None, None]
-    radius = max(1, int(round(4 * sigma)))
+    # Reflection needs a border narrower than the plane.
+    radius = max(1, min(int(round(4 * sigma)), min(shape) - 1))
     taps = torch.arange(-radius, radius + 1, dtype=torch.float64)
     kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
     kernel = kernel / kernel.sum()
@@ -252,8 +253,9 @@ def misalignment(rng: np.random.Generator, arrays: Arrays, node) -> Arrays:
 def motion_blur(rng: np.random.Generator, arrays: Arrays, node) -> Arrays:
     """PyTC's MOTIONBLUR: ``SECTIONS`` random planes blurred along y or x by a ``KERNEL_SIZE`` line."""
     image = arrays[0].copy()
-    size = int(node.KERNEL_SIZE)
     axis = 1 + int(rng.random() < 0.5)  # within a plane: 1 is y, 2 is x
+    # An odd line no longer than the plane, so the reflected border fits.
+    size = max(1, min(int(node.KERNEL_SIZE), 2 * ((image.shape[axis] - 1) // 2) + 1))
     chosen = rng.choice(image.shape[0], min(int(node.SECTIONS), image.shape[0]), replace=False)
     for z in chosen:
         plane = torch.from_numpy(np.ascontiguousarray(image[z], dtype=np.float64))[None, None]
