@@ -49,21 +49,27 @@ def _pixel_grid(height: int, width: int, y: torch.Tensor, x: torch.Tensor) -> to
     return torch.stack(((2 * x + 1) / width - 1, (2 * y + 1) / height - 1), dim=-1)[None]
 
 
+def _pixel_coordinates(height: int, width: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The (y, x) coordinates of every pixel of a plane, as float64."""
+    return torch.meshgrid(torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64),
+                          indexing="ij")
+
+
+def _rotation_grid(height: int, width: int, angle: float) -> torch.Tensor:
+    """The grid that turns a plane by ``angle`` radians about its centre."""
+    y, x = _pixel_coordinates(height, width)
+    cy, cx = (height - 1) / 2, (width - 1) / 2
+    cos, sin = math.cos(angle), math.sin(angle)
+    return _pixel_grid(height, width, cy + (y - cy) * cos - (x - cx) * sin, cx + (y - cy) * sin + (x - cx) * cos)
+
+
 def rotate(rng: np.random.Generator, arrays: Arrays, node) -> Arrays:
     """PyTC's ROTATE: a random multiple of 90 degrees in the y-x plane (ROT90), else any angle."""
     image = arrays[0]
     if node.ROT90:
         turns = int(rng.integers(0, 4)) if image.shape[1] == image.shape[2] else 0
         return _each(arrays, lambda a, _: np.rot90(a, turns, axes=(1, 2))) if turns else arrays
-    angle = rng.random() * 2 * math.pi
-    height, width = image.shape[1:]
-    y, x = torch.meshgrid(torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64),
-                          indexing="ij")
-    cy, cx = (height - 1) / 2, (width - 1) / 2
-    cos, sin = math.cos(angle), math.sin(angle)
-    source_y = cy + (y - cy) * cos - (x - cx) * sin
-    source_x = cx + (y - cy) * sin + (x - cx) * cos
-    grid = _pixel_grid(height, width, source_y, source_x)
+    grid = _rotation_grid(*image.shape[1:], rng.random() * 2 * math.pi)
     return _each(arrays, lambda a, is_image: _resample(a, grid, is_image))
 
 
@@ -145,8 +151,7 @@ def elastic(rng: np.random.Generator, arrays: Arrays, node) -> Arrays:
     height, width = arrays[0].shape[1:]
     dx = _smoothed_noise(rng, (height, width), node.SIGMA) * node.ALPHA
     dy = _smoothed_noise(rng, (height, width), node.SIGMA) * node.ALPHA
-    y, x = torch.meshgrid(torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64),
-                          indexing="ij")
+    y, x = _pixel_coordinates(height, width)
     grid = _pixel_grid(height, width, y + dy, x + dx)
     return _each(arrays, lambda a, is_image: _resample(a, grid, is_image))
 
@@ -224,12 +229,7 @@ def misalignment(rng: np.random.Generator, arrays: Arrays, node) -> Arrays:
     if rng.random() < node.ROTATE_RATIO:
         # The largest angle that moves the crop's corners by about DISPLACEMENT / 2, as in PyTC.
         largest = 2 * math.asin(min(1.0, (displacement / 2) / ((height - displacement) / 2 * 1.42)))
-        angle = (rng.random() - 0.5) * 2 * largest
-        y, x = torch.meshgrid(torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64),
-                              indexing="ij")
-        cy, cx = (height - 1) / 2, (width - 1) / 2
-        cos, sin = math.cos(angle), math.sin(angle)
-        grid = _pixel_grid(height, width, cy + (y - cy) * cos - (x - cx) * sin, cx + (y - cy) * sin + (x - cx) * cos)
+        grid = _rotation_grid(height, width, (rng.random() - 0.5) * 2 * largest)
         planes = slice(cut, cut + 1) if slip else slice(cut, None)
 
         def turned(array: np.ndarray, is_image: bool) -> np.ndarray:
