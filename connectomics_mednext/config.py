@@ -56,10 +56,16 @@ def mednext_keys() -> CN:
 def mednext_key_defaults() -> List[Tuple[str, Any]]:
     """(dotted key, default) for every key :func:`add_mednext_config` adds."""
     keys = mednext_keys()
-    return [(key, _value_at(keys, key)) for key in config_keys(keys)]
+    return [(key, config_value(keys, key)) for key in config_keys(keys)]
 
 
-def _value_at(cfg: CN, key: str) -> Any:
+def config_value(cfg: CN, key: str) -> Any:
+    """The value of dotted ``key`` (``MODEL.MEDNEXT.GRN``) in ``cfg``.
+
+    Args:
+        cfg: a config tree.
+        key: the dotted key.
+    """
     for name in key.split("."):
         cfg = cfg[name]
     return cfg
@@ -398,9 +404,7 @@ def check_native_values(cfg: CN) -> None:
         cfg: the loaded config.
     """
     for key, can_honour, needs in NATIVE_VALUE_RULES:
-        node = cfg
-        for name in key.split("."):
-            node = node[name]
+        node = config_value(cfg, key)
         value = list(node) if isinstance(node, (list, tuple)) else node
         if not can_honour(cfg, value):
             raise ConfigError(f"{key} is {value!r}, but our engine needs {needs}.")

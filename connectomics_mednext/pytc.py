@@ -21,7 +21,7 @@ from types import ModuleType
 from typing import Dict, List
 
 from .build import build_mednext, deep_supervision_weights
-from .config import add_mednext_config, mednext_key_defaults
+from .config import add_mednext_config, config_value, mednext_key_defaults
 from .losses import DeepSupervisionLoss, resample_modes_for_targets
 from .model.mednext import DS_KEYS
 from .solver import SCHEDULERS, set_adam_eps
@@ -124,9 +124,7 @@ def unused_mednext_keys(cfg) -> List[str]:
     """
     unused = []
     for key, default in mednext_key_defaults():
-        node = cfg
-        for name in key.split("."):
-            node = node[name]
+        node = config_value(cfg, key)
         value = list(node) if isinstance(node, tuple) else node
         default = list(default) if isinstance(default, tuple) else default
         if value == default:
