@@ -82,18 +82,19 @@ def load_trained_model(cfg, checkpoint: str) -> torch.nn.Module:
     return model
 
 
-def build_predictor(cfg, model: torch.nn.Module, device: torch.device, rank: int = 0, world_size: int = 1) -> Predictor:
+def build_predictor(cfg, model: torch.nn.Module, sliding_window: SlidingWindow, device: torch.device, rank: int = 0,
+                    world_size: int = 1) -> Predictor:
     """The predictor ``cfg.INFERENCE`` describes, running ``model`` on ``device``.
 
     Args:
         cfg: the config.
         model: the trained MedNeXt.
+        sliding_window: :func:`inference_window`'s settings for ``model``.
         device: where the network runs.
         rank: this process's rank.
         world_size: the processes sharing the blocks.
     """
     inference = cfg.INFERENCE
-    sliding_window = inference_window(cfg, model)
     channels = TargetCriterion.from_cfg(cfg).channels
     network = model.to(device).eval()
     if cfg.DATASET.DO_2D:
@@ -137,12 +138,13 @@ def main_infer(cfg, checkpoint: Optional[str], distributed: bool = False) -> str
     for volume in volumes:
         check_image_dtype(volume, "INFERENCE.IMAGE_NAME")
     model = load_trained_model(cfg, checkpoint)
-    inference_window(cfg, model)  # a window the network cannot take is refused before any process group exists
+    # A window the network cannot take is refused before any process group exists.
+    sliding_window = inference_window(cfg, model)
     make_output_folder(inference.OUTPUT_PATH, "INFERENCE.OUTPUT_PATH")
     output = os.path.join(inference.OUTPUT_PATH, inference.OUTPUT_NAME)
     rank, world_size, device = init_distributed(INFERENCE_TIMEOUT) if distributed else (0, 1, default_device())
     try:
-        build_predictor(cfg, model, device, rank, world_size).predict_to_file(volumes, output)
+        build_predictor(cfg, model, sliding_window, device, rank, world_size).predict_to_file(volumes, output)
     finally:
         if distributed:
             dist.destroy_process_group()
