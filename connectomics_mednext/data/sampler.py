@@ -18,15 +18,14 @@ WEIGHTS = {
 }
 
 
-def _pad_all(volumes: List, data, read_size: Sequence[int]) -> List:
-    """Each volume padded by ``DATASET.PAD_SIZE``, and further (in ``PAD_MODE``) where a crop of
+def _pad_all(volumes: List, widths, mode: str, read_size: Sequence[int]) -> List:
+    """Each volume padded by ``widths`` (``DATASET.PAD_SIZE``), and further (in ``mode``) where a crop of
     ``read_size`` (the input size plus the augmentations' margins) would not fit."""
-    widths = pad_widths(data.PAD_SIZE, "DATASET.PAD_SIZE")
     padded = []
     for volume in volumes:
         more = [max(0, r - (n + a + b)) for r, n, (a, b) in zip(read_size, volume.shape, widths)]
         total = tuple((a + m // 2, b + m - m // 2) for (a, b), m in zip(widths, more))
-        padded.append(pad_volume(volume, total, data.PAD_MODE, volume_name(volume)))
+        padded.append(pad_volume(volume, total, mode, volume_name(volume)))
     return padded
 
 
@@ -77,9 +76,9 @@ class CropSampler:
                 )
         self.augmenter = Augmenter(cfg.AUGMENTOR, bool(data.DO_2D)) if do_augment else None
         self.read_size = self.augmenter.sample_size(self.size) if self.augmenter else self.size
-        self.images = _pad_all(self.images, data, self.read_size)
-        self.labels = _pad_all(self.labels, data, self.read_size)
-        self.masks = None if self.masks is None else _pad_all(self.masks, data, self.read_size)
+        self.images = _pad_all(self.images, widths, data.PAD_MODE, self.read_size)
+        self.labels = _pad_all(self.labels, widths, data.PAD_MODE, self.read_size)
+        self.masks = None if self.masks is None else _pad_all(self.masks, widths, data.PAD_MODE, self.read_size)
         self.do_2d = bool(data.DO_2D)  # crops of one z plane, returned without their z axis
         self.target_opt = list(cfg.MODEL.TARGET_OPT)
         self.weight_opt = [list(w) for w in cfg.MODEL.WEIGHT_OPT]
