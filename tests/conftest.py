@@ -134,3 +134,13 @@ def torchrun(config: str, *extra: str, base: str = None) -> subprocess.Completed
          base or BASE, "--config-file", config, *extra], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     return result
+
+
+def run_one_thread(argv: list) -> subprocess.CompletedProcess:
+    """``scripts/main.py argv`` in one process of one thread, the arithmetic of each torchrun rank above;
+    asserts it succeeded."""
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "main.py"), *argv],
+                            env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT)), capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result

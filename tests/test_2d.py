@@ -1,7 +1,4 @@
 """2D MedNeXt (DATASET.DO_2D): trained on z planes, predicted plane by plane into the (C, Z, Y, X) output."""
-import os
-import subprocess
-import sys
 
 import h5py
 import numpy as np
@@ -12,7 +9,7 @@ from connectomics_mednext import MedNeXt, cli
 from connectomics_mednext.engine.inference import make_activation
 from connectomics_mednext.engine.predictor import PlaneByPlane
 from connectomics_mednext.errors import ConfigError
-from conftest import ROOT, FailsAfter, predict_file, tiny_argv, torchrun
+from conftest import FailsAfter, predict_file, run_one_thread, tiny_argv, torchrun
 
 TWO_D = ["DATASET.DO_2D", "True", "MODEL.INPUT_SIZE", "[1, 32, 32]", "MODEL.OUTPUT_SIZE", "[1, 32, 32]",
          "MODEL.DEEP_SUPERVISION", "True", "INFERENCE.STRIDE", "[1, 16, 16]"]
@@ -66,11 +63,8 @@ def test_two_ranks_predict_a_2d_mednext_as_one_process(tiny_run, trained_2d, tmp
     torchrun(str(tiny_run / "cfg.yaml"), "--inference", "--checkpoint", checkpoint, *overrides,
              "INFERENCE.OUTPUT_NAME", "ranks.h5")
     # The reference: one process with the ranks' one thread, so every window's arithmetic is the same.
-    single = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "scripts", "main.py"), *tiny_argv(tiny_run, "--inference", "--checkpoint",
-         checkpoint, overrides=overrides + ["INFERENCE.OUTPUT_NAME", "single.h5"])],
-        env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=300)
-    assert single.returncode == 0, single.stderr[-2000:]
+    run_one_thread(tiny_argv(tiny_run, "--inference", "--checkpoint", checkpoint,
+                             overrides=overrides + ["INFERENCE.OUTPUT_NAME", "single.h5"]))
     with h5py.File(tmp_path / "ranks.h5", "r") as a, h5py.File(tmp_path / "single.h5", "r") as b:
         assert np.array_equal(a["vol0"][:], b["vol0"][:])
 

@@ -1,7 +1,6 @@
 """Chunked stores: zarr (v2, v3), N5 and precomputed in; zarr predictions out, shared by ranks with no join."""
 import json
 import os
-import subprocess
 import sys
 
 import h5py
@@ -14,7 +13,7 @@ from connectomics_mednext.engine.inference import make_activation
 from connectomics_mednext.errors import InputError, MissingDatasetError, MissingFileError
 from connectomics_mednext.io import open_prediction, open_volume, read_whole, split_names
 from connectomics_mednext.io.chunked import create_zarr_array
-from conftest import ROOT, FailsAfter, predict_file, tiny_argv, torchrun
+from conftest import FailsAfter, predict_file, run_one_thread, tiny_argv, torchrun
 
 ts = pytest.importorskip("tensorstore", reason="chunked stores need the zarr extra (tensorstore)")
 
@@ -221,11 +220,8 @@ def test_two_ranks_write_one_zarr_with_the_bytes_of_one_process(tiny_run, zarr_r
                       *overrides)
     assert result.stdout.count("Prediction saved as") == 1
     # The reference: one process with the ranks' one thread, so every window's arithmetic is the same.
-    single = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "scripts", "main.py"), *tiny_argv(tiny_run, "--inference", "--checkpoint",
-         checkpoint, overrides=overrides + ["INFERENCE.OUTPUT_NAME", "single.h5"])],
-        env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=300)
-    assert single.returncode == 0, single.stderr[-2000:]
+    run_one_thread(tiny_argv(tiny_run, "--inference", "--checkpoint", checkpoint,
+                             overrides=overrides + ["INFERENCE.OUTPUT_NAME", "single.h5"]))
     assert sorted(os.listdir(out)) == ["ranks.zarr", "single.h5"]
     with h5py.File(out / "single.h5", "r") as f:
         assert np.array_equal(open_prediction(str(out / "ranks.zarr"))[:], f["vol0"][:])
