@@ -38,16 +38,26 @@ INFERENCE:
 
 @pytest.mark.skipif(not os.path.isdir(GALA), reason=f"real EM data folder {GALA} is absent")
 def test_brief_training_finds_membranes_better_than_a_trivial_guess(tmp_path):
+    prediction, label = _train_then_predict(CONFIG, tmp_path, iterations=60)
+    _assert_beats_the_trivial_guess(prediction, make_target(label, "4-1-1")[0] > 0.5)
+
+
+def _train_then_predict(config_text: str, tmp_path, iterations: int):
+    """Train on gala_mini's training volume, predict its test volume: (prediction >= 0.5, test labels)."""
     config = tmp_path / "gala.yaml"
-    config.write_text(CONFIG.format(data=GALA, out=tmp_path / "out"))
+    config.write_text(config_text.format(data=GALA, out=tmp_path / "out"))
     base = ["--engine", "native", "--config-base", os.path.join(ROOT, "configs", "MedNeXt-Base.yaml"),
             "--config-file", str(config)]
     cli.main(base)
-    cli.main(base + ["--inference", "--checkpoint", str(tmp_path / "out" / "checkpoint_00060.pth.tar")])
+    cli.main(base + ["--inference", "--checkpoint", str(tmp_path / "out" / f"checkpoint_{iterations:05d}.pth.tar")])
     with h5py.File(tmp_path / "out" / "test" / "result.h5", "r") as f:
         prediction = f["vol0"][0] >= 128
     with h5py.File(os.path.join(GALA, "test_label.h5"), "r") as f:
-        truth = make_target(f["main"][:], "4-1-1")[0] > 0.5
+        return prediction, f["main"][:]
+
+
+def _assert_beats_the_trivial_guess(prediction, truth) -> None:
+    assert prediction.shape == truth.shape
     dice = 2 * (prediction & truth).sum() / (prediction.sum() + truth.sum())
     trivial = 2 * truth.mean() / (1 + truth.mean())  # Dice of calling every voxel a membrane
     assert dice > trivial + 0.1, (dice, trivial)
@@ -108,19 +118,7 @@ INFERENCE:
 
 @pytest.mark.skipif(not os.path.isdir(GALA), reason=f"real EM data folder {GALA} is absent")
 def test_a_2d_mednext_finds_membranes_plane_by_plane_better_than_a_trivial_guess(tmp_path):
-    config = tmp_path / "gala2d.yaml"
-    config.write_text(CONFIG_2D.format(data=GALA, out=tmp_path / "out"))
-    base = ["--engine", "native", "--config-base", os.path.join(ROOT, "configs", "MedNeXt-Base.yaml"),
-            "--config-file", str(config)]
-    cli.main(base)
-    cli.main(base + ["--inference", "--checkpoint", str(tmp_path / "out" / "checkpoint_00100.pth.tar")])
-    with h5py.File(tmp_path / "out" / "test" / "result.h5", "r") as f:
-        prediction = f["vol0"][0] >= 128
-    with h5py.File(os.path.join(GALA, "test_label.h5"), "r") as f:
-        label = f["main"][:]
+    prediction, label = _train_then_predict(CONFIG_2D, tmp_path, iterations=100)
     # A 2D network sees boundaries within each plane.
     truth = np.concatenate([make_target(label[z:z + 1], "4-1-1")[0] > 0.5 for z in range(label.shape[0])])
-    assert prediction.shape == truth.shape
-    dice = 2 * (prediction & truth).sum() / (prediction.sum() + truth.sum())
-    trivial = 2 * truth.mean() / (1 + truth.mean())
-    assert dice > trivial + 0.1, (dice, trivial)
+    _assert_beats_the_trivial_guess(prediction, truth)
