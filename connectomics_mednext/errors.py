@@ -4,6 +4,7 @@ Each type also derives from the built-in exception a Python caller would expect
 (``ValueError``, ``FileNotFoundError``, ``KeyError``), so library code can catch either.
 """
 import difflib
+import importlib
 import sys
 import traceback
 from typing import Any, Callable, Iterable, List, Mapping, Optional, Union
@@ -45,6 +46,19 @@ class MissingExtraError(UserError, ImportError):
 
 class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot be read, or does not fit the configured network."""
+
+
+def import_extra(module: str, needs: str) -> Any:
+    """Import an optional dependency, or raise :class:`MissingExtraError` with ``needs``.
+
+    Args:
+        module: the module's dotted name (``skimage.segmentation``).
+        needs: the sentence that names what needs it and the pip extra that brings it.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise MissingExtraError(needs) from error
 
 
 def closest(name: str, candidates: Iterable[str]) -> Optional[str]:

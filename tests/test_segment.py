@@ -1,5 +1,6 @@
 """Decoding predictions into instances: every mode, slab-wise components against whole-volume ones, bad input."""
 import os
+import sys
 
 import h5py
 import numpy as np
@@ -7,10 +8,11 @@ import pytest
 
 from connectomics_mednext.data.synthetic import make_em_volume
 from connectomics_mednext.data.targets import make_target
+from connectomics_mednext.errors import MissingExtraError
 from connectomics_mednext.evaluate import neuron_scores
 from connectomics_mednext.segment import SegmentOptions, segment_file
 from connectomics_mednext.segment import cli as segment_cli
-from connectomics_mednext.segment.components import UnionFind, face_pairs
+from connectomics_mednext.segment.components import UnionFind, face_pairs, import_cc3d
 from connectomics_mednext.segment.decoders import label_dtype
 
 cc3d = pytest.importorskip("cc3d")
@@ -190,3 +192,15 @@ def test_every_option_has_a_flag_whose_help_names_its_default():
     for field in dataclasses.fields(SegmentOptions):
         action = flags[field.name]
         assert action.help.endswith(f"(default {getattr(segment_cli.DEFAULTS, field.name)})"), field.name
+
+
+@pytest.mark.parametrize("module,call,message", [
+    ("cc3d", lambda: import_cc3d(), r"Connected components need connected-components-3d: pip install "
+                                    r"connectomics-mednext\[segment\]\."),
+    ("skimage.metrics", lambda: neuron_scores(np.ones((2, 2, 2), int), np.ones((2, 2, 2), int)),
+     r"Neuron metrics need scikit-image"),
+])
+def test_a_missing_extra_is_named(monkeypatch, module, call, message):
+    monkeypatch.setitem(sys.modules, module, None)  # import fails as if it were not installed
+    with pytest.raises(MissingExtraError, match=message):
+        call()

@@ -11,7 +11,7 @@ from typing import Dict
 
 import numpy as np
 
-from ..errors import MissingExtraError
+from ..errors import import_extra
 from ..segment.components import SEGMENT_EXTRA
 
 
@@ -22,10 +22,8 @@ def neuron_scores(truth: np.ndarray, segmentation: np.ndarray) -> Dict[str, floa
         truth: ground-truth ids, 0 unlabelled.
         segmentation: predicted ids.
     """
-    try:
-        from skimage.metrics import adapted_rand_error, variation_of_information
-    except ImportError as error:
-        raise MissingExtraError(f"Neuron metrics need scikit-image: {SEGMENT_EXTRA}.") from error
+    metrics = import_extra("skimage.metrics", f"Neuron metrics need scikit-image: {SEGMENT_EXTRA}.")
+    adapted_rand_error, variation_of_information = metrics.adapted_rand_error, metrics.variation_of_information
     truth, segmentation = truth.ravel(), segmentation.ravel()
     labelled = truth > 0
     truth, segmentation = truth[labelled], segmentation[labelled]

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import InputError, MissingDatasetError, MissingExtraError, MissingFileError
+from ..errors import InputError, MissingDatasetError, MissingFileError, import_extra
 
 CONTAINER_SUFFIXES = (".zarr", ".n5")
 EXTRA_HINT = "pip install 'connectomics-mednext[zarr]' (or pip install tensorstore)"
@@ -23,11 +23,7 @@ EXTRA_HINT = "pip install 'connectomics-mednext[zarr]' (or pip install tensorsto
 
 def import_tensorstore():
     """The tensorstore module, or a :class:`MissingExtraError` naming the extra."""
-    try:
-        import tensorstore
-    except ImportError as error:
-        raise MissingExtraError(f"Chunked volumes (zarr, N5, precomputed) need tensorstore: {EXTRA_HINT}.") from error
-    return tensorstore
+    return import_extra("tensorstore", f"Chunked volumes (zarr, N5, precomputed) need tensorstore: {EXTRA_HINT}.")
 
 
 def split_container(name: str) -> Optional[Tuple[str, str]]:

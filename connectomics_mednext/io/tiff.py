@@ -6,7 +6,7 @@ from typing import Tuple
 
 import numpy as np
 
-from ..errors import InputError, MissingExtraError
+from ..errors import InputError, import_extra
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -21,11 +21,8 @@ class TiffVolume:
     """
 
     def __init__(self, path: str) -> None:
-        try:
-            import tifffile
-        except ImportError as error:
-            raise MissingExtraError(f"Reading {path!r} needs tifffile: pip install tifffile "
-                              "(or connectomics-mednext[tiff]).") from error
+        tifffile = import_extra("tifffile", f"Reading {path!r} needs tifffile: pip install tifffile "
+                                            "(or connectomics-mednext[tiff]).")
         self.name = path
         try:
             self._file = tifffile.TiffFile(path)

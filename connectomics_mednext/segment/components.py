@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import numpy as np
 
-from ..errors import MissingExtraError
+from ..errors import import_extra
 
 # connectivity -> the (dy, dx) offsets of the neighbours across a z face of a voxel.
 FACE_NEIGHBOURS: Dict[int, List[Tuple[int, int]]] = {
@@ -23,11 +23,8 @@ SEGMENT_EXTRA = "pip install connectomics-mednext[segment]"
 
 
 def import_cc3d():
-    try:
-        import cc3d
-    except ImportError as error:
-        raise MissingExtraError(f"Connected components need connected-components-3d: {SEGMENT_EXTRA}.") from error
-    return cc3d
+    """The cc3d module, or a :class:`MissingExtraError` naming the extra."""
+    return import_extra("cc3d", f"Connected components need connected-components-3d: {SEGMENT_EXTRA}.")
 
 
 class UnionFind:

@@ -19,7 +19,7 @@ from typing import Callable, Dict, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import ConfigError, InputError, MissingExtraError, look_up_option
+from ..errors import ConfigError, InputError, import_extra, look_up_option
 from .components import SEGMENT_EXTRA, import_cc3d, label_components
 
 
@@ -83,12 +83,8 @@ def _byte(probability: float) -> int:
 
 
 def _scikit_image():
-    try:
-        import scipy.ndimage
-        import skimage.segmentation
-    except ImportError as error:
-        raise MissingExtraError(f"The watershed modes need scipy and scikit-image: {SEGMENT_EXTRA}.") from error
-    return scipy.ndimage, skimage.segmentation
+    needs = f"The watershed modes need scipy and scikit-image: {SEGMENT_EXTRA}."
+    return import_extra("scipy.ndimage", needs), import_extra("skimage.segmentation", needs)
 
 
 def _remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
@@ -151,10 +147,7 @@ def decode_boundary(prediction: np.ndarray, options: SegmentOptions) -> np.ndarr
 
 def decode_affinity(prediction: np.ndarray, options: SegmentOptions) -> np.ndarray:
     """waterz: watershed fragments of the affinity graph, merged by mean affinity up to the threshold."""
-    try:
-        import waterz
-    except ImportError as error:
-        raise MissingExtraError(f"The affinity mode needs waterz: {SEGMENT_EXTRA}.") from error
+    waterz = import_extra("waterz", f"The affinity mode needs waterz: {SEGMENT_EXTRA}.")
     affinities = np.ascontiguousarray(prediction[:3], dtype=np.float32) / 255.0
     labels = next(waterz.agglomerate(affinities, [options.merge_threshold], aff_threshold_low=options.affinity_low,
                                      aff_threshold_high=options.affinity_high))
