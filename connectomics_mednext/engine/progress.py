@@ -7,11 +7,11 @@ at every line, so ``cat`` or a monitoring script always reads a whole record whi
 prediction file itself is open for writing; it is removed when the rank is done. Plain lines,
 not a progress bar: they read the same on a terminal, in a SLURM log and in the text log.
 """
-import json
 import os
 import time
 from typing import Optional
 
+from ..io.json_files import write_json_atomically
 from ..log import get_logger
 
 logger = get_logger(__name__)
@@ -87,10 +87,7 @@ class PredictionProgress:
             record = {"volume": self.volume, "rank": self.rank, "voxels_done": self.done, "voxels_total": self.total,
                       "blocks_done": self.blocks_done, "blocks_total": self.blocks, "voxels_per_s": rate,
                       "eta_s": left, "updated": time.time()}
-            temporary = f"{self.path}.tmp"
-            with open(temporary, "w", encoding="utf-8") as handle:
-                json.dump(record, handle)
-            os.replace(temporary, self.path)
+            write_json_atomically(self.path, record)
 
     def close(self) -> None:
         """Remove the progress file: the output tells the rest."""

@@ -9,13 +9,13 @@ Axis order: zarr arrays are read as they are stored, (z, y, x). N5 lists dimensi
 Java convention) and precomputed is (x, y, z, channel), so both are read reversed, as zarr's N5
 store and funlib do, and give (z, y, x).
 """
-import json
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..errors import InputError, MissingDatasetError, MissingFileError, import_extra
+from .json_files import read_json
 
 CONTAINER_SUFFIXES = (".zarr", ".n5")
 EXTRA_HINT = "pip install 'connectomics-mednext[zarr]' (or pip install tensorstore)"
@@ -58,11 +58,6 @@ def is_chunked_name(name: str) -> bool:
     return split_container(name) is not None or is_precomputed(name)
 
 
-def _read_json(path: str) -> Dict[str, Any]:
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
-
-
 def _zarr_node(folder: str) -> Optional[str]:
     """'array-v2', 'array-v3', 'group' or None (nothing there) for a folder of a zarr container."""
     if os.path.isfile(os.path.join(folder, ".zarray")):
@@ -71,14 +66,14 @@ def _zarr_node(folder: str) -> Optional[str]:
         return "group"
     metadata = os.path.join(folder, "zarr.json")
     if os.path.isfile(metadata):
-        return "array-v3" if _read_json(metadata).get("node_type") == "array" else "group"
+        return "array-v3" if read_json(metadata).get("node_type") == "array" else "group"
     # A folder without metadata is an implicit group (as tensorstore leaves intermediate ones).
     return "group" if os.path.isdir(folder) else None
 
 
 def _n5_node(folder: str) -> Optional[str]:
     attributes = os.path.join(folder, "attributes.json")
-    if os.path.isfile(attributes) and "dimensions" in _read_json(attributes):
+    if os.path.isfile(attributes) and "dimensions" in read_json(attributes):
         return "array-n5"
     return "group" if os.path.isdir(folder) else None
 
@@ -192,7 +187,7 @@ def _attributes(folder: str, kind: str) -> Dict[str, Any]:
     path = os.path.join(folder, ATTRIBUTE_FILES[kind])
     if not os.path.isfile(path):
         return {}
-    data = _read_json(path)
+    data = read_json(path)
     return data.get("attributes", {}) if kind == "array-v3" else data
 
 
@@ -205,7 +200,7 @@ def _open_precomputed(name: str, where: str) -> ChunkedVolume:
     if store.shape[-1] != 1:
         raise InputError(f"{where}{name!r} has {store.shape[-1]} channels; expected a one-channel volume.")
     store = store[..., 0].T  # (x, y, z, channel) -> (z, y, x)
-    info = _read_json(os.path.join(name, "info"))
+    info = read_json(os.path.join(name, "info"))
     resolution = info["scales"][0].get("resolution")
     attributes = {"resolution": list(reversed(resolution))} if resolution else {}
     return _as_volume(store, name, attributes, os.path.join(name, "info"), where)
@@ -235,7 +230,7 @@ def create_zarr_array(folder: str, shape: Sequence[int], dtype: np.dtype, chunks
     tensorstore = import_tensorstore()
     dtype = np.dtype(dtype)
     if os.path.isfile(os.path.join(folder, ".zarray")):
-        existing = _read_json(os.path.join(folder, ".zarray"))
+        existing = read_json(os.path.join(folder, ".zarray"))
         if list(existing["shape"]) != list(shape) or np.dtype(existing["dtype"]) != dtype:
             raise InputError(f"{folder!r} already holds a {np.dtype(existing['dtype']).name} array of shape "
                              f"{tuple(existing['shape'])}; expected {dtype.name} of shape {tuple(shape)}. Remove it "

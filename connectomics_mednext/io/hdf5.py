@@ -17,7 +17,7 @@ import numpy as np
 from ..log import get_logger
 from ..errors import InputError, MissingDatasetError
 from ..geometry import Box, plan_blocks
-from .resume import OUTPUT_DTYPE, changed_fields
+from .resume import OUTPUT_DTYPE, as_stored, changed_fields, restart_line
 
 logger = get_logger(__name__)
 
@@ -137,14 +137,13 @@ class Hdf5Prediction:
             voxel_size: the input's voxel size, when known; stored as the ``resolution`` attribute.
         """
         out, name = self.file, f"vol{index}"
-        wanted = json.loads(json.dumps(key))  # tuples become lists, as they come back from the file
+        wanted = as_stored(key)
         shape = tuple(shape)
         if name in out:
             stored = json.loads(out[name].attrs.get("resume_key", "{}"))
             changed = changed_fields(stored, wanted) or (["shape"] if out[name].shape != shape else [])
             if changed:
-                logger.info(f"{out.filename!r}: {name} was started with other {', '.join(changed)}; starting it "
-                            "afresh.", extra={"all_ranks": True})
+                logger.info(restart_line(out.filename, name, changed), extra={"all_ranks": True})
                 del out[name]
         if name not in out:
             dataset = out.create_dataset(name, shape=shape, dtype=OUTPUT_DTYPE, chunks=_chunks(shape))

@@ -1,4 +1,5 @@
 """What predictions in any format share: their dtype and the resume-key comparison."""
+import json
 from typing import Any, Dict, List
 
 import numpy as np
@@ -22,3 +23,23 @@ def changed_fields(stored: Dict[str, Any], wanted: Dict[str, Any]) -> List[str]:
         elif old != new:
             changed.append(name)
     return changed
+
+
+def as_stored(key: Dict[str, Any]) -> Dict[str, Any]:
+    """A resume key as it comes back from a file (tuples become lists), so keys compare alike.
+
+    Args:
+        key: plain data.
+    """
+    return json.loads(json.dumps(key))
+
+
+def restart_line(where: str, name: str, changed: List[str]) -> str:
+    """The line that says an unfinished output is started afresh, naming the fields that changed.
+
+    Args:
+        where: the unfinished file or folder.
+        name: its dataset or array (``vol0``).
+        changed: from :func:`changed_fields`.
+    """
+    return f"{where!r}: {name} was started with other {', '.join(changed)}; starting it afresh."

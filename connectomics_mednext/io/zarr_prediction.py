@@ -13,7 +13,6 @@ and any zarr reader open it. While it is written it is ``result.zarr.partial``:
 - rank 0 marks the group complete (``connectomics_mednext.complete`` in its attributes) and
   gives it its final name once every block of every volume has its marker.
 """
-import json
 import os
 import shutil
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -25,7 +24,8 @@ from ..errors import InputError
 from ..geometry import Box, plan_aligned_blocks
 from ..log import get_logger
 from .chunked import create_zarr_array
-from .resume import OUTPUT_DTYPE, changed_fields
+from .json_files import read_json, write_json_atomically
+from .resume import OUTPUT_DTYPE, as_stored, changed_fields, restart_line
 
 logger = get_logger(__name__)
 
@@ -34,21 +34,6 @@ PROGRESS = ".progress"
 CHUNK = (32, 256, 256)
 # The resume key's fields that do not change a zarr output: ranks share one array.
 RANK_FIELDS = ("world_size",)
-
-
-def _write_json(path: str, data: Dict[str, Any]) -> None:
-    """Write ``data`` as JSON, atomically: a reader sees the old file or the new one."""
-    temporary = f"{path}.tmp{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, sort_keys=True)
-    os.replace(temporary, path)
-
-
-def _read_json(path: str) -> Optional[Dict[str, Any]]:
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
 
 
 class ZarrBlocks:
@@ -130,7 +115,7 @@ class ZarrPrediction:
         except OSError as error:
             raise InputError(f"INFERENCE.OUTPUT_NAME {self.path!r} cannot be created ({error.strerror}).") from error
         if not os.path.isfile(os.path.join(self.path, ".zgroup")):
-            _write_json(os.path.join(self.path, ".zgroup"), {"zarr_format": 2})
+            write_json_atomically(os.path.join(self.path, ".zgroup"), {"zarr_format": 2})
 
     @staticmethod
     def chunk_shape(shape: Sequence[int], block_size: Sequence[int], min_blocks: int) -> Tuple[int, int, int]:
@@ -171,23 +156,23 @@ class ZarrPrediction:
         """
         name = f"vol{index}"
         folder, progress = os.path.join(self.path, name), os.path.join(self.path, PROGRESS, name)
-        wanted = json.loads(json.dumps({k: v for k, v in key.items() if k not in RANK_FIELDS}))
+        wanted = as_stored({k: v for k, v in key.items() if k not in RANK_FIELDS})
         chunks = (shape[0],) + self.chunks[tuple(shape[1:])]
         self.voxel_sizes[name] = voxel_size
 
         def prepare() -> None:
-            stored = _read_json(os.path.join(progress, "resume_key.json"))
+            stored = read_json(os.path.join(progress, "resume_key.json"))
             if stored is None and os.path.isdir(folder):
                 raise InputError(f"{folder!r} exists but holds no resume key of ours; remove it or choose another "
                                  "INFERENCE.OUTPUT_NAME.")
             changed = changed_fields(stored, wanted) if stored is not None else []
             if changed:
-                logger.info(f"{self.path!r}: {name} was started with other {', '.join(changed)}; starting it afresh.")
+                logger.info(restart_line(self.path, name, changed))
                 shutil.rmtree(folder)
                 shutil.rmtree(progress)
             os.makedirs(progress, exist_ok=True)
             create_zarr_array(folder, shape, OUTPUT_DTYPE, chunks)
-            _write_json(os.path.join(progress, "resume_key.json"), wanted)
+            write_json_atomically(os.path.join(progress, "resume_key.json"), wanted)
 
         self._on_rank_zero(prepare)
         array = create_zarr_array(folder, shape, OUTPUT_DTYPE, chunks)  # reopens what rank 0 made
@@ -218,7 +203,7 @@ class ZarrPrediction:
         attributes = {"multiscales": [self._multiscale(f"vol{i}") for i in range(len(plans))],
                       "connectomics_mednext": {"complete": True, "version": __version__, "layout": "(C, Z, Y, X) uint8, "
                                                "probability x 255"}}
-        _write_json(os.path.join(self.path, ".zattrs"), attributes)
+        write_json_atomically(os.path.join(self.path, ".zattrs"), attributes)
         shutil.rmtree(os.path.join(self.path, PROGRESS))
         if os.path.isdir(self.output_path):
             shutil.rmtree(self.output_path)  # the previous result of this name, replaced as HDF5 files are
