@@ -24,9 +24,11 @@ setup(
         "zarr": ZARR,
         "bench": ["monai"],
     },
-    entry_points={"console_scripts": [
-        "connectomics-mednext = connectomics_mednext.cli:main",
-        "connectomics-mednext-segment = connectomics_mednext.segment.cli:main",
-        "connectomics-mednext-evaluate = connectomics_mednext.evaluate.cli:main",
-    ]},
+    entry_points={
+        "console_scripts": [
+            "connectomics-mednext = connectomics_mednext.cli:main",
+            "connectomics-mednext-segment = connectomics_mednext.segment.cli:main",
+            "connectomics-mednext-evaluate = connectomics_mednext.evaluate.cli:main",
+        ]
+    },
 )

@@ -6,6 +6,7 @@ memory belongs to that case alone.
 
     python benchmarks/bench_model.py --model S --kernel 3 --patch 64 --device cpu
 """
+
 import argparse
 import json
 import os
@@ -35,8 +36,13 @@ def run_case(args: argparse.Namespace, case: Dict) -> Dict:
     device = torch.device(args.device)
     torch.manual_seed(0)
     model = create_mednext_v1(
-        1, 2, args.model, kernel_size=args.kernel, deep_supervision=True,
-        checkpoint_style=case["checkpoint_style"], channels_last=case["channels_last"],
+        1,
+        2,
+        args.model,
+        kernel_size=args.kernel,
+        deep_supervision=True,
+        checkpoint_style=case["checkpoint_style"],
+        channels_last=case["channels_last"],
     ).to(device)
     shape = (args.batch, 1) + (args.patch,) * 3
     x = torch.randn(shape, device=device)
@@ -87,7 +93,9 @@ def main(argv: List[str] = None) -> None:
             parser.error(f"unknown case {name!r}; choose from {list(CASES)}")
         out = subprocess.run(
             [sys.executable, os.path.abspath(__file__), *passthrough, "--case", name],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         )
         results[name] = json.loads(out.stdout.strip().splitlines()[-1])
     header = f"MedNeXt-{args.model} k{args.kernel}, batch {args.batch}, patch {args.patch}^3, {args.device}"
@@ -97,8 +105,10 @@ def main(argv: List[str] = None) -> None:
     print(f"{'case':30s} {'train step s (min-max)':>24s} {'peak MiB':>9s} {'infer Mvox/s':>13s}")
     for name, r in results.items():
         t = r["train_step"]
-        print(f"{name:30s} {t['median_s']:8.3f} ({t['min_s']:.3f}-{t['max_s']:.3f}) "
-              f"{r['peak_memory_mib']:9.0f} {r['inference_voxels_per_s'] / 1e6:13.3f}")
+        print(
+            f"{name:30s} {t['median_s']:8.3f} ({t['min_s']:.3f}-{t['max_s']:.3f}) "
+            f"{r['peak_memory_mib']:9.0f} {r['inference_voxels_per_s'] / 1e6:13.3f}"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"config": vars(args), "results": results}, f, indent=2)

@@ -15,6 +15,7 @@ For each data set it trains, infers on held-out voxels, decodes, scores, and wri
 Derived inputs (the FIB-25 halves) and every run go to ``--work`` (default outputs/quality,
 which git ignores); the shared data is read in place.
 """
+
 import argparse
 import json
 import os
@@ -92,8 +93,11 @@ class Task:
 
 def _fib25_halves(data: str, work: str) -> Dict[str, str]:
     """The FIB-25 cube split at z = 125 into train and test files in ``work`` (made once)."""
-    paths = {f"{part}_{kind}": os.path.join(work, f"fib25_{part}_{kind}.h5")
-             for part in ("train", "test") for kind in ("image", "label")}
+    paths = {
+        f"{part}_{kind}": os.path.join(work, f"fib25_{part}_{kind}.h5")
+        for part in ("train", "test")
+        for kind in ("image", "label")
+    }
     if all(os.path.exists(p) for p in paths.values()):
         return paths
     for kind in ("image", "label"):
@@ -111,22 +115,36 @@ def tasks(data: str, work: str) -> Dict[str, Task]:
     fib = _fib25_halves(data, work)
     return {
         "gala_mini": Task(
-            "gala_mini", f"{gala}/train_image.h5", f"{gala}/train_label.h5", f"{gala}/test_image.h5",
-            f"{gala}/test_label.h5", "4-1-1", "boundary",
+            "gala_mini",
+            f"{gala}/train_image.h5",
+            f"{gala}/train_label.h5",
+            f"{gala}/test_image.h5",
+            f"{gala}/test_label.h5",
+            "4-1-1",
+            "boundary",
             SegmentOptions(threshold=0.5, seed_distance=3.0, seed_min_size=16, min_size=100),
             "Neurons, as on FIB-25: instance boundaries (PyTC's 4-1-1) with BCE + Dice and fg/bg balance, deep "
             "supervision, isotropic kernels and strides (near-isotropic FIB-SEM of unknown voxel size, so distances "
             "in voxels), decoded by a watershed from seeds 3 voxels from any boundary. A binary interior target "
             "(TARGET_OPT 0) scores well per voxel here (91% of the voxels are interior), but one missed voxel of a "
-            "one-voxel boundary merges two cells, and it decoded into about one segment (benchmarks/README.md)."),
+            "one-voxel boundary merges two cells, and it decoded into about one segment (benchmarks/README.md).",
+        ),
         "fib25": Task(
-            "fib25", fib["train_image"], fib["train_label"], fib["test_image"], fib["test_label"], "4-1-1",
-            "boundary", SegmentOptions(threshold=0.5, seed_distance=40.0, resolution=(10.0, 10.0, 10.0),
-                                       seed_min_size=16, min_size=100),
+            "fib25",
+            fib["train_image"],
+            fib["train_label"],
+            fib["test_image"],
+            fib["test_label"],
+            "4-1-1",
+            "boundary",
+            SegmentOptions(
+                threshold=0.5, seed_distance=40.0, resolution=(10.0, 10.0, 10.0), seed_min_size=16, min_size=100
+            ),
             "Instance boundaries (PyTC's code 4-1-1 as in configs/FIB25-Boundary-MedNeXt.yaml: a voxel whose "
             "6-neighbour holds another id) with BCE + Dice and fg/bg balance; deep supervision; isotropic 10 nm, so "
             "isotropic kernels and strides; decoded by a watershed from seeds 40 nm from any boundary.",
-            label_offset=1),
+            label_offset=1,
+        ),
     }
 
 
@@ -147,23 +165,45 @@ def _run(argv: List[str], env: Optional[Dict[str, str]] = None) -> float:
 def _common(task: Task, budget: Budget, out: str) -> Dict[str, Dict[str, object]]:
     train_dir, train_image = os.path.split(task.train_image)
     return {
-        "DATASET": {"INPUT_PATH": train_dir + "/", "IMAGE_NAME": train_image,
-                    "LABEL_NAME": os.path.relpath(task.train_label, train_dir), "OUTPUT_PATH": out,
-                    "PAD_SIZE": [0, 0, 0], "IS_ISOTROPIC": True},
-        "SOLVER": {"ITERATION_TOTAL": budget.iterations, "ITERATION_SAVE": budget.iterations,
-                   "SAMPLES_PER_BATCH": budget.batch},
-        "INFERENCE": {"INPUT_SIZE": budget.patch, "OUTPUT_SIZE": budget.patch, "OUTPUT_ACT": ["sigmoid"],
-                      "IMAGE_NAME": os.path.relpath(task.test_image, train_dir), "OUTPUT_PATH": out + "/test",
-                      "OUTPUT_NAME": "result.h5", "PAD_SIZE": [0, 0, 0],
-                      "STRIDE": [p // 2 for p in budget.patch], "SAMPLES_PER_BATCH": 2},
+        "DATASET": {
+            "INPUT_PATH": train_dir + "/",
+            "IMAGE_NAME": train_image,
+            "LABEL_NAME": os.path.relpath(task.train_label, train_dir),
+            "OUTPUT_PATH": out,
+            "PAD_SIZE": [0, 0, 0],
+            "IS_ISOTROPIC": True,
+        },
+        "SOLVER": {
+            "ITERATION_TOTAL": budget.iterations,
+            "ITERATION_SAVE": budget.iterations,
+            "SAMPLES_PER_BATCH": budget.batch,
+        },
+        "INFERENCE": {
+            "INPUT_SIZE": budget.patch,
+            "OUTPUT_SIZE": budget.patch,
+            "OUTPUT_ACT": ["sigmoid"],
+            "IMAGE_NAME": os.path.relpath(task.test_image, train_dir),
+            "OUTPUT_PATH": out + "/test",
+            "OUTPUT_NAME": "result.h5",
+            "PAD_SIZE": [0, 0, 0],
+            "STRIDE": [p // 2 for p in budget.patch],
+            "SAMPLES_PER_BATCH": 2,
+        },
     }
 
 
 def _model(task: Task, budget: Budget) -> Dict[str, object]:
-    return {"INPUT_SIZE": budget.patch, "OUTPUT_SIZE": budget.patch, "IN_PLANES": 1, "OUT_PLANES": 1,
-            "TARGET_OPT": [task.target], "WEIGHT_OPT": [["1", "0"]],
-            "LOSS_OPTION": [["WeightedBCEWithLogitsLoss", "DiceLoss"]], "OUTPUT_ACT": [["none", "sigmoid"]],
-            "LOSS_WEIGHT": [[1.0, 1.0]]}
+    return {
+        "INPUT_SIZE": budget.patch,
+        "OUTPUT_SIZE": budget.patch,
+        "IN_PLANES": 1,
+        "OUT_PLANES": 1,
+        "TARGET_OPT": [task.target],
+        "WEIGHT_OPT": [["1", "0"]],
+        "LOSS_OPTION": [["WeightedBCEWithLogitsLoss", "DiceLoss"]],
+        "OUTPUT_ACT": [["none", "sigmoid"]],
+        "LOSS_WEIGHT": [[1.0, 1.0]],
+    }
 
 
 def train_and_infer_mednext(task: Task, budget: Budget, work: str) -> Dict[str, object]:
@@ -190,8 +230,9 @@ def train_and_infer_unet3d(task: Task, budget: Budget, work: str) -> Dict[str, o
     # PyTC's default augmentor reads 34 x 130 x 130 around a 32 x 64 x 64 crop (rotation, 1.25x
     # rescale, elastic and misalignment margins); gala_mini is 100 wide, so PyTC pads it, by reflection.
     config["DATASET"]["PAD_SIZE"] = [2, 16, 16]
-    config["SOLVER"].update(NAME="SGD", LR_SCHEDULER_NAME="WarmupCosineLR", BASE_LR=0.04,
-                            WARMUP_ITERS=max(1, budget.iterations // 100))
+    config["SOLVER"].update(
+        NAME="SGD", LR_SCHEDULER_NAME="WarmupCosineLR", BASE_LR=0.04, WARMUP_ITERS=max(1, budget.iterations // 100)
+    )
     path = _write_yaml(config, os.path.join(out, "task.yaml"))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([STANDINS, ROOT, os.environ.get("PYTHONPATH", "")]))
     main = [sys.executable, "scripts/main.py", "--engine", "pytc", "--config-file", path]
@@ -221,7 +262,8 @@ def baselines(task: Task) -> Dict[str, Dict[str, float]]:
         "all background": evaluate_arrays(truth, probability=empty, target_opt=task.target),
         "one segment": evaluate_arrays(truth, segmentation=np.ones(truth.shape, np.uint32)),
         "every voxel its own segment": evaluate_arrays(
-            truth, segmentation=np.arange(1, truth.size + 1, dtype=np.uint32).reshape(truth.shape)),
+            truth, segmentation=np.arange(1, truth.size + 1, dtype=np.uint32).reshape(truth.shape)
+        ),
     }
 
 
@@ -252,8 +294,15 @@ def main() -> None:
     pytc_missing = "--no-pytc" if args.no_pytc else pytc_importable()
     for name in args.tasks:
         task = tasks(args.data, args.work)[name]
-        record = {"task": name, "budget": asdict(budget), "recipe": task.why, "decoder": task.mode,
-                  "decoder_options": asdict(task.options), "models": {}, "baselines": baselines(task)}
+        record = {
+            "task": name,
+            "budget": asdict(budget),
+            "recipe": task.why,
+            "decoder": task.mode,
+            "decoder_options": asdict(task.options),
+            "models": {},
+            "baselines": baselines(task),
+        }
         runs = {"MedNeXt": train_and_infer_mednext}
         if pytc_missing is None:
             runs["PyTC UNet3D"] = train_and_infer_unet3d
@@ -261,8 +310,10 @@ def main() -> None:
             record["models"]["PyTC UNet3D"] = {"skipped": pytc_missing}
         for model, run in runs.items():
             timing = run(task, budget, args.work)
-            record["models"][model] = {**score(task, timing.pop("prediction"), args.work, model.replace(" ", "_")),
-                                       **timing}
+            record["models"][model] = {
+                **score(task, timing.pop("prediction"), args.work, model.replace(" ", "_")),
+                **timing,
+            }
         path = os.path.join(args.results, f"quality_{name}{'_gpu' if args.gpu else ''}.json")
         with open(path, "w", encoding="utf-8") as handle:
             json.dump(record, handle, indent=2)

@@ -6,6 +6,7 @@ depth grows, since it labels slab by slab.
 
     python benchmarks/bench_segment_memory.py --out benchmarks/results/segment_memory_cpu.json
 """
+
 import argparse
 import json
 import os
@@ -40,13 +41,20 @@ def measure(mode: str, depth: int) -> dict:
     """Peak RSS growth of one decode of a (depth, 256, 256) volume, in a fresh process."""
     with tempfile.TemporaryDirectory() as folder:
         subprocess.run([sys.executable, "-c", MAKE, mode, str(depth), folder], check=True)
-        result = subprocess.run([sys.executable, "-c", DECODE, mode, folder], capture_output=True, text=True,
-                                check=True)
+        result = subprocess.run(
+            [sys.executable, "-c", DECODE, mode, folder], capture_output=True, text=True, check=True
+        )
     line = next(line for line in result.stdout.splitlines() if line.startswith("RSS "))
     start, peak = (int(v) for v in line.split()[1:])
     voxels = depth * 256 * 256
-    return {"mode": mode, "shape": [depth, 256, 256], "voxels": voxels, "rss_before_mib": start / 2**20,
-            "peak_rss_mib": peak / 2**20, "bytes_per_voxel": (peak - start) / voxels}
+    return {
+        "mode": mode,
+        "shape": [depth, 256, 256],
+        "voxels": voxels,
+        "rss_before_mib": start / 2**20,
+        "peak_rss_mib": peak / 2**20,
+        "bytes_per_voxel": (peak - start) / voxels,
+    }
 
 
 def main() -> None:
@@ -56,8 +64,10 @@ def main() -> None:
     args = parser.parse_args()
     rows = [measure(mode, depth) for mode in ("binary", "bc", "boundary", "affinity") for depth in args.depths]
     for row in rows:
-        print(f"{row['mode']:<9} {row['shape']}  peak {row['peak_rss_mib']:7.0f} MiB  "
-              f"{row['bytes_per_voxel']:5.1f} bytes/voxel above the start")
+        print(
+            f"{row['mode']:<9} {row['shape']}  peak {row['peak_rss_mib']:7.0f} MiB  "
+            f"{row['bytes_per_voxel']:5.1f} bytes/voxel above the start"
+        )
     if args.out:
         with open(args.out, "w", encoding="utf-8") as handle:
             json.dump({"machine": os.uname().machine, "cpus": os.cpu_count(), "rows": rows}, handle, indent=2)

@@ -12,6 +12,7 @@ measures the streaming machinery alone, fast enough for gigavoxel volumes on a C
 
     python benchmarks/bench_streaming.py --shapes 256x512 4096x512 --formats h5 zarr --ranks 1 2
 """
+
 import argparse
 import json
 import os
@@ -43,7 +44,7 @@ def write_volume(path: str, depth: int, plane: int) -> None:
     with h5py.File(path, "w") as f:
         volume = f.create_dataset("main", shape=(depth, plane, plane), dtype=np.uint8, chunks=(16, plane, plane))
         for start in range(0, depth, 16):
-            volume[start:start + 16] = rng.integers(0, 256, (min(16, depth - start), plane, plane), dtype=np.uint8)
+            volume[start : start + 16] = rng.integers(0, 256, (min(16, depth - start), plane, plane), dtype=np.uint8)
 
 
 def run_worker(args: argparse.Namespace) -> dict:
@@ -77,27 +78,56 @@ def run_worker(args: argparse.Namespace) -> dict:
     model = models[args.model]().eval()
     start = time.perf_counter()
     settings = SlidingWindow(WINDOW, STRIDE, batch_size=4, block_size=(0, args.block, args.block))
-    predictor = TimedPredictor(model, make_activation(["sigmoid"], [1]), 1, settings, rank=rank,
-                               world_size=world_size)
+    predictor = TimedPredictor(model, make_activation(["sigmoid"], [1]), 1, settings, rank=rank, world_size=world_size)
     predictor.predict_to_file([open_volume(args.volume)], args.output)
     finished = time.time()
     if world_size > 1:
         dist.destroy_process_group()
-    return {"rank": rank, "seconds": time.perf_counter() - start, "last_block": predictor.last_block,
-            "finished": finished, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "rank": rank,
+        "seconds": time.perf_counter() - start,
+        "last_block": predictor.last_block,
+        "finished": finished,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def launch(args: argparse.Namespace, volume: str, output: str, ranks: int) -> List[dict]:
     """One prediction in fresh processes (torchrun for several ranks); each rank's JSON result."""
     report = output + ".report"
-    worker = [os.path.abspath(__file__), "--worker", "--volume", volume, "--output", output, "--threads",
-              str(args.threads), "--model", args.model, "--block", str(args.block), "--report", report]
+    worker = [
+        os.path.abspath(__file__),
+        "--worker",
+        "--volume",
+        volume,
+        "--output",
+        output,
+        "--threads",
+        str(args.threads),
+        "--model",
+        args.model,
+        "--block",
+        str(args.block),
+        "--report",
+        report,
+    ]
     command = [sys.executable, *worker]
     if ranks > 1:
-        command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={ranks}", "--master_port=29533",
-                   *worker]
-    subprocess.run(command, check=True, capture_output=True, text=True,
-                   env=dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONPATH=ROOT))
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            f"--nproc_per_node={ranks}",
+            "--master_port=29533",
+            *worker,
+        ]
+    subprocess.run(
+        command,
+        check=True,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONPATH=ROOT),
+    )
     results = []
     for rank in range(ranks):
         with open(f"{report}.{rank}") as f:
@@ -114,8 +144,9 @@ def main(argv: List[str] = None) -> None:
     parser.add_argument("--model", choices=["pointwise", "mednext"], default="pointwise")
     parser.add_argument("--formats", nargs="+", choices=["h5", "zarr"], default=["h5", "zarr"])
     parser.add_argument("--ranks", nargs="+", type=int, default=[1, 2], help="processes sharing the blocks")
-    parser.add_argument("--json", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                                       "streaming_cpu.json"))
+    parser.add_argument(
+        "--json", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "streaming_cpu.json")
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--volume", help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
@@ -138,19 +169,29 @@ def main(argv: List[str] = None) -> None:
                     results = launch(args, volume, output, ranks)
                     voxels = depth * plane * plane
                     end = max(r["finished"] for r in results)
-                    row = {"depth": depth, "plane": plane, "block": args.block, "model": args.model,
-                           "format": output_format, "ranks": ranks, "input_mib": voxels / 2**20,
-                           "float32_prediction_mib": 4 * voxels / 2**20,
-                           "buffer_bound_mib": buffer_bound_mib(plane, args.block),
-                           "seconds": max(r["seconds"] for r in results),
-                           "after_last_block_s": end - max(r["last_block"] for r in results),
-                           "peak_rss_mib": max(r["peak_rss_mib"] for r in results)}
+                    row = {
+                        "depth": depth,
+                        "plane": plane,
+                        "block": args.block,
+                        "model": args.model,
+                        "format": output_format,
+                        "ranks": ranks,
+                        "input_mib": voxels / 2**20,
+                        "float32_prediction_mib": 4 * voxels / 2**20,
+                        "buffer_bound_mib": buffer_bound_mib(plane, args.block),
+                        "seconds": max(r["seconds"] for r in results),
+                        "after_last_block_s": end - max(r["last_block"] for r in results),
+                        "peak_rss_mib": max(r["peak_rss_mib"] for r in results),
+                    }
                     rows.append(row)
-                    print(f"{depth:5d} x {plane:5d}^2 {output_format:4s} {ranks} rank(s): input "
-                          f"{row['input_mib']:6.0f} MiB, float32 prediction {row['float32_prediction_mib']:6.0f} MiB, "
-                          f"buffers <= {row['buffer_bound_mib']:4.0f} MiB, peak RSS {row['peak_rss_mib']:5.0f} MiB "
-                          f"per rank, {row['seconds']:6.1f} s, {row['after_last_block_s']:6.2f} s after the last "
-                          "block", flush=True)
+                    print(
+                        f"{depth:5d} x {plane:5d}^2 {output_format:4s} {ranks} rank(s): input "
+                        f"{row['input_mib']:6.0f} MiB, float32 prediction {row['float32_prediction_mib']:6.0f} MiB, "
+                        f"buffers <= {row['buffer_bound_mib']:4.0f} MiB, peak RSS {row['peak_rss_mib']:5.0f} MiB "
+                        f"per rank, {row['seconds']:6.1f} s, {row['after_last_block_s']:6.2f} s after the last "
+                        "block",
+                        flush=True,
+                    )
                     if os.path.isdir(output):
                         shutil.rmtree(output)
                     else:

@@ -10,6 +10,7 @@ what we quote: this machine is noisy.
     python benchmarks/bench_vs_monai.py                      # CPU: S and B, k3 and k5, 64^3
     python benchmarks/bench_vs_monai.py --device cuda --bf16 # GPU: 128^3 windows
 """
+
 import argparse
 import json
 import os
@@ -67,16 +68,23 @@ def build_pair(model_id: str, kernel: int):
     exp_r = [exp_r] * 9 if isinstance(exp_r, int) else exp_r
     blocks = preset_kwargs(model_id)["block_counts"]
     theirs = MonaiMedNeXt(
-        spatial_dims=3, init_filters=32, in_channels=1, out_channels=2,
-        encoder_expansion_ratio=exp_r[:4], bottleneck_expansion_ratio=exp_r[4], decoder_expansion_ratio=exp_r[5:],
-        kernel_size=kernel, deep_supervision=True, use_residual_connection=True,
-        blocks_down=blocks[:4], blocks_bottleneck=blocks[4], blocks_up=blocks[5:],
+        spatial_dims=3,
+        init_filters=32,
+        in_channels=1,
+        out_channels=2,
+        encoder_expansion_ratio=exp_r[:4],
+        bottleneck_expansion_ratio=exp_r[4],
+        decoder_expansion_ratio=exp_r[5:],
+        kernel_size=kernel,
+        deep_supervision=True,
+        use_residual_connection=True,
+        blocks_down=blocks[:4],
+        blocks_bottleneck=blocks[4],
+        blocks_up=blocks[5:],
     )
     renamed = to_monai_state_dict(ours.state_dict())
     theirs_state = theirs.state_dict()
-    same_weights = set(renamed) == set(theirs_state) and all(
-        renamed[k].shape == theirs_state[k].shape for k in renamed
-    )
+    same_weights = set(renamed) == set(theirs_state) and all(renamed[k].shape == theirs_state[k].shape for k in renamed)
     if same_weights:
         theirs.load_state_dict(renamed, strict=True)
     return ours, theirs, same_weights
@@ -123,8 +131,11 @@ def serve(args: argparse.Namespace) -> None:
         with torch.no_grad(), autocast:
             sliding_window_inference(volume, patch, args.sw_batch, full_resolution, overlap=0.5, mode="gaussian")
 
-    commands = {"train": (model.train, train_step), "window": (model.eval, infer_window),
-                "volume": (model.eval, infer_volume)}
+    commands = {
+        "train": (model.train, train_step),
+        "window": (model.eval, infer_window),
+        "volume": (model.eval, infer_volume),
+    }
     for line in sys.stdin:
         command = line.strip()
         if command == "peak_memory":
@@ -147,7 +158,7 @@ class Worker:
         self.process.stdin.flush()
         for line in self.process.stdout:
             if line.startswith(REPLY):
-                return json.loads(line[len(REPLY):])
+                return json.loads(line[len(REPLY) :])
         raise SystemExit(f"benchmark worker {self.process.args} stopped (exit code {self.process.wait()}).")
 
     def close(self) -> None:
@@ -188,14 +199,28 @@ def compare(args: argparse.Namespace, forwarded: List[str], model_id: str, kerne
         kernel: the kernel size.
     """
     workers = {
-        impl: Worker([sys.executable, os.path.abspath(__file__), *forwarded, "--worker", "--impl", impl,
-                      "--model", model_id, "--kernel", str(kernel)])
+        impl: Worker(
+            [
+                sys.executable,
+                os.path.abspath(__file__),
+                *forwarded,
+                "--worker",
+                "--impl",
+                impl,
+                "--model",
+                model_id,
+                "--kernel",
+                str(kernel),
+            ]
+        )
         for impl in ("ours", "monai")
     }
     try:
         train = interleaved(workers, "train", args.warmup, args.repeats)
-        result = {impl: {"train_step": train[impl], "train_peak_memory_mib": worker.ask("peak_memory")}
-                  for impl, worker in workers.items()}
+        result = {
+            impl: {"train_step": train[impl], "train_peak_memory_mib": worker.ask("peak_memory")}
+            for impl, worker in workers.items()
+        }
         window = interleaved(workers, "window", args.warmup, args.window_repeats)
         voxels = args.patch**3
         for impl in workers:
@@ -203,7 +228,9 @@ def compare(args: argparse.Namespace, forwarded: List[str], model_id: str, kerne
         if args.volume:
             sweep = interleaved(workers, "volume", 0, args.volume_repeats)
             for impl in workers:
-                result[impl]["sliding_window"] = dict(sweep[impl], voxels_per_s=args.volume**3 / sweep[impl]["median_s"])
+                result[impl]["sliding_window"] = dict(
+                    sweep[impl], voxels_per_s=args.volume**3 / sweep[impl]["median_s"]
+                )
     finally:
         for worker in workers.values():
             worker.close()
@@ -216,17 +243,26 @@ def main(argv: List[str] = None) -> None:
     parser.add_argument("--models", nargs="*", default=["S", "B"])
     parser.add_argument("--kernels", nargs="*", type=int, default=[3, 5])
     parser.add_argument("--patch", type=int, help="window side (default 64 on CPU, 128 on GPU)")
-    parser.add_argument("--volume", type=int, help="sliding-window volume side; 0 skips (default 96 on CPU, 256 on GPU)")
+    parser.add_argument(
+        "--volume", type=int, help="sliding-window volume side; 0 skips (default 96 on CPU, 256 on GPU)"
+    )
     parser.add_argument("--sw-batch", type=int, default=1, help="windows per batch in the sliding window")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--window-repeats", type=int, default=15,
-                        help="timed single-window inferences per side (cheap next to training steps)")
+    parser.add_argument(
+        "--window-repeats",
+        type=int,
+        default=15,
+        help="timed single-window inferences per side (cheap next to training steps)",
+    )
     parser.add_argument("--volume-repeats", type=int, default=1)
-    parser.add_argument("--default-malloc", action="store_true",
-                        help="leave glibc malloc as is (by default both sides keep freed memory; see README)")
+    parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="leave glibc malloc as is (by default both sides keep freed memory; see README)",
+    )
     parser.add_argument("--json", default=None, help="write results here (default benchmarks/results/<device>.json)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--impl", choices=["ours", "monai"], help=argparse.SUPPRESS)
@@ -251,15 +287,31 @@ def main(argv: List[str] = None) -> None:
             if difference is not None and difference > 1e-4:
                 raise SystemExit(f"MedNeXt-{model_id} k{kernel}: ours and MONAI's outputs differ by {difference:.2e}.")
             pair = compare(args, forwarded, model_id, kernel)
-            rows.append({"model": model_id, "kernel": kernel, "same_weights": difference is not None,
-                         "max_abs_difference": difference, **pair})
+            rows.append(
+                {
+                    "model": model_id,
+                    "kernel": kernel,
+                    "same_weights": difference is not None,
+                    "max_abs_difference": difference,
+                    **pair,
+                }
+            )
             _print_row(rows[-1])
-    path = args.json or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", f"vs_monai_{'gpu' if gpu else 'cpu'}.json")
+    path = args.json or os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "results", f"vs_monai_{'gpu' if gpu else 'cpu'}.json"
+    )
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
-        json.dump({"config": {k: v for k, v in vars(args).items() if k not in ("worker", "impl", "model", "kernel")},
-                   "device_name": torch.cuda.get_device_name() if gpu else _cpu_name(),
-                   "torch": torch.__version__, "rows": rows}, f, indent=2)
+        json.dump(
+            {
+                "config": {k: v for k, v in vars(args).items() if k not in ("worker", "impl", "model", "kernel")},
+                "device_name": torch.cuda.get_device_name() if gpu else _cpu_name(),
+                "torch": torch.__version__,
+                "rows": rows,
+            },
+            f,
+            indent=2,
+        )
     print(f"results written to {path}")
 
 
@@ -273,15 +325,21 @@ def _print_row(row: Dict) -> None:
     if "sliding_window" in ours:
         figures.append(("sliding window s", ours["sliding_window"]["median_s"], theirs["sliding_window"]["median_s"]))
     if row["same_weights"]:
-        print(f"MedNeXt-{row['model']} k{row['kernel']} (same weights; outputs differ by {row['max_abs_difference']:.1e})")
+        print(
+            f"MedNeXt-{row['model']} k{row['kernel']} (same weights; outputs differ by {row['max_abs_difference']:.1e})"
+        )
     else:
-        print(f"MedNeXt-{row['model']} k{row['kernel']} (MONAI's nearest config, its own weights: exp_r routing differs)")
+        print(
+            f"MedNeXt-{row['model']} k{row['kernel']} (MONAI's nearest config, its own weights: exp_r routing differs)"
+        )
     print(f"  {'figure':18s} {'ours':>10s} {'MONAI':>10s} {'ratio':>7s}")
     for name, a, b in figures:
         print(f"  {name:18s} {a:10.3f} {b:10.3f} {a / b:7.2f}")
     t = ours["train_step"]
-    print(f"  (ours train step min-max {t['min_s']:.3f}-{t['max_s']:.3f}; "
-          f"MONAI {theirs['train_step']['min_s']:.3f}-{theirs['train_step']['max_s']:.3f})")
+    print(
+        f"  (ours train step min-max {t['min_s']:.3f}-{t['max_s']:.3f}; "
+        f"MONAI {theirs['train_step']['min_s']:.3f}-{theirs['train_step']['max_s']:.3f})"
+    )
 
 
 def _cpu_name() -> str:

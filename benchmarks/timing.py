@@ -1,4 +1,5 @@
 """Shared helpers for the benchmarks: repeated timing, peak memory, losses."""
+
 import resource
 import statistics
 import time

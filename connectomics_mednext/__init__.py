@@ -1,4 +1,5 @@
 """connectomics-mednext: MedNeXt for volumetric EM segmentation, standalone or as a PyTC plugin."""
+
 # Defined first: engine/checkpoint.py records it in every checkpoint and may be imported while this
 # package is still initialising.
 __version__ = "0.2.0"

@@ -1,4 +1,5 @@
 """``build_mednext(cfg)``: a MedNeXt from a YACS config (PyTC's schema plus our keys)."""
+
 from typing import Any, Dict, List, Optional
 
 from .errors import ConfigError, look_up_option
@@ -38,7 +39,9 @@ def _strides(value: Any) -> Any:
     if value is None:
         return 2
     if not isinstance(value, (list, tuple)) or len(value) != NUM_LEVELS:
-        raise ConfigError(f"MODEL.MEDNEXT.STRIDES must list {NUM_LEVELS} levels (each an int or [z, y, x]), got {value!r}.")
+        raise ConfigError(
+            f"MODEL.MEDNEXT.STRIDES must list {NUM_LEVELS} levels (each an int or [z, y, x]), got {value!r}."
+        )
     return [s if isinstance(s, int) else tuple(s) for s in value]
 
 

@@ -7,6 +7,7 @@ Otherwise our engine trains or infers from the same YAML and writes the same fil
 A mistake in the config, the flags or an input file ends the run with one sentence naming it
 and exit code 2; ``--debug`` shows the traceback too.
 """
+
 import argparse
 import os
 import tempfile
@@ -35,32 +36,69 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser, with PyTC v1.0's flags."""
     parser = argparse.ArgumentParser(
         description="Train or infer MedNeXt with PyTorch Connectomics' flags: PyTC's engine when it is importable "
-                    "(see --engine), else ours, from the same YAML.")
-    parser.add_argument("--config-file", type=str, default=None,
-                        help="the task configuration (.yaml or .yml); with --inference it may be left out, and the "
-                             "config saved in the --checkpoint is used (overrides still apply)")
-    parser.add_argument("--config-base", type=str, default=None,
-                        help="a base configuration merged before --config-file (.yaml or .yml)")
-    parser.add_argument("--inference", action="store_true",
-                        help="predict INFERENCE.IMAGE_NAME with the weights of --checkpoint instead of training")
-    parser.add_argument("--distributed", action="store_true",
-                        help="one process per device under torchrun (DDP training; inference ranks share the blocks)")
-    parser.add_argument("--checkpoint", type=str, default=None,
-                        help="with --inference: the weights to predict with; without: the checkpoint to resume "
-                             "training from (weights, optimizer, scheduler, iteration and crop generators)")
-    parser.add_argument("--manual-seed", type=int, default=None,
-                        help="seed of weight initialisation, crops and augmentation (default 0, as in PyTC)")
-    parser.add_argument("--local_world_size", type=int, default=1,
-                        help="devices per process; our engine uses one (start one process per GPU with torchrun)")
-    parser.add_argument("--local_rank", "--local-rank", type=int, default=None,
-                        help="this process's rank on its node, as torch.distributed.launch passes it; our engine "
-                             "reads LOCAL_RANK from torchrun and accepts the flag only when it agrees")
+        "(see --engine), else ours, from the same YAML."
+    )
+    parser.add_argument(
+        "--config-file",
+        type=str,
+        default=None,
+        help="the task configuration (.yaml or .yml); with --inference it may be left out, and the "
+        "config saved in the --checkpoint is used (overrides still apply)",
+    )
+    parser.add_argument(
+        "--config-base", type=str, default=None, help="a base configuration merged before --config-file (.yaml or .yml)"
+    )
+    parser.add_argument(
+        "--inference",
+        action="store_true",
+        help="predict INFERENCE.IMAGE_NAME with the weights of --checkpoint instead of training",
+    )
+    parser.add_argument(
+        "--distributed",
+        action="store_true",
+        help="one process per device under torchrun (DDP training; inference ranks share the blocks)",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        type=str,
+        default=None,
+        help="with --inference: the weights to predict with; without: the checkpoint to resume "
+        "training from (weights, optimizer, scheduler, iteration and crop generators)",
+    )
+    parser.add_argument(
+        "--manual-seed",
+        type=int,
+        default=None,
+        help="seed of weight initialisation, crops and augmentation (default 0, as in PyTC)",
+    )
+    parser.add_argument(
+        "--local_world_size",
+        type=int,
+        default=1,
+        help="devices per process; our engine uses one (start one process per GPU with torchrun)",
+    )
+    parser.add_argument(
+        "--local_rank",
+        "--local-rank",
+        type=int,
+        default=None,
+        help="this process's rank on its node, as torch.distributed.launch passes it; our engine "
+        "reads LOCAL_RANK from torchrun and accepts the flag only when it agrees",
+    )
     parser.add_argument("--debug", action="store_true", help="print the full traceback of an error")
-    parser.add_argument("--engine", choices=["auto", "pytc", "native"], default="auto",
-                        help="auto: PyTorch Connectomics when importable, else our engine (the first line printed "
-                             "says which runs and why)")
-    parser.add_argument("opts", default=None, nargs=argparse.REMAINDER,
-                        help="config overrides as KEY VALUE pairs, e.g. SOLVER.ITERATION_TOTAL 100")
+    parser.add_argument(
+        "--engine",
+        choices=["auto", "pytc", "native"],
+        default="auto",
+        help="auto: PyTorch Connectomics when importable, else our engine (the first line printed "
+        "says which runs and why)",
+    )
+    parser.add_argument(
+        "opts",
+        default=None,
+        nargs=argparse.REMAINDER,
+        help="config overrides as KEY VALUE pairs, e.g. SOLVER.ITERATION_TOTAL 100",
+    )
     return parser
 
 
@@ -76,8 +114,10 @@ def check_files(args: argparse.Namespace) -> None:
     if args.checkpoint is not None and not os.path.isfile(args.checkpoint):
         raise ConfigError(f"--checkpoint: file {args.checkpoint!r} does not exist.")
     if args.config_file is None and not (args.inference and args.checkpoint):
-        raise ConfigError("--config-file is required; only --inference --checkpoint CK can take the config saved "
-                          "in the checkpoint instead.")
+        raise ConfigError(
+            "--config-file is required; only --inference --checkpoint CK can take the config saved "
+            "in the checkpoint instead."
+        )
 
 
 def check_native_flags(args: argparse.Namespace) -> None:
@@ -87,8 +127,10 @@ def check_native_flags(args: argparse.Namespace) -> None:
         args: parsed command-line arguments.
     """
     if args.local_world_size != 1:
-        raise ConfigError(f"--local_world_size is {args.local_world_size}, but our engine drives one device per "
-                          "process; start one process per GPU with torchrun --nproc_per_node=N ... --distributed.")
+        raise ConfigError(
+            f"--local_world_size is {args.local_world_size}, but our engine drives one device per "
+            "process; start one process per GPU with torchrun --nproc_per_node=N ... --distributed."
+        )
     if args.local_rank is None:
         return
     if not args.distributed:

@@ -4,6 +4,7 @@ Written in the style of detectron2's ``add_*_config``: each key is assigned once
 :func:`mednext_keys` with its comment beside it (``grep -n MEDNEXT.GRN`` finds both), and
 adding them to a tree keeps the values already there, so a second call changes nothing.
 """
+
 import os
 import re
 from typing import Any, Callable, List, Optional, Sequence, Tuple
@@ -12,6 +13,7 @@ import yaml
 from yacs.config import CfgNode as CN
 
 from .errors import ConfigError, MissingFileError, closest
+
 
 def mednext_keys() -> CN:
     """The keys this package adds, with their defaults, as a tree of their own.
@@ -275,8 +277,9 @@ def read_yaml_config(path: str, flag: str) -> CN:
     if data is None:
         raise ConfigError(f"{flag} {path!r} is empty; expected a YAML mapping of config keys such as 'MODEL:'.")
     if not isinstance(data, dict):
-        raise ConfigError(f"{flag} {path!r} holds a YAML {type(data).__name__}; expected a mapping of config keys "
-                          "such as 'MODEL:'.")
+        raise ConfigError(
+            f"{flag} {path!r} holds a YAML {type(data).__name__}; expected a mapping of config keys such as 'MODEL:'."
+        )
     return CN(data)
 
 
@@ -307,11 +310,18 @@ def explain_merge_error(error: Exception, source: str, defaults: CN) -> ConfigEr
     if unknown:
         key = unknown.group(1)
         hint = closest(key, config_keys(defaults))
-        suggestion = f"did you mean {hint!r}?" if hint else "this engine reads a subset of PyTC's keys (see " \
+        suggestion = (
+            f"did you mean {hint!r}?"
+            if hint
+            else "this engine reads a subset of PyTC's keys (see "
             "connectomics_mednext/config.py); PyTorch Connectomics reads the others."
+        )
         return ConfigError(f"{source}: {key} is not a config key; {suggestion}")
-    mismatch = re.match(r"Type mismatch \(<class '(\w+)'> vs\. <class '(\w+)'>\) with values \((.*) vs\. (.*)\) "
-                        r"for config key: (\S+)", text)
+    mismatch = re.match(
+        r"Type mismatch \(<class '(\w+)'> vs\. <class '(\w+)'>\) with values \((.*) vs\. (.*)\) "
+        r"for config key: (\S+)",
+        text,
+    )
     if mismatch:
         expected, _, default, given, key = mismatch.groups()
         return ConfigError(f"{source}: {key} must be of type {expected} (like its default {default}), got {given}.")
@@ -371,29 +381,49 @@ def _inference_output_size(cfg: CN, value: Any) -> bool:
 # (key, whether our engine can honour the value, what it needs). Values our engine would
 # otherwise ignore or crash on are refused, never ignored.
 NATIVE_VALUE_RULES: List[Tuple[str, Callable[[CN, Any], bool], str]] = [
-    ("MODEL.ARCHITECTURE", lambda cfg, v: v == "mednext",
-     "'mednext' (our engine trains MedNeXt only; PyTorch Connectomics trains the others)"),
+    (
+        "MODEL.ARCHITECTURE",
+        lambda cfg, v: v == "mednext",
+        "'mednext' (our engine trains MedNeXt only; PyTorch Connectomics trains the others)",
+    ),
     ("MODEL.IN_PLANES", lambda cfg, v: v == 1, "1 (our engine reads single-channel volumes)"),
     ("MODEL.PRE_MODEL_ITER", lambda cfg, v: isinstance(v, int) and v >= 0, "an iteration count of 0 or more"),
-    ("DATASET.DO_2D", lambda cfg, v: not v or list(cfg.MODEL.INPUT_SIZE)[0] == 1,
-     "MODEL.INPUT_SIZE [1, y, x] when True (a 2D MedNeXt trains on z planes)"),
-    ("DATASET.DO_2D", lambda cfg, v: not v or (cfg.INFERENCE.INPUT_SIZE is None
-                                               or list(cfg.INFERENCE.INPUT_SIZE)[0] == 1),
-     "INFERENCE.INPUT_SIZE [1, y, x] (or None) when True (a 2D MedNeXt predicts plane by plane)"),
-    ("DATASET.DO_2D", lambda cfg, v: not v or not any(str(t).startswith("2") for t in cfg.MODEL.TARGET_OPT),
-     "no affinity target (TARGET_OPT '2') when True (in 2D our engine has no z-affinity to drop)"),
+    (
+        "DATASET.DO_2D",
+        lambda cfg, v: not v or list(cfg.MODEL.INPUT_SIZE)[0] == 1,
+        "MODEL.INPUT_SIZE [1, y, x] when True (a 2D MedNeXt trains on z planes)",
+    ),
+    (
+        "DATASET.DO_2D",
+        lambda cfg, v: not v or (cfg.INFERENCE.INPUT_SIZE is None or list(cfg.INFERENCE.INPUT_SIZE)[0] == 1),
+        "INFERENCE.INPUT_SIZE [1, y, x] (or None) when True (a 2D MedNeXt predicts plane by plane)",
+    ),
+    (
+        "DATASET.DO_2D",
+        lambda cfg, v: not v or not any(str(t).startswith("2") for t in cfg.MODEL.TARGET_OPT),
+        "no affinity target (TARGET_OPT '2') when True (in 2D our engine has no z-affinity to drop)",
+    ),
     ("SYSTEM.PARALLEL", lambda cfg, v: v in ("DP", "DDP"), "'DP' or 'DDP'"),
     ("SOLVER.ITERATION_TOTAL", lambda cfg, v: _positive_int(v), "a positive number of iterations"),
     ("SOLVER.ITERATION_SAVE", lambda cfg, v: _positive_int(v), "a positive number of iterations between checkpoints"),
     ("SOLVER.ITERATION_VAL", lambda cfg, v: _positive_int(v), "a positive number of iterations between validations"),
     ("SOLVER.SAMPLES_PER_BATCH", lambda cfg, v: _positive_int(v), "a batch of at least 1 sample"),
     ("INFERENCE.SAMPLES_PER_BATCH", lambda cfg, v: _positive_int(v), "a batch of at least 1 window"),
-    ("MONITOR.ITERATION_NUM", lambda cfg, v: len(v) == 2 and all(_positive_int(n) for n in v),
-     "two positive iteration counts [scalars, images]"),
-    ("MONITOR.LOG_OPT", lambda cfg, v: len(v) == 3 and all(isinstance(n, int) and n >= 0 for n in v),
-     "three non-negative ints [print iteration lines, TensorBoard, text log]"),
-    ("INFERENCE.OUTPUT_SIZE", _inference_output_size,
-     "None or INFERENCE.INPUT_SIZE (our engine predicts whole windows)"),
+    (
+        "MONITOR.ITERATION_NUM",
+        lambda cfg, v: len(v) == 2 and all(_positive_int(n) for n in v),
+        "two positive iteration counts [scalars, images]",
+    ),
+    (
+        "MONITOR.LOG_OPT",
+        lambda cfg, v: len(v) == 3 and all(isinstance(n, int) and n >= 0 for n in v),
+        "three non-negative ints [print iteration lines, TensorBoard, text log]",
+    ),
+    (
+        "INFERENCE.OUTPUT_SIZE",
+        _inference_output_size,
+        "None or INFERENCE.INPUT_SIZE (our engine predicts whole windows)",
+    ),
 ]
 
 

@@ -3,6 +3,7 @@
 Each type also derives from the built-in exception a Python caller would expect
 (``ValueError``, ``FileNotFoundError``, ``KeyError``), so library code can catch either.
 """
+
 import difflib
 import importlib
 import sys

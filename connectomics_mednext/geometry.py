@@ -5,6 +5,7 @@ shifting and slicing. Inference plans its output blocks as boxes (:func:`plan_bl
 :func:`plan_aligned_blocks` for chunked outputs, whose blocks must not share a chunk),
 intersects windows with them, and stores them in resume keys.
 """
+
 from dataclasses import dataclass
 from typing import List, Sequence, Tuple
 
@@ -138,8 +139,9 @@ def plan_blocks(shape: Sequence[int], block_size: Sequence[int], min_blocks: int
     return [Box.from_spans((z, y, x)) for z in split_axis(shape[0], depth) for y in ys for x in xs]
 
 
-def plan_aligned_blocks(shape: Sequence[int], block_size: Sequence[int], chunk: Sequence[int],
-                        min_blocks: int = 1) -> List[Box]:
+def plan_aligned_blocks(
+    shape: Sequence[int], block_size: Sequence[int], chunk: Sequence[int], min_blocks: int = 1
+) -> List[Box]:
     """Output blocks made of whole chunks, in (z, y, x) raster order, so no two blocks share a chunk.
 
     Args:
@@ -149,6 +151,7 @@ def plan_aligned_blocks(shape: Sequence[int], block_size: Sequence[int], chunk: 
         chunk: the output's chunk shape (z, y, x).
         min_blocks: the fewest blocks wanted (the number of processes sharing the work).
     """
+
     def spans(size: int, length: int, step: int) -> List[Span]:
         length = -(-length // step) * step  # whole chunks
         return [(start, min(start + length, size)) for start in range(0, size, length)]

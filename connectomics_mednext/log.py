@@ -6,6 +6,7 @@ logger, which writes plain lines (the formats users and scripts read) to the cur
 the console, unless a record is marked ``extra={"all_ranks": True}``. :func:`add_text_log`
 adds a file with a timestamp on every line.
 """
+
 import logging
 import os
 import sys

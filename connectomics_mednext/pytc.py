@@ -11,6 +11,7 @@
 
 Calling ``register()`` again changes nothing.
 """
+
 import importlib
 import importlib.metadata
 import importlib.util
@@ -37,12 +38,20 @@ PYTC_MODULES = {
 
 
 # Modules PyTC v1.0 imports -> the pip package that provides them, for the missing-dependency message.
-PIP_NAMES = {"cv2": "opencv-python", "skimage": "scikit-image", "sklearn": "scikit-learn", "yaml": "pyyaml",
-             "GPUtil": "gputil", "PIL": "pillow"}
+PIP_NAMES = {
+    "cv2": "opencv-python",
+    "skimage": "scikit-image",
+    "sklearn": "scikit-learn",
+    "yaml": "pyyaml",
+    "GPUtil": "gputil",
+    "PIL": "pillow",
+}
 # Modules that have no working pip install on a CPU-only machine: tools/pytc_standins has stand-ins.
 STANDIN_MODULES = ("torchvision", "em_util")
-INSTALL_HINT = ("install it from source (github.com/PytorchConnectomics/pytorch_connectomics, branch v1.0); the "
-                "PyPI package named 'connectomics' is a different library")
+INSTALL_HINT = (
+    "install it from source (github.com/PytorchConnectomics/pytorch_connectomics, branch v1.0); the "
+    "PyPI package named 'connectomics' is a different library"
+)
 
 
 class PyTCNotAvailable(ImportError):
@@ -51,8 +60,10 @@ class PyTCNotAvailable(ImportError):
 
 def _missing_dependency_hint(module: str) -> str:
     if module in STANDIN_MODULES:
-        return (f"on a CPU-only machine put our stand-ins first on PYTHONPATH "
-                f"(PYTHONPATH=tools/pytc_standins), or pip install {module}")
+        return (
+            f"on a CPU-only machine put our stand-ins first on PYTHONPATH "
+            f"(PYTHONPATH=tools/pytc_standins), or pip install {module}"
+        )
     return f"pip install {PIP_NAMES.get(module, module)}"
 
 
@@ -64,8 +75,9 @@ def import_pytc() -> Dict[str, ModuleType]:
     """
     spec = importlib.util.find_spec("connectomics")
     if spec is None:
-        raise PyTCNotAvailable(f"PyTorch Connectomics v1.0 is not importable (no module named 'connectomics'); "
-                               f"{INSTALL_HINT}.")
+        raise PyTCNotAvailable(
+            f"PyTorch Connectomics v1.0 is not importable (no module named 'connectomics'); {INSTALL_HINT}."
+        )
     location = os.path.dirname(spec.origin or "") or "?"
     modules = {}
     for name, path in PYTC_MODULES.items():
@@ -78,18 +90,21 @@ def import_pytc() -> Dict[str, ModuleType]:
                     f"PyTorch Connectomics at {location} is installed but cannot be imported: it needs the module "
                     f"{missing!r}, which is missing; {_missing_dependency_hint(missing)}."
                 ) from error
-            raise PyTCNotAvailable(f"the 'connectomics' package at {location} is not PyTorch Connectomics v1.0 "
-                                   f"({path} is missing); {INSTALL_HINT}.") from error
+            raise PyTCNotAvailable(
+                f"the 'connectomics' package at {location} is not PyTorch Connectomics v1.0 "
+                f"({path} is missing); {INSTALL_HINT}."
+            ) from error
         except ImportError as error:
             raise PyTCNotAvailable(f"PyTorch Connectomics at {location} fails to import ({path}: {error}).") from error
     if not hasattr(modules["defaults"], "_C") or not hasattr(modules["trainer"], "Trainer"):
-        raise PyTCNotAvailable(f"the 'connectomics' package at {location} is not PyTorch Connectomics v1.0; "
-                               f"{INSTALL_HINT}.")
+        raise PyTCNotAvailable(
+            f"the 'connectomics' package at {location} is not PyTorch Connectomics v1.0; {INSTALL_HINT}."
+        )
     return modules
 
 
 def describe_pytc(modules: Dict[str, ModuleType]) -> str:
-    """"PyTorch Connectomics <version> from <folder>", for the start-up line.
+    """ "PyTorch Connectomics <version> from <folder>", for the start-up line.
 
     Args:
         modules: what :func:`import_pytc` returned.
@@ -129,7 +144,9 @@ def unused_mednext_keys(cfg) -> List[str]:
         default = list(default) if isinstance(default, tuple) else default
         if value == default:
             continue
-        if key in NATIVE_ONLY_KEYS or (key.startswith(MEDNEXT_ONLY_PREFIXES) and cfg.MODEL.ARCHITECTURE != ARCHITECTURE):
+        if key in NATIVE_ONLY_KEYS or (
+            key.startswith(MEDNEXT_ONLY_PREFIXES) and cfg.MODEL.ARCHITECTURE != ARCHITECTURE
+        ):
             unused.append(key)
     return unused
 
@@ -141,8 +158,11 @@ def warn_unused_mednext_keys(cfg) -> None:
         cfg: PyTC's loaded config.
     """
     for key in unused_mednext_keys(cfg):
-        reason = ("only our engine reads it" if key in NATIVE_ONLY_KEYS
-                  else f"MODEL.ARCHITECTURE is {cfg.MODEL.ARCHITECTURE!r}, not {ARCHITECTURE!r}")
+        reason = (
+            "only our engine reads it"
+            if key in NATIVE_ONLY_KEYS
+            else f"MODEL.ARCHITECTURE is {cfg.MODEL.ARCHITECTURE!r}, not {ARCHITECTURE!r}"
+        )
         warnings.warn(f"{key} is set but does nothing in PyTorch Connectomics here: {reason}.", stacklevel=2)
 
 

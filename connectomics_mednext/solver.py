@@ -3,6 +3,7 @@
 The schedulers keep only plain numbers in their state, so checkpoints holding them load
 with ``torch.load(weights_only=True)``. Both are stepped once per iteration, as PyTC does.
 """
+
 import math
 from typing import Any, Callable, Dict, List, Mapping
 
@@ -62,8 +63,14 @@ class WarmupCosineLR(LRScheduler):
         last_epoch: index of the last step taken; -1 starts afresh.
     """
 
-    def __init__(self, optimizer: Optimizer, total_steps: int, warmup_factor: float = 0.001,
-                 warmup_iters: int = 1000, last_epoch: int = -1) -> None:
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        total_steps: int,
+        warmup_factor: float = 0.001,
+        warmup_iters: int = 1000,
+        last_epoch: int = -1,
+    ) -> None:
         self.total_steps = total_steps
         self.warmup_factor = warmup_factor
         self.warmup_iters = warmup_iters
@@ -102,7 +109,9 @@ def _warmup_cosine(cfg, optimizer: Optimizer) -> LRScheduler:
 
 # Our engine's schedulers: ours plus PyTC's MultiStepLR and WarmupCosineLR.
 NATIVE_SCHEDULERS: Dict[str, Callable[..., LRScheduler]] = {
-    **SCHEDULERS, "MultiStepLR": _multistep, "WarmupCosineLR": _warmup_cosine,
+    **SCHEDULERS,
+    "MultiStepLR": _multistep,
+    "WarmupCosineLR": _warmup_cosine,
 }
 
 
@@ -113,11 +122,14 @@ def _sgd(cfg, params) -> Optimizer:
 def _adam_family(optimizer_class):
     def build(cfg, params) -> Optimizer:
         return optimizer_class(params, lr=cfg.SOLVER.BASE_LR, betas=tuple(cfg.SOLVER.BETAS), eps=cfg.SOLVER.ADAM_EPS)
+
     return build
 
 
 OPTIMIZERS: Dict[str, Callable[..., Optimizer]] = {
-    "SGD": _sgd, "Adam": _adam_family(torch.optim.Adam), "AdamW": _adam_family(torch.optim.AdamW),
+    "SGD": _sgd,
+    "Adam": _adam_family(torch.optim.Adam),
+    "AdamW": _adam_family(torch.optim.AdamW),
 }
 
 
@@ -165,10 +177,17 @@ def set_adam_eps(cfg, optimizer: Optimizer) -> Optimizer:
 
 # Solver settings a checkpoint holds -> the config key that sets them, for the resume message.
 SOLVER_SETTING_KEYS = {
-    "initial_lr": "SOLVER.BASE_LR", "weight_decay": "SOLVER.WEIGHT_DECAY", "betas": "SOLVER.BETAS",
-    "eps": "SOLVER.ADAM_EPS", "momentum": "SOLVER.MOMENTUM", "total_steps": "SOLVER.ITERATION_TOTAL",
-    "power": "SOLVER.POLY_POWER", "milestones": "SOLVER.STEPS", "gamma": "SOLVER.GAMMA",
-    "warmup_factor": "SOLVER.WARMUP_FACTOR", "warmup_iters": "SOLVER.WARMUP_ITERS",
+    "initial_lr": "SOLVER.BASE_LR",
+    "weight_decay": "SOLVER.WEIGHT_DECAY",
+    "betas": "SOLVER.BETAS",
+    "eps": "SOLVER.ADAM_EPS",
+    "momentum": "SOLVER.MOMENTUM",
+    "total_steps": "SOLVER.ITERATION_TOTAL",
+    "power": "SOLVER.POLY_POWER",
+    "milestones": "SOLVER.STEPS",
+    "gamma": "SOLVER.GAMMA",
+    "warmup_factor": "SOLVER.WARMUP_FACTOR",
+    "warmup_iters": "SOLVER.WARMUP_ITERS",
 }
 # Scheduler state that is progress (taken from the checkpoint) rather than settings (taken from the config).
 SCHEDULE_PROGRESS = ("last_epoch", "_step_count")
@@ -181,8 +200,9 @@ def _plain(value: Any) -> Any:
     return dict(value) if isinstance(value, Mapping) else value
 
 
-def resume_solver(optimizer: Optimizer, scheduler: LRScheduler, optimizer_state: dict, scheduler_state: dict,
-                  source: str) -> List[str]:
+def resume_solver(
+    optimizer: Optimizer, scheduler: LRScheduler, optimizer_state: dict, scheduler_state: dict, source: str
+) -> List[str]:
     """Load a checkpoint's optimizer moments and schedule progress, keeping the config's settings.
 
     A resumed run with an unchanged config continues exactly. A setting the config changes
@@ -202,18 +222,24 @@ def resume_solver(optimizer: Optimizer, scheduler: LRScheduler, optimizer_state:
     fresh_groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
     fresh_schedule = scheduler.state_dict()
     saved_groups = optimizer_state.get("param_groups", [])
-    if len(saved_groups) != len(fresh_groups) or any(set(s) - {"params"} != set(f)
-                                                     for s, f in zip(saved_groups, fresh_groups)):
-        raise CheckpointError(f"--checkpoint {source!r} holds the state of another optimizer; set SOLVER.NAME and "
-                              "the SOLVER.WEIGHT_DECAY_* keys as when it was trained.")
+    if len(saved_groups) != len(fresh_groups) or any(
+        set(s) - {"params"} != set(f) for s, f in zip(saved_groups, fresh_groups)
+    ):
+        raise CheckpointError(
+            f"--checkpoint {source!r} holds the state of another optimizer; set SOLVER.NAME and "
+            "the SOLVER.WEIGHT_DECAY_* keys as when it was trained."
+        )
     if set(scheduler_state) != set(fresh_schedule):
-        raise CheckpointError(f"--checkpoint {source!r} holds the state of another LR scheduler; set "
-                              "SOLVER.LR_SCHEDULER_NAME as when it was trained.")
+        raise CheckpointError(
+            f"--checkpoint {source!r} holds the state of another LR scheduler; set "
+            "SOLVER.LR_SCHEDULER_NAME as when it was trained."
+        )
     try:
         optimizer.load_state_dict(optimizer_state)
     except ValueError as error:
-        raise CheckpointError(f"--checkpoint {source!r} holds an optimizer state that does not fit this network "
-                              f"({error}).") from error
+        raise CheckpointError(
+            f"--checkpoint {source!r} holds an optimizer state that does not fit this network ({error})."
+        ) from error
     changes: Dict[str, str] = {}
     for group, fresh in zip(optimizer.param_groups, fresh_groups):
         for name, value in fresh.items():
@@ -223,9 +249,16 @@ def resume_solver(optimizer: Optimizer, scheduler: LRScheduler, optimizer_state:
     skipped = SCHEDULE_PROGRESS + SCHEDULE_DERIVED
     for name, value in fresh_schedule.items():
         if name not in skipped and _plain(scheduler_state[name]) != _plain(value):
-            changes.setdefault(name, f"{SOLVER_SETTING_KEYS.get(name, name)} ({name} {scheduler_state[name]} -> {value})")
-    scheduler.load_state_dict({**scheduler_state, **{k: v for k, v in fresh_schedule.items() if k not in skipped},
-                               "base_lrs": [g["initial_lr"] for g in optimizer.param_groups]})
+            changes.setdefault(
+                name, f"{SOLVER_SETTING_KEYS.get(name, name)} ({name} {scheduler_state[name]} -> {value})"
+            )
+    scheduler.load_state_dict(
+        {
+            **scheduler_state,
+            **{k: v for k, v in fresh_schedule.items() if k not in skipped},
+            "base_lrs": [g["initial_lr"] for g in optimizer.param_groups],
+        }
+    )
     if changes:
         # MultiStepLR's get_lr() steps from the current rate; its closed form gives the rate at last_epoch.
         rates = scheduler._get_closed_form_lr() if hasattr(scheduler, "_get_closed_form_lr") else scheduler.get_lr()

@@ -10,6 +10,7 @@ merges can be seen side by side; the PNG is then in colour.
         --prediction outputs/FIB25_MedNeXt/test/result.h5 \
         --label ../shared/data/fib25/label.h5 --target-opt 4-1-1 --out fib25_z125.png
 """
+
 import argparse
 import struct
 import zlib
@@ -19,8 +20,8 @@ import h5py
 import numpy as np
 
 from connectomics_mednext.data.targets import make_target, target_foreground
-from connectomics_mednext.io import open_volume, read_whole
 from connectomics_mednext.engine.trainer import dice_iou
+from connectomics_mednext.io import open_volume, read_whole
 
 # PNG colour types by channels: grayscale, RGB.
 PNG_COLOUR_TYPES = {1: 0, 3: 2}
@@ -65,8 +66,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--dataset", default="vol0", help="prediction dataset")
     parser.add_argument("--label", help="label volume; adds the target panel and prints Dice")
     parser.add_argument("--target-opt", default="0", help="PyTC TARGET_OPT code that turns the label into a target")
-    parser.add_argument("--segmentation", help="instance labels (HDF5 'main'); adds colour overlays of them and of "
-                                               "--label's instances")
+    parser.add_argument(
+        "--segmentation", help="instance labels (HDF5 'main'); adds colour overlays of them and of --label's instances"
+    )
     parser.add_argument("--z", type=int, help="slice (default: the middle one)")
     parser.add_argument("--out", required=True, help="PNG file to write")
     args = parser.parse_args(argv)
@@ -81,11 +83,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     z = image.shape[0] // 2 if args.z is None else args.z
     if not 0 <= z < image.shape[0]:
         raise SystemExit(f"--z {z} is outside the volume's {image.shape[0]} slices.")
-    panels = [image[z:z + 1, :, :][0], prediction[z]]
+    panels = [image[z : z + 1, :, :][0], prediction[z]]
     if args.label:
         target = target_foreground(make_target(read_whole(open_volume(args.label)), args.target_opt))
-        print(f"Dice {dice_iou(prediction >= 128, target)['dice']:.4f} (prediction >= 0.5 against target "
-              f"{args.target_opt}; predicting it everywhere scores {2 * target.mean() / (1 + target.mean()):.4f})")
+        print(
+            f"Dice {dice_iou(prediction >= 128, target)['dice']:.4f} (prediction >= 0.5 against target "
+            f"{args.target_opt}; predicting it everywhere scores {2 * target.mean() / (1 + target.mean()):.4f})"
+        )
         panels.append(target[z].astype(np.uint8) * 255)
     names = ["image", "prediction"] + (["target"] if args.label else [])
     panels = [p.astype(np.uint8) for p in panels]
@@ -93,10 +97,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         segmentation = open_volume(args.segmentation)
         if segmentation.shape != image.shape:
             raise SystemExit(f"The segmentation has shape {segmentation.shape} but the image {image.shape}.")
-        panels = [np.repeat(p[..., None], 3, axis=2) for p in panels] + [overlay(panels[0], segmentation[z:z + 1][0])]
+        panels = [np.repeat(p[..., None], 3, axis=2) for p in panels] + [overlay(panels[0], segmentation[z : z + 1][0])]
         names.append("segmentation")
         if args.label:
-            panels.append(overlay(panels[0][..., 0], open_volume(args.label)[z:z + 1][0]))
+            panels.append(overlay(panels[0][..., 0], open_volume(args.label)[z : z + 1][0]))
             names.append("label instances")
     with open(args.out, "wb") as f:
         f.write(png_bytes(np.concatenate(panels, axis=1)))

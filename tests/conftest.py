@@ -1,4 +1,5 @@
 """Shared fixtures: where the shared data lives, a tiny MedNeXt configuration and a tiny trained run."""
+
 import os
 import socket
 import subprocess
@@ -13,8 +14,16 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FIXTURES = SHARED / "fixtures" / "mednext_reference"
 DATA = SHARED / "data"
 
-TINY = dict(in_channels=1, n_channels=4, n_classes=2, exp_r=2, kernel_size=3, do_res=True,
-            do_res_up_down=True, block_counts=[1] * 9)
+TINY = dict(
+    in_channels=1,
+    n_channels=4,
+    n_classes=2,
+    exp_r=2,
+    kernel_size=3,
+    do_res=True,
+    do_res_up_down=True,
+    block_counts=[1] * 9,
+)
 
 
 def binary_model_yaml(size, target: str = "0", channels: int = 4) -> str:
@@ -112,13 +121,33 @@ class FailsAfter(torch.nn.Module):
         return self.model(x)
 
 
-def predict_file(model, volumes, path, window, stride, channels, activation, device=torch.device("cpu"),
-                 identity=None, rank=0, world_size=1, **settings) -> str:
+def predict_file(
+    model,
+    volumes,
+    path,
+    window,
+    stride,
+    channels,
+    activation,
+    device=None,
+    identity=None,
+    rank=0,
+    world_size=1,
+    **settings,
+) -> str:
     """A :class:`Predictor` with these settings, run on ``volumes`` into the HDF5 file ``path``."""
     from connectomics_mednext.engine.predictor import Predictor, SlidingWindow
 
-    predictor = Predictor(model, activation, channels, SlidingWindow(window, stride, **settings), device, identity,
-                          rank, world_size)
+    predictor = Predictor(
+        model,
+        activation,
+        channels,
+        SlidingWindow(window, stride, **settings),
+        device or torch.device("cpu"),
+        identity,
+        rank,
+        world_size,
+    )
     return predictor.predict_to_file(volumes, path)
 
 
@@ -129,9 +158,28 @@ def torchrun(config: str, *extra: str, base: str = None) -> subprocess.Completed
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
-         os.path.join(ROOT, "scripts", "main.py"), "--engine", "native", "--distributed", "--config-base",
-         base or BASE, "--config-file", config, *extra], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            f"--master_port={port}",
+            os.path.join(ROOT, "scripts", "main.py"),
+            "--engine",
+            "native",
+            "--distributed",
+            "--config-base",
+            base or BASE,
+            "--config-file",
+            config,
+            *extra,
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     return result
 
@@ -139,8 +187,12 @@ def torchrun(config: str, *extra: str, base: str = None) -> subprocess.Completed
 def run_one_thread(argv: list) -> subprocess.CompletedProcess:
     """``scripts/main.py argv`` in one process of one thread, the arithmetic of each torchrun rank above;
     asserts it succeeded."""
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "main.py"), *argv],
-                            env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT)), capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "main.py"), *argv],
+        env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return result

@@ -1,4 +1,5 @@
 """The CLI's allocator setting: freed memory stays in the process for reuse."""
+
 import os
 import subprocess
 import sys

@@ -1,4 +1,5 @@
 """Training augmentation from PyTC's AUGMENTOR keys: seeded, label-consistent, each P honoured."""
+
 import numpy as np
 import pytest
 import torch
@@ -33,8 +34,13 @@ def test_the_defaults_are_pytcs_and_every_implemented_node_is_on():
     node = get_native_defaults().AUGMENTOR
     assert node.ENABLED and not node.COPYPASTE.ENABLED
     assert [name for name in aug.AUGMENTATIONS if node[name].ENABLED] == list(aug.AUGMENTATIONS)
-    assert (node.ROTATE.P, node.RESCALE.P, node.ELASTIC.P, node.ELASTIC.ALPHA, node.MISSINGPARTS.ITER) == \
-        (1.0, 0.5, 0.75, 16.0, 64)
+    assert (node.ROTATE.P, node.RESCALE.P, node.ELASTIC.P, node.ELASTIC.ALPHA, node.MISSINGPARTS.ITER) == (
+        1.0,
+        0.5,
+        0.75,
+        16.0,
+        64,
+    )
     # As PyTC's Compose: 32 * 1.25 for the rescale, + 2 * 17 for the elastic, + 2 * 8 for the
     # misalignment in y and x; + 2 * 1 for the missing sections in z (34 x 130 x 130 around 32 x 64 x 64).
     assert aug.Augmenter(node).sample_size((16, 32, 32)) == (18, 90, 90)
@@ -49,8 +55,9 @@ def test_geometry_moves_image_label_and_mask_together(name):
         lookup[key] = value
     node = augmentor(name)[name]
     for seed in range(6):
-        arrays = aug.AUGMENTATIONS[name].transform(np.random.default_rng(seed), [image, label, label.astype(np.float32)],
-                                                    node)
+        arrays = aug.AUGMENTATIONS[name].transform(
+            np.random.default_rng(seed), [image, label, label.astype(np.float32)], node
+        )
         out_image, out_label, out_mask = arrays
         assert np.array_equal(out_mask, out_label.astype(np.float32))
         # Where the label keeps a source voxel (not an interpolated border), the image is near that voxel's.
@@ -86,8 +93,7 @@ def test_each_p_is_honoured(name, monkeypatch):
     node = augmentor(name, **{f"{name}__P": p})
     calls = []
     original = aug.AUGMENTATIONS[name]
-    counted = aug.Augmentation(lambda *a: calls.append(1) or original.transform(*a), original.margin,
-                               original.needs_3d)
+    counted = aug.Augmentation(lambda *a: calls.append(1) or original.transform(*a), original.margin, original.needs_3d)
     monkeypatch.setitem(aug.AUGMENTATIONS, name, counted)
     augmenter = aug.Augmenter(node)
     image, label = volume((8, 24, 24))
@@ -104,8 +110,10 @@ def test_each_p_is_honoured(name, monkeypatch):
 def test_a_geometric_augmentation_changes_what_it_is_given():
     image, label = volume((8, 16, 16))
     augmenter = aug.Augmenter(augmentor("FLIP", FLIP__P=1.0))
-    changed = sum(not np.array_equal(augmenter(np.random.default_rng(s), [image, label, None], image.shape)[0], image)
-                  for s in range(64))
+    changed = sum(
+        not np.array_equal(augmenter(np.random.default_rng(s), [image, label, None], image.shape)[0], image)
+        for s in range(64)
+    )
     assert changed > 48  # a crop is left as it was only when no flip and no transpose is drawn (1 in 16)
 
 
@@ -118,11 +126,14 @@ def test_augmentor_enabled_false_turns_augmentation_off():
     assert augmenter.steps == [] and np.array_equal(out[0], image) and augmenter.sample_size((8, 16, 16)) == (8, 16, 16)
 
 
-@pytest.mark.parametrize("setting,message", [
-    ({"COPYPASTE__ENABLED": True}, r"AUGMENTOR\.COPYPASTE\.ENABLED is True, but our engine does not implement"),
-    ({"FLIP__SKIP": ["label"]}, r"AUGMENTOR\.FLIP\.SKIP is \['label'\]"),
-    ({"FLIP__P": 1.5}, r"AUGMENTOR\.FLIP\.P is 1\.5, but must lie in 0\.\.1"),
-])
+@pytest.mark.parametrize(
+    "setting,message",
+    [
+        ({"COPYPASTE__ENABLED": True}, r"AUGMENTOR\.COPYPASTE\.ENABLED is True, but our engine does not implement"),
+        ({"FLIP__SKIP": ["label"]}, r"AUGMENTOR\.FLIP\.SKIP is \['label'\]"),
+        ({"FLIP__P": 1.5}, r"AUGMENTOR\.FLIP\.P is 1\.5, but must lie in 0\.\.1"),
+    ],
+)
 def test_what_we_do_not_implement_is_refused_by_name(setting, message):
     node = augmentor("FLIP", "COPYPASTE" if "COPYPASTE__ENABLED" in setting else "FLIP", **setting)
     with pytest.raises(ConfigError, match=message):
@@ -139,9 +150,20 @@ def test_the_sampler_reads_the_enlarged_crop_and_returns_the_input_size(tmp_path
         with h5py.File(tmp_path / f"{name}.h5", "w") as f:
             f.create_dataset("main", data=data)
     cfg = get_native_defaults()
-    cfg.merge_from_list(["DATASET.INPUT_PATH", str(tmp_path), "DATASET.IMAGE_NAME", "image.h5",
-                         "DATASET.LABEL_NAME", "label.h5", "DATASET.PAD_SIZE", "[0, 0, 0]",
-                         "MODEL.INPUT_SIZE", "[8, 32, 32]"])
+    cfg.merge_from_list(
+        [
+            "DATASET.INPUT_PATH",
+            str(tmp_path),
+            "DATASET.IMAGE_NAME",
+            "image.h5",
+            "DATASET.LABEL_NAME",
+            "label.h5",
+            "DATASET.PAD_SIZE",
+            "[0, 0, 0]",
+            "MODEL.INPUT_SIZE",
+            "[8, 32, 32]",
+        ]
+    )
     sampler = CropSampler(cfg, seed=1)
     assert sampler.read_size == aug.Augmenter(cfg.AUGMENTOR).sample_size((8, 32, 32))
     assert sampler.images[0].shape[1] >= sampler.read_size[1]  # padded further for the margins

@@ -4,15 +4,16 @@ Each case runs the real command line (in process) and checks: exit code 2, one l
 the key, flag or file, no traceback without --debug, and no file left in the output folder.
 The README's "Errors" section lists these cases and their messages.
 """
+
 import os
 import re
 
 import h5py
 import numpy as np
 import pytest
+from conftest import BASE, TINY_SHAPE
 
 from connectomics_mednext import cli
-from conftest import BASE, TINY_SHAPE
 
 SHAPE = TINY_SHAPE
 
@@ -52,8 +53,10 @@ def _tiff_rgb(folder):
 def _zarr(folder, name, array):
     ts = pytest.importorskip("tensorstore", reason="chunked stores need the zarr extra")
     metadata = {"shape": list(array.shape), "chunks": list(array.shape), "dtype": array.dtype.str}
-    store = ts.open({"driver": "zarr", "kvstore": {"driver": "file", "path": f"{folder}/v.zarr/{name}/"},
-                     "metadata": metadata}, create=True).result()
+    store = ts.open(
+        {"driver": "zarr", "kvstore": {"driver": "file", "path": f"{folder}/v.zarr/{name}/"}, "metadata": metadata},
+        create=True,
+    ).result()
     store[...] = array
 
 
@@ -72,111 +75,315 @@ INFER = ["--inference", "--checkpoint", CHECKPOINT]
 
 # (id, extra arguments, files to make first, regex the one-line message must match)
 CASES = [
-    ("missing config file", ["--config-file", "{case}/nope.yaml"], None, r"--config-file: file .*nope\.yaml.* does not exist"),
-    ("python config file", ["--config-file", "{case}/cfg.py"], lambda c, d: (c / "cfg.py").write_text("x = 1\n"),
-     r"--config-file .*cfg\.py.* must be a YAML file"),
-    ("empty yaml", ["--config-file", "{case}/empty.yaml"], lambda c, d: (c / "empty.yaml").write_text(""),
-     r"--config-file .*empty\.yaml.* is empty"),
-    ("invalid yaml", ["--config-file", "{case}/bad.yaml"], lambda c, d: (c / "bad.yaml").write_text("MODEL: [1\n"),
-     r"--config-file .*bad\.yaml.* is not valid YAML at line 2"),
-    ("yaml list", ["--config-file", "{case}/list.yaml"], lambda c, d: (c / "list.yaml").write_text("- 1\n"),
-     r"--config-file .*list\.yaml.* holds a YAML list"),
-    ("typo in yaml", ["--config-file", "{case}/typo.yaml"],
-     lambda c, d: (c / "typo.yaml").write_text("MODEL:\n  MEDNEXT_SIZ: S\n"),
-     r"typo\.yaml: MODEL\.MEDNEXT_SIZ is not a config key; did you mean 'MODEL\.MEDNEXT_SIZE'\?"),
-    ("typo on command line", ["SOLVER.ITERATION_TOTL", "5"], None,
-     r"the command line: SOLVER\.ITERATION_TOTL is not a config key; did you mean 'SOLVER\.ITERATION_TOTAL'\?"),
-    ("PyTC key outside our subset", ["DATASET.REJECT_SAMPLING", "1"], None,
-     r"DATASET\.REJECT_SAMPLING is not a config key; this engine reads a subset of PyTC's keys"),
-    ("augmentation we do not implement", ["AUGMENTOR.COPYPASTE.ENABLED", "True"], None,
-     r"AUGMENTOR\.COPYPASTE\.ENABLED is True, but our engine does not implement COPYPASTE"),
-    ("wrong type", ["SOLVER.ITERATION_SAVE", "1.5"], None,
-     r"SOLVER\.ITERATION_SAVE must be of type int \(like its default 1\), got 1\.5"),
+    (
+        "missing config file",
+        ["--config-file", "{case}/nope.yaml"],
+        None,
+        r"--config-file: file .*nope\.yaml.* does not exist",
+    ),
+    (
+        "python config file",
+        ["--config-file", "{case}/cfg.py"],
+        lambda c, d: (c / "cfg.py").write_text("x = 1\n"),
+        r"--config-file .*cfg\.py.* must be a YAML file",
+    ),
+    (
+        "empty yaml",
+        ["--config-file", "{case}/empty.yaml"],
+        lambda c, d: (c / "empty.yaml").write_text(""),
+        r"--config-file .*empty\.yaml.* is empty",
+    ),
+    (
+        "invalid yaml",
+        ["--config-file", "{case}/bad.yaml"],
+        lambda c, d: (c / "bad.yaml").write_text("MODEL: [1\n"),
+        r"--config-file .*bad\.yaml.* is not valid YAML at line 2",
+    ),
+    (
+        "yaml list",
+        ["--config-file", "{case}/list.yaml"],
+        lambda c, d: (c / "list.yaml").write_text("- 1\n"),
+        r"--config-file .*list\.yaml.* holds a YAML list",
+    ),
+    (
+        "typo in yaml",
+        ["--config-file", "{case}/typo.yaml"],
+        lambda c, d: (c / "typo.yaml").write_text("MODEL:\n  MEDNEXT_SIZ: S\n"),
+        r"typo\.yaml: MODEL\.MEDNEXT_SIZ is not a config key; did you mean 'MODEL\.MEDNEXT_SIZE'\?",
+    ),
+    (
+        "typo on command line",
+        ["SOLVER.ITERATION_TOTL", "5"],
+        None,
+        r"the command line: SOLVER\.ITERATION_TOTL is not a config key; did you mean 'SOLVER\.ITERATION_TOTAL'\?",
+    ),
+    (
+        "PyTC key outside our subset",
+        ["DATASET.REJECT_SAMPLING", "1"],
+        None,
+        r"DATASET\.REJECT_SAMPLING is not a config key; this engine reads a subset of PyTC's keys",
+    ),
+    (
+        "augmentation we do not implement",
+        ["AUGMENTOR.COPYPASTE.ENABLED", "True"],
+        None,
+        r"AUGMENTOR\.COPYPASTE\.ENABLED is True, but our engine does not implement COPYPASTE",
+    ),
+    (
+        "wrong type",
+        ["SOLVER.ITERATION_SAVE", "1.5"],
+        None,
+        r"SOLVER\.ITERATION_SAVE must be of type int \(like its default 1\), got 1\.5",
+    ),
     ("override without value", ["SOLVER.BASE_LR"], None, r"KEY VALUE pairs; 'SOLVER\.BASE_LR' has no value"),
-    ("other architecture", ["MODEL.ARCHITECTURE", "unet_3d"], None,
-     r"MODEL\.ARCHITECTURE is 'unet_3d', but our engine needs 'mednext'"),
-    ("negative total", ["SOLVER.ITERATION_TOTAL", "-1"], None, r"SOLVER\.ITERATION_TOTAL is -1, but our engine needs a positive"),
+    (
+        "other architecture",
+        ["MODEL.ARCHITECTURE", "unet_3d"],
+        None,
+        r"MODEL\.ARCHITECTURE is 'unet_3d', but our engine needs 'mednext'",
+    ),
+    (
+        "negative total",
+        ["SOLVER.ITERATION_TOTAL", "-1"],
+        None,
+        r"SOLVER\.ITERATION_TOTAL is -1, but our engine needs a positive",
+    ),
     ("save every 0", ["SOLVER.ITERATION_SAVE", "0"], None, r"SOLVER\.ITERATION_SAVE is 0"),
     ("validate every 0", ["SOLVER.ITERATION_VAL", "0"], None, r"SOLVER\.ITERATION_VAL is 0"),
     ("batch of 0", ["SOLVER.SAMPLES_PER_BATCH", "0"], None, r"SOLVER\.SAMPLES_PER_BATCH is 0"),
     ("inference batch of 0", INFER + ["INFERENCE.SAMPLES_PER_BATCH", "0"], None, r"INFERENCE\.SAMPLES_PER_BATCH is 0"),
     ("two input channels", ["MODEL.IN_PLANES", "2"], None, r"MODEL\.IN_PLANES is 2, but our engine needs 1"),
-    ("2D with 3D crops", ["DATASET.DO_2D", "True"], None, r"DATASET\.DO_2D is True, but our engine needs MODEL\.INPUT_SIZE \[1, y, x\]"),
+    (
+        "2D with 3D crops",
+        ["DATASET.DO_2D", "True"],
+        None,
+        r"DATASET\.DO_2D is True, but our engine needs MODEL\.INPUT_SIZE \[1, y, x\]",
+    ),
     ("unknown preset", ["MODEL.MEDNEXT_SIZE", "XL"], None, r"MODEL\.MEDNEXT_SIZE must be one of"),
     ("even kernel", ["MODEL.KERNEL_SIZE", "4"], None, r"MODEL\.KERNEL_SIZE must be an odd int"),
-    ("patch the network cannot take", ["MODEL.INPUT_SIZE", "[12, 32, 32]", "MODEL.OUTPUT_SIZE", "[12, 32, 32]"], None,
-     r"MODEL\.INPUT_SIZE \[12, 32, 32\] does not fit MedNeXt"),
-    ("patch larger than the volume", ["MODEL.INPUT_SIZE", "[32, 64, 64]", "MODEL.OUTPUT_SIZE", "[32, 64, 64]"], None,
-     r"MODEL\.INPUT_SIZE \[32, 64, 64\] is larger than volume .*image\.h5"),
-    ("misspelt optimizer", ["SOLVER.NAME", "Adamw"], None, r"SOLVER\.NAME must be one of .* got 'Adamw'; did you mean 'AdamW'\?"),
+    (
+        "patch the network cannot take",
+        ["MODEL.INPUT_SIZE", "[12, 32, 32]", "MODEL.OUTPUT_SIZE", "[12, 32, 32]"],
+        None,
+        r"MODEL\.INPUT_SIZE \[12, 32, 32\] does not fit MedNeXt",
+    ),
+    (
+        "patch larger than the volume",
+        ["MODEL.INPUT_SIZE", "[32, 64, 64]", "MODEL.OUTPUT_SIZE", "[32, 64, 64]"],
+        None,
+        r"MODEL\.INPUT_SIZE \[32, 64, 64\] is larger than volume .*image\.h5",
+    ),
+    (
+        "misspelt optimizer",
+        ["SOLVER.NAME", "Adamw"],
+        None,
+        r"SOLVER\.NAME must be one of .* got 'Adamw'; did you mean 'AdamW'\?",
+    ),
     ("misspelt pad mode", ["DATASET.PAD_MODE", "reflekt"], None, r"DATASET\.PAD_MODE .* did you mean 'reflect'\?"),
     ("output channels and targets disagree", ["MODEL.OUT_PLANES", "2"], None, r"MODEL\.OUT_PLANES is 2 but"),
-    ("missing image file", ["DATASET.IMAGE_NAME", "missing.h5"], None, r"DATASET\.IMAGE_NAME: file .*missing\.h5.* does not exist"),
+    (
+        "missing image file",
+        ["DATASET.IMAGE_NAME", "missing.h5"],
+        None,
+        r"DATASET\.IMAGE_NAME: file .*missing\.h5.* does not exist",
+    ),
     ("image not set", ["DATASET.IMAGE_NAME", "None"], None, r"DATASET\.IMAGE_NAME is not set"),
-    ("ambiguous HDF5 datasets", ["DATASET.IMAGE_NAME", "{case}/two.h5"],
-     lambda c, d: _two_datasets(c), r"two\.h5.* holds datasets .*; expected one, or one named 'main'"),
-    ("not an HDF5 file", ["DATASET.IMAGE_NAME", "{case}/text.h5"], lambda c, d: (c / "text.h5").write_text("hello"),
-     r"text\.h5.* is not a readable HDF5 file"),
-    ("image and label shapes differ", ["DATASET.LABEL_NAME", "{case}/small.h5"],
-     lambda c, d: _h5(c / "small.h5", np.zeros((24, 40, 32), np.uint16)),
-     r"DATASET\.LABEL_NAME .*small\.h5.* has shape \(24, 40, 32\) but its image .* has \(24, 40, 40\)"),
-    ("4-D volume", ["DATASET.IMAGE_NAME", "{case}/4d.h5"], lambda c, d: _h5(c / "4d.h5", np.zeros((2,) + SHAPE, np.uint8)),
-     r"4d\.h5.*main has shape \(2, 24, 40, 40\); expected a \(z, y, x\) volume"),
-    ("zero-size volume", ["DATASET.IMAGE_NAME", "{case}/zero.h5"], lambda c, d: _h5(c / "zero.h5", np.zeros((0, 40, 40), np.uint8)),
-     r"zero\.h5.* is empty \(shape \(0, 40, 40\)\)"),
-    ("float image", ["DATASET.IMAGE_NAME", "{case}/float.h5"], lambda c, d: _float_image(c, np.full(SHAPE, 0.5, np.float32)),
-     r"DATASET\.IMAGE_NAME .*float\.h5.* is float32 with values 0\.5\.\.0\.5, but images must be uint8"),
-    ("uint16 image", ["DATASET.IMAGE_NAME", "{case}/float.h5"],
-     lambda c, d: _float_image(c, np.arange(np.prod(SHAPE), dtype=np.uint16).reshape(SHAPE)),
-     r"DATASET\.IMAGE_NAME .*float\.h5.* is uint16 with values 0\.\.38399, but images must be uint8"),
-    ("NaN in the image", ["DATASET.IMAGE_NAME", "{case}/float.h5"], lambda c, d: _nan_image(c),
-     r"DATASET\.IMAGE_NAME .*float\.h5.* holds nan at \(z, y, x\) = \(1, 2, 3\)"),
-    ("infinity in the label", ["DATASET.LABEL_NAME", "{case}/flabel.h5"], lambda c, d: _nan_label(c),
-     r"DATASET\.LABEL_NAME .*flabel\.h5.* holds inf at \(z, y, x\) = \(4, 5, 6\)"),
-    ("inference image not uint8", INFER + ["INFERENCE.IMAGE_NAME", "{case}/float.h5"], lambda c, d: _float_image(c),
-     r"INFERENCE\.IMAGE_NAME .*float\.h5.* is float32"),
-    ("missing zarr container", ["DATASET.IMAGE_NAME", "{case}/nope.zarr/raw"], None,
-     r"DATASET\.IMAGE_NAME: container .*nope\.zarr.* does not exist"),
-    ("missing array in a zarr container", ["DATASET.IMAGE_NAME", "{case}/v.zarr/rwa"],
-     lambda c, d: _zarr(c, "raw", np.zeros(SHAPE, np.uint8)), r"v\.zarr.* has no array 'rwa'; it holds \['raw'\]"),
-    ("zarr array of the wrong rank", ["DATASET.IMAGE_NAME", "{case}/v.zarr/raw"],
-     lambda c, d: _zarr(c, "raw", np.zeros((2,) + SHAPE, np.uint8)),
-     r"v\.zarr/raw.* has shape \(2, 24, 40, 40\); expected a \(z, y, x\) volume"),
-    ("zarr store that cannot be written", INFER + ["INFERENCE.OUTPUT_NAME", "{case}/file.txt/p.zarr"],
-     lambda c, d: _file_in_the_way(c), r"INFERENCE\.OUTPUT_NAME .*file\.txt/p\.zarr\.partial.* cannot be created"),
-    ("wrong TIFF layout", ["DATASET.IMAGE_NAME", "{case}/rgb.tif"], lambda c, d: _tiff_rgb(c),
-     r"rgb\.tif.* expected a \(z, y, x\) stack with one 2D page per z plane"),
-    ("missing checkpoint", ["--inference", "--checkpoint", "{case}/none.pth.tar"], None, r"--checkpoint: file .*none\.pth\.tar"),
+    (
+        "ambiguous HDF5 datasets",
+        ["DATASET.IMAGE_NAME", "{case}/two.h5"],
+        lambda c, d: _two_datasets(c),
+        r"two\.h5.* holds datasets .*; expected one, or one named 'main'",
+    ),
+    (
+        "not an HDF5 file",
+        ["DATASET.IMAGE_NAME", "{case}/text.h5"],
+        lambda c, d: (c / "text.h5").write_text("hello"),
+        r"text\.h5.* is not a readable HDF5 file",
+    ),
+    (
+        "image and label shapes differ",
+        ["DATASET.LABEL_NAME", "{case}/small.h5"],
+        lambda c, d: _h5(c / "small.h5", np.zeros((24, 40, 32), np.uint16)),
+        r"DATASET\.LABEL_NAME .*small\.h5.* has shape \(24, 40, 32\) but its image .* has \(24, 40, 40\)",
+    ),
+    (
+        "4-D volume",
+        ["DATASET.IMAGE_NAME", "{case}/4d.h5"],
+        lambda c, d: _h5(c / "4d.h5", np.zeros((2,) + SHAPE, np.uint8)),
+        r"4d\.h5.*main has shape \(2, 24, 40, 40\); expected a \(z, y, x\) volume",
+    ),
+    (
+        "zero-size volume",
+        ["DATASET.IMAGE_NAME", "{case}/zero.h5"],
+        lambda c, d: _h5(c / "zero.h5", np.zeros((0, 40, 40), np.uint8)),
+        r"zero\.h5.* is empty \(shape \(0, 40, 40\)\)",
+    ),
+    (
+        "float image",
+        ["DATASET.IMAGE_NAME", "{case}/float.h5"],
+        lambda c, d: _float_image(c, np.full(SHAPE, 0.5, np.float32)),
+        r"DATASET\.IMAGE_NAME .*float\.h5.* is float32 with values 0\.5\.\.0\.5, but images must be uint8",
+    ),
+    (
+        "uint16 image",
+        ["DATASET.IMAGE_NAME", "{case}/float.h5"],
+        lambda c, d: _float_image(c, np.arange(np.prod(SHAPE), dtype=np.uint16).reshape(SHAPE)),
+        r"DATASET\.IMAGE_NAME .*float\.h5.* is uint16 with values 0\.\.38399, but images must be uint8",
+    ),
+    (
+        "NaN in the image",
+        ["DATASET.IMAGE_NAME", "{case}/float.h5"],
+        lambda c, d: _nan_image(c),
+        r"DATASET\.IMAGE_NAME .*float\.h5.* holds nan at \(z, y, x\) = \(1, 2, 3\)",
+    ),
+    (
+        "infinity in the label",
+        ["DATASET.LABEL_NAME", "{case}/flabel.h5"],
+        lambda c, d: _nan_label(c),
+        r"DATASET\.LABEL_NAME .*flabel\.h5.* holds inf at \(z, y, x\) = \(4, 5, 6\)",
+    ),
+    (
+        "inference image not uint8",
+        INFER + ["INFERENCE.IMAGE_NAME", "{case}/float.h5"],
+        lambda c, d: _float_image(c),
+        r"INFERENCE\.IMAGE_NAME .*float\.h5.* is float32",
+    ),
+    (
+        "missing zarr container",
+        ["DATASET.IMAGE_NAME", "{case}/nope.zarr/raw"],
+        None,
+        r"DATASET\.IMAGE_NAME: container .*nope\.zarr.* does not exist",
+    ),
+    (
+        "missing array in a zarr container",
+        ["DATASET.IMAGE_NAME", "{case}/v.zarr/rwa"],
+        lambda c, d: _zarr(c, "raw", np.zeros(SHAPE, np.uint8)),
+        r"v\.zarr.* has no array 'rwa'; it holds \['raw'\]",
+    ),
+    (
+        "zarr array of the wrong rank",
+        ["DATASET.IMAGE_NAME", "{case}/v.zarr/raw"],
+        lambda c, d: _zarr(c, "raw", np.zeros((2,) + SHAPE, np.uint8)),
+        r"v\.zarr/raw.* has shape \(2, 24, 40, 40\); expected a \(z, y, x\) volume",
+    ),
+    (
+        "zarr store that cannot be written",
+        INFER + ["INFERENCE.OUTPUT_NAME", "{case}/file.txt/p.zarr"],
+        lambda c, d: _file_in_the_way(c),
+        r"INFERENCE\.OUTPUT_NAME .*file\.txt/p\.zarr\.partial.* cannot be created",
+    ),
+    (
+        "wrong TIFF layout",
+        ["DATASET.IMAGE_NAME", "{case}/rgb.tif"],
+        lambda c, d: _tiff_rgb(c),
+        r"rgb\.tif.* expected a \(z, y, x\) stack with one 2D page per z plane",
+    ),
+    (
+        "missing checkpoint",
+        ["--inference", "--checkpoint", "{case}/none.pth.tar"],
+        None,
+        r"--checkpoint: file .*none\.pth\.tar",
+    ),
     ("inference without checkpoint", ["--inference"], None, r"--inference needs --checkpoint"),
-    ("truncated checkpoint", ["--inference", "--checkpoint", "{case}/cut.pth.tar"], _truncated_checkpoint,
-     r"--checkpoint .*cut\.pth\.tar.* is not a readable PyTorch checkpoint"),
-    ("not a checkpoint", ["--inference", "--checkpoint", "{case}/notes.txt"], lambda c, d: (c / "notes.txt").write_text("hi"),
-     r"--checkpoint .*notes\.txt.* is not a readable PyTorch checkpoint"),
-    ("checkpoint of other width", INFER + ["MODEL.MEDNEXT.N_CHANNELS", "8"], None,
-     r"does not fit the configured network: it has stem\.weight of shape \(4, 1, 1, 1, 1\) where this config's "
-     r"network has \(8, 1, 1, 1, 1\); check MODEL\.MEDNEXT_SIZE, MODEL\.MEDNEXT\.N_CHANNELS"),
-    ("checkpoint of other kernel", INFER + ["MODEL.KERNEL_SIZE", "5"], None, r"enc_block_0\.0\.conv1\.weight .*check MODEL\.KERNEL_SIZE"),
-    ("checkpoint with deep supervision", INFER + ["MODEL.DEEP_SUPERVISION", "False"], None,
-     r"it has layer out_1\.conv_out\.weight .* which this config's network lacks; check MODEL\.DEEP_SUPERVISION"),
-    ("checkpoint with other block counts", INFER + ["MODEL.MEDNEXT.BLOCK_COUNTS", "[2, 1, 1, 1, 1, 1, 1, 1, 1]"], None,
-     r"lacks layer enc_block_0\.1\.conv1\.weight .*; check MODEL\.MEDNEXT_SIZE or MODEL\.MEDNEXT\.BLOCK_COUNTS"),
+    (
+        "truncated checkpoint",
+        ["--inference", "--checkpoint", "{case}/cut.pth.tar"],
+        _truncated_checkpoint,
+        r"--checkpoint .*cut\.pth\.tar.* is not a readable PyTorch checkpoint",
+    ),
+    (
+        "not a checkpoint",
+        ["--inference", "--checkpoint", "{case}/notes.txt"],
+        lambda c, d: (c / "notes.txt").write_text("hi"),
+        r"--checkpoint .*notes\.txt.* is not a readable PyTorch checkpoint",
+    ),
+    (
+        "checkpoint of other width",
+        INFER + ["MODEL.MEDNEXT.N_CHANNELS", "8"],
+        None,
+        r"does not fit the configured network: it has stem\.weight of shape \(4, 1, 1, 1, 1\) where this config's "
+        r"network has \(8, 1, 1, 1, 1\); check MODEL\.MEDNEXT_SIZE, MODEL\.MEDNEXT\.N_CHANNELS",
+    ),
+    (
+        "checkpoint of other kernel",
+        INFER + ["MODEL.KERNEL_SIZE", "5"],
+        None,
+        r"enc_block_0\.0\.conv1\.weight .*check MODEL\.KERNEL_SIZE",
+    ),
+    (
+        "checkpoint with deep supervision",
+        INFER + ["MODEL.DEEP_SUPERVISION", "False"],
+        None,
+        r"it has layer out_1\.conv_out\.weight .* which this config's network lacks; check MODEL\.DEEP_SUPERVISION",
+    ),
+    (
+        "checkpoint with other block counts",
+        INFER + ["MODEL.MEDNEXT.BLOCK_COUNTS", "[2, 1, 1, 1, 1, 1, 1, 1, 1]"],
+        None,
+        r"lacks layer enc_block_0\.1\.conv1\.weight .*; check MODEL\.MEDNEXT_SIZE or MODEL\.MEDNEXT\.BLOCK_COUNTS",
+    ),
     ("stride outside the window", INFER + ["INFERENCE.STRIDE", "[0, 8, 8]"], None, r"INFERENCE\.STRIDE \[0, 8, 8\]"),
-    ("resume with another scheduler", ["--checkpoint", CHECKPOINT, "SOLVER.LR_SCHEDULER_NAME", "Poly"], None,
-     r"--checkpoint .*checkpoint_00001\.pth\.tar.* holds the state of another LR scheduler; set SOLVER\.LR_SCHEDULER_NAME"),
-    ("resume with another optimizer", ["--checkpoint", CHECKPOINT, "SOLVER.NAME", "SGD"], None,
-     r"--checkpoint .*checkpoint_00001\.pth\.tar.* holds the state of another optimizer; set SOLVER\.NAME"),
-    ("inference window the network cannot take", INFER + ["INFERENCE.INPUT_SIZE", "[16, 16, 16]"], None,
-     r"INFERENCE\.INPUT_SIZE \[16, 16, 16\] does not fit MedNeXt: .*one-voxel bottleneck"),
-    ("unknown decoding mode", INFER + ["INFERENCE.DECODE", "watershed"], None,
-     r"INFERENCE\.DECODE must be one of \['affinity', 'bc', 'binary', 'boundary'\], got 'watershed'"),
-    ("misspelt blending", INFER + ["INFERENCE.BLENDING", "gauss"], None, r"INFERENCE\.BLENDING .* did you mean 'gaussian'\?"),
-    ("unknown test-time augmentation", INFER + ["INFERENCE.AUG_NUM", "3"], None, r"INFERENCE\.AUG_NUM must be None, 0 or one of"),
-    ("inference output folder cannot be made", INFER + ["INFERENCE.OUTPUT_PATH", "{case}/file.txt/test"],
-     lambda c, d: (c / "file.txt").write_text(""), r"INFERENCE\.OUTPUT_PATH .*file\.txt/test.* cannot be created"),
-    ("training output folder cannot be made", ["DATASET.OUTPUT_PATH", "{case}/file.txt/run"],
-     lambda c, d: (c / "file.txt").write_text(""), r"DATASET\.OUTPUT_PATH .*file\.txt/run.* cannot be created"),
-    ("several devices per process", ["--local_world_size", "2"], None, r"--local_world_size is 2, but our engine drives one"),
-    ("local rank without distributed", ["--local_rank", "0"], None, r"--local_rank is only meaningful with --distributed"),
+    (
+        "resume with another scheduler",
+        ["--checkpoint", CHECKPOINT, "SOLVER.LR_SCHEDULER_NAME", "Poly"],
+        None,
+        r"--checkpoint .*checkpoint_00001\.pth\.tar.* holds the state of another LR scheduler; "
+        r"set SOLVER\.LR_SCHEDULER_NAME",
+    ),
+    (
+        "resume with another optimizer",
+        ["--checkpoint", CHECKPOINT, "SOLVER.NAME", "SGD"],
+        None,
+        r"--checkpoint .*checkpoint_00001\.pth\.tar.* holds the state of another optimizer; set SOLVER\.NAME",
+    ),
+    (
+        "inference window the network cannot take",
+        INFER + ["INFERENCE.INPUT_SIZE", "[16, 16, 16]"],
+        None,
+        r"INFERENCE\.INPUT_SIZE \[16, 16, 16\] does not fit MedNeXt: .*one-voxel bottleneck",
+    ),
+    (
+        "unknown decoding mode",
+        INFER + ["INFERENCE.DECODE", "watershed"],
+        None,
+        r"INFERENCE\.DECODE must be one of \['affinity', 'bc', 'binary', 'boundary'\], got 'watershed'",
+    ),
+    (
+        "misspelt blending",
+        INFER + ["INFERENCE.BLENDING", "gauss"],
+        None,
+        r"INFERENCE\.BLENDING .* did you mean 'gaussian'\?",
+    ),
+    (
+        "unknown test-time augmentation",
+        INFER + ["INFERENCE.AUG_NUM", "3"],
+        None,
+        r"INFERENCE\.AUG_NUM must be None, 0 or one of",
+    ),
+    (
+        "inference output folder cannot be made",
+        INFER + ["INFERENCE.OUTPUT_PATH", "{case}/file.txt/test"],
+        lambda c, d: (c / "file.txt").write_text(""),
+        r"INFERENCE\.OUTPUT_PATH .*file\.txt/test.* cannot be created",
+    ),
+    (
+        "training output folder cannot be made",
+        ["DATASET.OUTPUT_PATH", "{case}/file.txt/run"],
+        lambda c, d: (c / "file.txt").write_text(""),
+        r"DATASET\.OUTPUT_PATH .*file\.txt/run.* cannot be created",
+    ),
+    (
+        "several devices per process",
+        ["--local_world_size", "2"],
+        None,
+        r"--local_world_size is 2, but our engine drives one",
+    ),
+    (
+        "local rank without distributed",
+        ["--local_rank", "0"],
+        None,
+        r"--local_rank is only meaningful with --distributed",
+    ),
     ("distributed outside torchrun", ["--distributed"], None, r"--distributed needs torchrun's environment"),
 ]
 
@@ -198,7 +405,7 @@ def _argv(extra, data, case):
         flags += ["--config-file", str(data / "cfg.yaml")]
     while i < len(extra):
         width = 2 if extra[i] in VALUE_FLAGS else 1
-        (flags if extra[i].startswith("--") else overrides).extend(extra[i:i + width])
+        (flags if extra[i].startswith("--") else overrides).extend(extra[i : i + width])
         i += width
     outputs = ["DATASET.OUTPUT_PATH", str(case / "out"), "INFERENCE.OUTPUT_PATH", str(case / "out" / "test")]
     return flags + outputs + overrides

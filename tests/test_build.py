@@ -1,4 +1,5 @@
 """build_mednext: config to network, with errors that name the key."""
+
 import pytest
 import torch
 
@@ -8,10 +9,22 @@ from connectomics_mednext.config import get_native_defaults
 
 def tiny_cfg(**overrides):
     cfg = get_native_defaults()
-    cfg.merge_from_list([
-        "MODEL.ARCHITECTURE", "mednext", "MODEL.INPUT_SIZE", "[32, 32, 32]", "MODEL.OUTPUT_SIZE", "[32, 32, 32]",
-        "MODEL.OUT_PLANES", "3", "MODEL.MEDNEXT.N_CHANNELS", "4", "MODEL.MEDNEXT.BLOCK_COUNTS", "[1, 1, 1, 1, 1, 1, 1, 1, 1]",
-    ])
+    cfg.merge_from_list(
+        [
+            "MODEL.ARCHITECTURE",
+            "mednext",
+            "MODEL.INPUT_SIZE",
+            "[32, 32, 32]",
+            "MODEL.OUTPUT_SIZE",
+            "[32, 32, 32]",
+            "MODEL.OUT_PLANES",
+            "3",
+            "MODEL.MEDNEXT.N_CHANNELS",
+            "4",
+            "MODEL.MEDNEXT.BLOCK_COUNTS",
+            "[1, 1, 1, 1, 1, 1, 1, 1, 1]",
+        ]
+    )
     for key, value in overrides.items():
         cfg.merge_from_list([key, value])
     return cfg
@@ -39,18 +52,21 @@ def test_2d_from_dataset_do_2d():
     assert model.dim == "2d"
 
 
-@pytest.mark.parametrize("key,value,message", [
-    ("MODEL.MEDNEXT_SIZE", "X", "MODEL.MEDNEXT_SIZE must be one of"),
-    ("MODEL.KERNEL_SIZE", "4", "MODEL.KERNEL_SIZE must be an odd int"),
-    ("MODEL.KERNEL_SIZE", "[3, 3]", "MODEL.KERNEL_SIZE"),
-    ("MODEL.INPUT_SIZE", "[30, 32, 32]", r"MODEL.INPUT_SIZE \[30, 32, 32\] .*axis z.*16 and 32"),
-    ("MODEL.OUTPUT_SIZE", "[16, 16, 16]", "MODEL.OUTPUT_SIZE .*one-voxel bottleneck"),
-    ("MODEL.MEDNEXT.CHECKPOINT_STYLE", "inside", "MODEL.MEDNEXT.CHECKPOINT_STYLE"),
-    ("MODEL.MEDNEXT.STRIDES", "[2, 2]", "MODEL.MEDNEXT.STRIDES must list 4"),
-    ("MODEL.MEDNEXT.EXP_R", "[2, 2]", "MODEL.MEDNEXT.EXP_R"),
-    ("MODEL.MEDNEXT.NORM", "batch", "MODEL.MEDNEXT.NORM"),
-    ("MODEL.OUT_PLANES", "0", "MODEL.OUT_PLANES"),
-])
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("MODEL.MEDNEXT_SIZE", "X", "MODEL.MEDNEXT_SIZE must be one of"),
+        ("MODEL.KERNEL_SIZE", "4", "MODEL.KERNEL_SIZE must be an odd int"),
+        ("MODEL.KERNEL_SIZE", "[3, 3]", "MODEL.KERNEL_SIZE"),
+        ("MODEL.INPUT_SIZE", "[30, 32, 32]", r"MODEL.INPUT_SIZE \[30, 32, 32\] .*axis z.*16 and 32"),
+        ("MODEL.OUTPUT_SIZE", "[16, 16, 16]", "MODEL.OUTPUT_SIZE .*one-voxel bottleneck"),
+        ("MODEL.MEDNEXT.CHECKPOINT_STYLE", "inside", "MODEL.MEDNEXT.CHECKPOINT_STYLE"),
+        ("MODEL.MEDNEXT.STRIDES", "[2, 2]", "MODEL.MEDNEXT.STRIDES must list 4"),
+        ("MODEL.MEDNEXT.EXP_R", "[2, 2]", "MODEL.MEDNEXT.EXP_R"),
+        ("MODEL.MEDNEXT.NORM", "batch", "MODEL.MEDNEXT.NORM"),
+        ("MODEL.OUT_PLANES", "0", "MODEL.OUT_PLANES"),
+    ],
+)
 def test_invalid_values_name_the_key(key, value, message):
     with pytest.raises(ConfigError, match=message):
         build_mednext(tiny_cfg(**{key: value}))

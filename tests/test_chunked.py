@@ -1,4 +1,5 @@
 """Chunked stores: zarr (v2, v3), N5 and precomputed in; zarr predictions out, shared by ranks with no join."""
+
 import json
 import os
 import sys
@@ -7,13 +8,13 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import FailsAfter, predict_file, run_one_thread, tiny_argv, torchrun
 
 from connectomics_mednext import cli
 from connectomics_mednext.engine.inference import make_activation
 from connectomics_mednext.errors import InputError, MissingDatasetError, MissingFileError
 from connectomics_mednext.io import open_prediction, open_volume, read_whole, split_names
 from connectomics_mednext.io.chunked import create_zarr_array
-from conftest import FailsAfter, predict_file, run_one_thread, tiny_argv, torchrun
 
 ts = pytest.importorskip("tensorstore", reason="chunked stores need the zarr extra (tensorstore)")
 
@@ -29,11 +30,18 @@ def write_store(path, data, driver="zarr", chunks=(8, 16, 16)):
     if driver == "zarr":
         metadata = {"shape": list(data.shape), "chunks": list(chunks), "dtype": dtype.str}
     elif driver == "zarr3":
-        metadata = {"shape": list(data.shape), "data_type": dtype.name,
-                    "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(chunks)}}}
+        metadata = {
+            "shape": list(data.shape),
+            "data_type": dtype.name,
+            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(chunks)}},
+        }
     else:  # N5 lists dimensions x first
-        metadata = {"dimensions": list(data.shape[::-1]), "blockSize": list(chunks[::-1]), "dataType": dtype.name,
-                    "compression": {"type": "raw"}}
+        metadata = {
+            "dimensions": list(data.shape[::-1]),
+            "blockSize": list(chunks[::-1]),
+            "dataType": dtype.name,
+            "compression": {"type": "raw"},
+        }
         data = data.T
     store = ts.open({"driver": driver, "kvstore": kvstore, "metadata": metadata}, create=True).result()
     store[...] = data
@@ -72,10 +80,20 @@ def test_zarr_and_n5_datasets_read_lazily_as_z_y_x(tmp_path, driver, container):
 
 def test_a_precomputed_volume_reads_as_z_y_x(tmp_path):
     data = volume((6, 10, 12))
-    store = ts.open({"driver": "neuroglancer_precomputed", "kvstore": {"driver": "file", "path": str(tmp_path / "pc")},
-                     "multiscale_metadata": {"type": "image", "data_type": "uint8", "num_channels": 1},
-                     "scale_metadata": {"size": [12, 10, 6], "resolution": [4, 4, 40], "encoding": "raw",
-                                        "chunk_size": [8, 8, 4]}}, create=True).result()
+    store = ts.open(
+        {
+            "driver": "neuroglancer_precomputed",
+            "kvstore": {"driver": "file", "path": str(tmp_path / "pc")},
+            "multiscale_metadata": {"type": "image", "data_type": "uint8", "num_channels": 1},
+            "scale_metadata": {
+                "size": [12, 10, 6],
+                "resolution": [4, 4, 40],
+                "encoding": "raw",
+                "chunk_size": [8, 8, 4],
+            },
+        },
+        create=True,
+    ).result()
     store[..., 0] = data.T
     opened = open_volume(str(tmp_path / "pc"))
     assert np.array_equal(read_whole(opened), data)
@@ -88,8 +106,11 @@ def test_bad_chunked_names_get_one_sentence(tmp_path):
     write_store(tmp_path / "v.zarr" / "other", volume())
     with pytest.raises(MissingFileError, match=r"DATASET.IMAGE_NAME: container '.*nope\.zarr' does not exist\."):
         split_names("nope.zarr/raw", str(tmp_path), "DATASET.IMAGE_NAME")
-    with pytest.raises(MissingDatasetError, match=r"'.*v\.zarr' has no array 'rwa'; it holds \['flat', 'other', "
-                                                  r"'raw'\]"):
+    with pytest.raises(
+        MissingDatasetError,
+        match=r"'.*v\.zarr' has no array 'rwa'; it holds \['flat', 'other', "
+        r"'raw'\]",
+    ):
         open_volume(str(tmp_path / "v.zarr" / "rwa"))
     with pytest.raises(InputError, match=r"'.*flat' has shape \(5,\); expected a \(z, y, x\) volume"):
         open_volume(str(tmp_path / "v.zarr" / "flat"))
@@ -128,8 +149,9 @@ def test_a_zarr_prediction_equals_the_hdf5_one_and_opens_in_zarr_python(tmp_path
     assert group.attrs["connectomics_mednext"]["complete"] is True
     (multiscale,) = group.attrs["multiscales"]
     assert [a["name"] for a in multiscale["axes"]] == ["c", "z", "y", "x"]
-    assert multiscale["datasets"] == [{"path": "vol0", "coordinateTransformations": [
-        {"type": "scale", "scale": [1.0, 1.0, 1.0, 1.0]}]}]
+    assert multiscale["datasets"] == [
+        {"path": "vol0", "coordinateTransformations": [{"type": "scale", "scale": [1.0, 1.0, 1.0, 1.0]}]}
+    ]
     assert not os.path.exists(os.path.join(path, ".progress"))
     assert np.array_equal(open_prediction(path)[:], group["vol0"][:])
 
@@ -178,8 +200,11 @@ def test_a_zarr_prediction_with_other_weights_starts_afresh(tmp_path, capsys):
 
 def test_a_folder_not_written_by_us_is_not_taken_over(tmp_path):
     create_zarr_array(str(tmp_path / "p.zarr.partial" / "vol0"), (2, 20, 30, 26), np.uint8, (2, 20, 30, 26))
-    with pytest.raises(InputError, match=r"'.*vol0' exists but holds no resume key of ours; remove it or choose "
-                                         r"another INFERENCE.OUTPUT_NAME\."):
+    with pytest.raises(
+        InputError,
+        match=r"'.*vol0' exists but holds no resume key of ours; remove it or choose "
+        r"another INFERENCE.OUTPUT_NAME\.",
+    ):
         predict_file(conv_model(), [volume()], str(tmp_path / "p.zarr"), **ARGS)
 
 
@@ -201,8 +226,14 @@ def zarr_run(tiny_run, tmp_path_factory):
 def test_training_from_zarr_equals_training_from_hdf5(tiny_run, zarr_run, tmp_path):
     common = ["DATASET.PAD_SIZE", "[2, 4, 4]", "SOLVER.ITERATION_TOTAL", "2", "MODEL.WEIGHT_OPT", '[["0", "0"]]']
     from_hdf5 = ["DATASET.VALID_MASK_NAME", str(zarr_run / "mask.h5")]
-    from_zarr = ["DATASET.IMAGE_NAME", str(zarr_run / "vol.zarr" / "raw"), "DATASET.LABEL_NAME",
-                 str(zarr_run / "vol.zarr" / "label"), "DATASET.VALID_MASK_NAME", str(zarr_run / "vol.zarr" / "mask")]
+    from_zarr = [
+        "DATASET.IMAGE_NAME",
+        str(zarr_run / "vol.zarr" / "raw"),
+        "DATASET.LABEL_NAME",
+        str(zarr_run / "vol.zarr" / "label"),
+        "DATASET.VALID_MASK_NAME",
+        str(zarr_run / "vol.zarr" / "mask"),
+    ]
     states = []
     for name, overrides in (("h5", from_hdf5), ("zarr", from_zarr)):
         cli.run_command(tiny_argv(tiny_run, out=tmp_path / name, overrides=common + overrides))
@@ -213,15 +244,31 @@ def test_training_from_zarr_equals_training_from_hdf5(tiny_run, zarr_run, tmp_pa
 def test_two_ranks_write_one_zarr_with_the_bytes_of_one_process(tiny_run, zarr_run, tmp_path):
     checkpoint = str(tiny_run / "trained" / "checkpoint_00002.pth.tar")
     out = tmp_path / "out"
-    overrides = ["INFERENCE.IMAGE_NAME", str(zarr_run / "vol.zarr" / "raw"), "INFERENCE.OUTPUT_PATH", str(out),
-                 "INFERENCE.SAMPLES_PER_BATCH", "1", "INFERENCE.STREAM_BLOCK_SIZE", "[0, 0, 0]"]
+    overrides = [
+        "INFERENCE.IMAGE_NAME",
+        str(zarr_run / "vol.zarr" / "raw"),
+        "INFERENCE.OUTPUT_PATH",
+        str(out),
+        "INFERENCE.SAMPLES_PER_BATCH",
+        "1",
+        "INFERENCE.STREAM_BLOCK_SIZE",
+        "[0, 0, 0]",
+    ]
     config = str(tiny_run / "cfg.yaml")
-    result = torchrun(config, "--inference", "--checkpoint", checkpoint, "INFERENCE.OUTPUT_NAME", "ranks.zarr",
-                      *overrides)
+    result = torchrun(
+        config, "--inference", "--checkpoint", checkpoint, "INFERENCE.OUTPUT_NAME", "ranks.zarr", *overrides
+    )
     assert result.stdout.count("Prediction saved as") == 1
     # The reference: one process with the ranks' one thread, so every window's arithmetic is the same.
-    run_one_thread(tiny_argv(tiny_run, "--inference", "--checkpoint", checkpoint,
-                             overrides=overrides + ["INFERENCE.OUTPUT_NAME", "single.h5"]))
+    run_one_thread(
+        tiny_argv(
+            tiny_run,
+            "--inference",
+            "--checkpoint",
+            checkpoint,
+            overrides=overrides + ["INFERENCE.OUTPUT_NAME", "single.h5"],
+        )
+    )
     assert sorted(os.listdir(out)) == ["ranks.zarr", "single.h5"]
     with h5py.File(out / "single.h5", "r") as f:
         assert np.array_equal(open_prediction(str(out / "ranks.zarr"))[:], f["vol0"][:])
@@ -237,18 +284,29 @@ def test_inference_to_zarr_decodes_and_scores_like_hdf5(tiny_run, tmp_path):
 
     checkpoint = str(tiny_run / "trained" / "checkpoint_00002.pth.tar")
     for name in ("r.zarr", "r.h5"):
-        cli.run_command(tiny_argv(tiny_run, "--inference", "--checkpoint", checkpoint, out=tmp_path / name,
-                                  overrides=["INFERENCE.OUTPUT_NAME", name, "INFERENCE.DECODE", "binary"]))
-    with h5py.File(tmp_path / "r.zarr" / "test" / "r_seg.h5", "r") as a, \
-            h5py.File(tmp_path / "r.h5" / "test" / "r_seg.h5", "r") as b:
+        cli.run_command(
+            tiny_argv(
+                tiny_run,
+                "--inference",
+                "--checkpoint",
+                checkpoint,
+                out=tmp_path / name,
+                overrides=["INFERENCE.OUTPUT_NAME", name, "INFERENCE.DECODE", "binary"],
+            )
+        )
+    with (
+        h5py.File(tmp_path / "r.zarr" / "test" / "r_seg.h5", "r") as a,
+        h5py.File(tmp_path / "r.h5" / "test" / "r_seg.h5", "r") as b,
+    ):
         assert np.array_equal(a["main"][:], b["main"][:])
     label = str(tiny_run / "label.h5")
     scores = [evaluate_files(label, prediction_path=str(tmp_path / n / "test" / n)) for n in ("r.zarr", "r.h5")]
     assert scores[0] == scores[1]
     with h5py.File(label, "r") as f:
         write_store(tmp_path / "labels.zarr" / "main", f["main"][:])
-    from_zarr = evaluate_files(str(tmp_path / "labels.zarr" / "main"),
-                               prediction_path=str(tmp_path / "r.h5" / "test" / "r.h5"))
+    from_zarr = evaluate_files(
+        str(tmp_path / "labels.zarr" / "main"), prediction_path=str(tmp_path / "r.h5" / "test" / "r.h5")
+    )
     assert from_zarr == scores[1]
 
 

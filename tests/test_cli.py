@@ -1,4 +1,5 @@
 """The command line: which engine runs and why, PyTC present but broken, flag errors."""
+
 import importlib.machinery
 
 import pytest
@@ -39,10 +40,12 @@ def _run(argv, capsys):
 def test_auto_without_pytc_says_our_engine_runs_and_why(monkeypatch, config, capsys):
     _pytc_absent(monkeypatch)
     code, out, err = _run(["--config-file", config], capsys)
-    assert out.splitlines()[0] == ("engine: ours, because PyTorch Connectomics v1.0 is not importable (no module "
-                                   "named 'connectomics'); install it from source (github.com/PytorchConnectomics/"
-                                   "pytorch_connectomics, branch v1.0); the PyPI package named 'connectomics' is a "
-                                   "different library.")
+    assert out.splitlines()[0] == (
+        "engine: ours, because PyTorch Connectomics v1.0 is not importable (no module "
+        "named 'connectomics'); install it from source (github.com/PytorchConnectomics/"
+        "pytorch_connectomics, branch v1.0); the PyPI package named 'connectomics' is a "
+        "different library."
+    )
     # Our engine then ran and refused the config with its own message.
     assert code == 2 and "SOLVER.ITERATION_SAVE is 0" in err
 
@@ -50,26 +53,35 @@ def test_auto_without_pytc_says_our_engine_runs_and_why(monkeypatch, config, cap
 def test_pytc_with_a_missing_dependency_names_it(monkeypatch, config, capsys):
     _pytc_broken(monkeypatch, "skimage")
     code, out, err = _run(["--config-file", config], capsys)
-    assert out.splitlines()[0] == ("engine: ours, because PyTorch Connectomics at /opt/pytc/connectomics is installed "
-                                   "but cannot be imported: it needs the module 'skimage', which is missing; pip install "
-                                   "scikit-image.")
+    assert out.splitlines()[0] == (
+        "engine: ours, because PyTorch Connectomics at /opt/pytc/connectomics is installed "
+        "but cannot be imported: it needs the module 'skimage', which is missing; pip install "
+        "scikit-image."
+    )
     code, out, err = _run(["--engine", "pytc", "--config-file", config], capsys)
     assert code == 2 and "Traceback" not in err
-    assert err.strip() == ("error: --engine pytc: PyTorch Connectomics at /opt/pytc/connectomics is installed but cannot "
-                           "be imported: it needs the module 'skimage', which is missing; pip install scikit-image.")
+    assert err.strip() == (
+        "error: --engine pytc: PyTorch Connectomics at /opt/pytc/connectomics is installed but cannot "
+        "be imported: it needs the module 'skimage', which is missing; pip install scikit-image."
+    )
 
 
 def test_missing_torchvision_points_at_the_stand_ins(monkeypatch):
     _pytc_broken(monkeypatch, "torchvision")
-    with pytest.raises(pytc.PyTCNotAvailable, match="module 'torchvision', which is missing; on a CPU-only machine "
-                                                    r"put our stand-ins first on PYTHONPATH \(PYTHONPATH=tools/pytc_standins\)"):
+    with pytest.raises(
+        pytc.PyTCNotAvailable,
+        match="module 'torchvision', which is missing; on a CPU-only machine "
+        r"put our stand-ins first on PYTHONPATH \(PYTHONPATH=tools/pytc_standins\)",
+    ):
         pytc.import_pytc()
 
 
 def test_another_connectomics_package_is_not_mistaken_for_pytc(monkeypatch):
     _pytc_broken(monkeypatch, "connectomics.config")
-    with pytest.raises(pytc.PyTCNotAvailable, match="the 'connectomics' package at /opt/pytc/connectomics is not "
-                                                    "PyTorch Connectomics v1.0"):
+    with pytest.raises(
+        pytc.PyTCNotAvailable,
+        match="the 'connectomics' package at /opt/pytc/connectomics is not PyTorch Connectomics v1.0",
+    ):
         pytc.import_pytc()
 
 

@@ -1,4 +1,5 @@
 """add_mednext_config, the native defaults and the shipped YAML configs."""
+
 import glob
 import inspect
 import os
@@ -36,7 +37,7 @@ def test_every_key_is_added_with_a_comment_in_the_source_and_a_second_call_chang
         # Each assignment carries its comment on its line, or on the lines just above it.
         line = source.index(f"_C.{key} = ")
         before = source[:line].rstrip().splitlines()[-1].strip()
-        assert "#" in source[line:source.index("\n", line)] or before.startswith("#"), key
+        assert "#" in source[line : source.index("\n", line)] or before.startswith("#"), key
     dump = cfg.dump()
     assert add_mednext_config(cfg).dump() == dump
 
@@ -48,11 +49,19 @@ def test_existing_values_are_kept():
     assert add_mednext_config(cfg).MODEL.MEDNEXT_SIZE == "L"
 
 
-@pytest.mark.parametrize("key,value", [
-    ("MODEL.KERNEL_SIZE", "5"), ("MODEL.KERNEL_SIZE", "[1, 5, 5]"), ("MODEL.MEDNEXT.EXP_R", "[2, 3, 4, 4, 4, 4, 4, 3, 2]"),
-    ("MODEL.MEDNEXT.STRIDES", "[[1, 2, 2], [1, 2, 2], 2, 2]"), ("MODEL.MEDNEXT.DS_WEIGHTS", "[1.0, 0.5, 0.0, 0.0, 0.0]"),
-    ("MODEL.MEDNEXT.N_CHANNELS", "16"), ("MODEL.MEDNEXT.CHECKPOINT_STYLE", "none"), ("SOLVER.ADAM_EPS", "0.0001"),
-])
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("MODEL.KERNEL_SIZE", "5"),
+        ("MODEL.KERNEL_SIZE", "[1, 5, 5]"),
+        ("MODEL.MEDNEXT.EXP_R", "[2, 3, 4, 4, 4, 4, 4, 3, 2]"),
+        ("MODEL.MEDNEXT.STRIDES", "[[1, 2, 2], [1, 2, 2], 2, 2]"),
+        ("MODEL.MEDNEXT.DS_WEIGHTS", "[1.0, 0.5, 0.0, 0.0, 0.0]"),
+        ("MODEL.MEDNEXT.N_CHANNELS", "16"),
+        ("MODEL.MEDNEXT.CHECKPOINT_STYLE", "none"),
+        ("SOLVER.ADAM_EPS", "0.0001"),
+    ],
+)
 def test_yaml_style_values_merge(key, value):
     cfg = get_native_defaults()
     cfg.merge_from_list([key, value])

@@ -1,4 +1,5 @@
 """Our per-target loss combination (PyTC's names and layout)."""
+
 import pytest
 import torch
 
@@ -7,16 +8,22 @@ from connectomics_mednext.losses.criterion import LOSSES, TargetCriterion
 
 
 def test_losses_combine_per_target_with_weights():
-    criterion = TargetCriterion(["0", "9-3"], [["WeightedBCEWithLogitsLoss", "DiceLoss"], ["WeightedCE"]],
-                                [["none", "sigmoid"], ["none"]], [[1.0, 2.0], [0.5]])
+    criterion = TargetCriterion(
+        ["0", "9-3"],
+        [["WeightedBCEWithLogitsLoss", "DiceLoss"], ["WeightedCE"]],
+        [["none", "sigmoid"], ["none"]],
+        [[1.0, 2.0], [0.5]],
+    )
     pred = torch.randn(2, 4, 4, 4, 4)
     binary = torch.rand(2, 1, 4, 4, 4).round()
     classes = torch.randint(0, 3, (2, 4, 4, 4))
     placeholder = torch.zeros(2, 1, dtype=torch.long)
     loss, vis = criterion(pred, [binary, classes], [[placeholder, placeholder], [placeholder]])
-    expected = (LOSSES["WeightedBCEWithLogitsLoss"](pred[:, :1], binary)
-                + 2.0 * LOSSES["DiceLoss"](torch.sigmoid(pred[:, :1]), binary)
-                + 0.5 * LOSSES["WeightedCE"](pred[:, 1:], classes))
+    expected = (
+        LOSSES["WeightedBCEWithLogitsLoss"](pred[:, :1], binary)
+        + 2.0 * LOSSES["DiceLoss"](torch.sigmoid(pred[:, :1]), binary)
+        + 0.5 * LOSSES["WeightedCE"](pred[:, 1:], classes)
+    )
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
     assert list(vis) == ["0_WeightedBCEWithLogitsLoss_0_0", "0_DiceLoss_0_1", "9-3_WeightedCE_1_0"]
 

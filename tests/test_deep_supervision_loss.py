@@ -1,4 +1,5 @@
 """The deep-supervision loss wrapper against small hand-computed examples."""
+
 from collections import OrderedDict
 
 import pytest
@@ -86,13 +87,22 @@ def test_continuous_targets_are_block_averaged():
         return pred.sum() * 0, {}
 
     target = torch.arange(16.0).reshape(1, 1, 1, 4, 4)
-    DeepSupervisionLoss(recording, [1.0, 1.0], ["area"])(outputs((1, 1, 1, 4, 4), (1, 1, 1, 2, 2)), [target], [[PLACEHOLDER]])
+    DeepSupervisionLoss(recording, [1.0, 1.0], ["area"])(
+        outputs((1, 1, 1, 4, 4), (1, 1, 1, 2, 2)), [target], [[PLACEHOLDER]]
+    )
     assert seen[1].flatten().tolist() == [2.5, 4.5, 10.5, 12.5]
 
 
 def test_resample_modes_follow_pytc_target_codes():
     assert resample_modes_for_targets(["0", "2", "4-1-1", "9-3", "5-2d-0-0-5.0", "5-3d-1-1-2.0", "6"]) == [
-        "nearest", "nearest", "nearest", "nearest", "area", "nearest", "area"]
+        "nearest",
+        "nearest",
+        "nearest",
+        "nearest",
+        "area",
+        "nearest",
+        "area",
+    ]
 
 
 def test_a_tensor_prediction_goes_straight_to_the_criterion():
@@ -104,6 +114,7 @@ def test_a_tensor_prediction_goes_straight_to_the_criterion():
 def test_mismatched_outputs_and_weights_are_reported():
     with pytest.raises(ValueError, match="3 deep-supervision outputs but 2 scale weights"):
         DeepSupervisionLoss(squared_error, [0.5, 0.5])(
-            outputs((1, 1, 4, 4, 4), (1, 1, 2, 2, 2), (1, 1, 1, 1, 1)), [torch.zeros(1, 1, 4, 4, 4)], [[PLACEHOLDER]])
+            outputs((1, 1, 4, 4, 4), (1, 1, 2, 2, 2), (1, 1, 1, 1, 1)), [torch.zeros(1, 1, 4, 4, 4)], [[PLACEHOLDER]]
+        )
     with pytest.raises(ValueError, match="target_modes must be among"):
         DeepSupervisionLoss(squared_error, [1.0], ["bicubic"])

@@ -1,4 +1,5 @@
 """The engine's small objects: Box geometry, the predictor in memory, the trainer's named steps, the logger."""
+
 import json
 import logging
 import os
@@ -8,17 +9,17 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import BASE, predict_file, tiny_argv
 
 from connectomics_mednext import cli
-from connectomics_mednext.config import load_native_cfg
 from connectomics_mednext import log as engine_log
+from connectomics_mednext.config import load_native_cfg
 from connectomics_mednext.engine.inference import make_activation
 from connectomics_mednext.engine.predictor import Predictor, SlidingWindow
 from connectomics_mednext.engine.trainer import Trainer
 from connectomics_mednext.errors import MissingFileError
 from connectomics_mednext.geometry import Box
 from connectomics_mednext.model.weights import read_checkpoint
-from conftest import BASE, predict_file, tiny_argv
 
 
 def test_box_intersects_shifts_and_slices():
@@ -44,8 +45,9 @@ def test_the_predictor_in_memory_gives_the_bytes_of_the_file(tmp_path):
     activation = make_activation(["sigmoid"], [2])
     predictor = Predictor(model, activation, 2, SlidingWindow((8, 16, 16), (4, 8, 8), **settings))
     in_memory = predictor.predict(image)
-    with h5py.File(predict_file(model, [image], str(tmp_path / "p.h5"), (8, 16, 16), (4, 8, 8), 2, activation,
-                                **settings), "r") as f:
+    with h5py.File(
+        predict_file(model, [image], str(tmp_path / "p.h5"), (8, 16, 16), (4, 8, 8), 2, activation, **settings), "r"
+    ) as f:
         assert np.array_equal(in_memory, f["vol0"][:])
     assert os.listdir(tmp_path) == ["p.h5"]
 
@@ -67,16 +69,25 @@ class CountingTrainer(Trainer):
 
 def _cfg(run, out, *overrides):
     argv = tiny_argv(run, out=out, overrides=overrides)
-    return load_native_cfg(argv[argv.index("--config-file") + 1], BASE, argv[argv.index("--config-file") + 2:])
+    return load_native_cfg(argv[argv.index("--config-file") + 1], BASE, argv[argv.index("--config-file") + 2 :])
 
 
 def test_the_loop_calls_named_steps_and_validates_in_memory(tiny_run, tmp_path, monkeypatch):
-    cfg = _cfg(tiny_run, tmp_path / "out", "DATASET.VAL_IMAGE_NAME", "image.h5", "DATASET.VAL_LABEL_NAME",
-               "label.h5", "SOLVER.ITERATION_VAL", "2")
+    cfg = _cfg(
+        tiny_run,
+        tmp_path / "out",
+        "DATASET.VAL_IMAGE_NAME",
+        "image.h5",
+        "DATASET.VAL_LABEL_NAME",
+        "label.h5",
+        "SOLVER.ITERATION_VAL",
+        "2",
+    )
     written = []
     real_file = h5py.File
-    monkeypatch.setattr(h5py, "File", lambda name, mode="r", *a, **k: written.append((name, mode)) or
-                        real_file(name, mode, *a, **k))
+    monkeypatch.setattr(
+        h5py, "File", lambda name, mode="r", *a, **k: written.append((name, mode)) or real_file(name, mode, *a, **k)
+    )
     CountingTrainer.steps = []
     CountingTrainer(cfg, torch.device("cpu")).train()
     assert CountingTrainer.steps[:2] == [1, 2] and CountingTrainer.steps[2][0] == "validate"
@@ -93,8 +104,15 @@ def test_log_opt_controls_console_lines_tensorboard_and_the_text_log(tiny_run, t
     stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO connectomics_mednext\.engine\.trainer: "
     assert re.search(stamp + r"\[Iteration 00001\] saved ", text)
     assert re.search(r" DEBUG connectomics_mednext\.engine\.trainer: \[Iteration 00002/2\] loss=", text)
-    cli.run_command(tiny_argv(tiny_run, "--checkpoint", str(out / "checkpoint_00002.pth.tar"), out=out,
-                              overrides=["MONITOR.LOG_OPT", "[1, 1, 1]", "SOLVER.ITERATION_TOTAL", "3"]))
+    cli.run_command(
+        tiny_argv(
+            tiny_run,
+            "--checkpoint",
+            str(out / "checkpoint_00002.pth.tar"),
+            out=out,
+            overrides=["MONITOR.LOG_OPT", "[1, 1, 1]", "SOLVER.ITERATION_TOTAL", "3"],
+        )
+    )
     assert "[Iteration 00003/3] loss=" in capsys.readouterr().out
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(out / "log"))
     resumed = (out / "log" / "log.txt").read_text()
@@ -141,23 +159,39 @@ def test_inference_reports_progress_in_lines_and_in_a_file(tmp_path, monkeypatch
     output = str(tmp_path / "p.h5")
     model = ReadsProgress(output + ".progress.json")
     image = (np.random.default_rng(0).random((24, 24, 24)) * 255).astype(np.uint8)
-    predict_file(model, [image], output, (8, 16, 16), (4, 8, 8), 1, make_activation(["none"], [1]),
-                 block_size=(8, 0, 0))
+    predict_file(
+        model, [image], output, (8, 16, 16), (4, 8, 8), 1, make_activation(["none"], [1]), block_size=(8, 0, 0)
+    )
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("vol0:")]
     assert lines[0].startswith("vol0:   0.0% (0/3 blocks)") and lines[-1].startswith("vol0: 100.0% (3/3 blocks)")
     assert all(re.search(r"\d+\.\d\d Mvox/s", line) for line in lines) and "ETA" in lines[1]
     done = [r["voxels_done"] for r in model.records]
-    assert done == sorted(done) and 0 < done[-1] < 24 ** 3 and model.records[-1]["voxels_total"] == 24 ** 3
+    assert done == sorted(done) and 0 < done[-1] < 24**3 and model.records[-1]["voxels_total"] == 24**3
     assert not os.path.exists(output + ".progress.json")  # gone once the output is complete
 
 
 def test_training_prints_a_banner_every_nth_iteration_and_a_summary(tiny_run, tmp_path, capsys):
     out = tmp_path / "out"
-    cli.run_command(tiny_argv(tiny_run, out=out, overrides=["SOLVER.ITERATION_TOTAL", "8", "SOLVER.ITERATION_SAVE",
-                                                            "8", "MONITOR.ITERATION_NUM", "[5, 100]"]))
+    cli.run_command(
+        tiny_argv(
+            tiny_run,
+            out=out,
+            overrides=[
+                "SOLVER.ITERATION_TOTAL",
+                "8",
+                "SOLVER.ITERATION_SAVE",
+                "8",
+                "MONITOR.ITERATION_NUM",
+                "[5, 100]",
+            ],
+        )
+    )
     console = capsys.readouterr().out
-    assert re.search(r"Training MedNeXt-S \(\d[\d,]+ parameters, deep supervision on\) on cpu \(\d+ threads\), "
-                     r"1 process\(es\)", console)
+    assert re.search(
+        r"Training MedNeXt-S \(\d[\d,]+ parameters, deep supervision on\) on cpu \(\d+ threads\), "
+        r"1 process\(es\)",
+        console,
+    )
     assert "Batch 1 per process (1 in all); iterations 0 to 8 (a fresh start); a checkpoint every 8" in console
     assert f"Output folder {out}; TensorBoard: tensorboard --logdir {out / 'log'}" in console
     shown = re.findall(r"\[Iteration (\d+)/8\] loss=", console)

@@ -1,4 +1,5 @@
 """Metrics against hand-computed cases and independent implementations; the evaluate command line."""
+
 import itertools
 import json
 import math
@@ -141,37 +142,76 @@ def volumes(tmp_path):
     probability = (truth > 0).astype(np.uint8)[None] * 230
     mask = np.ones_like(truth)
     mask[:, 4:6, :4] = 0  # hides the split
-    return {"label": _h5(tmp_path / "label.h5", truth), "segmentation": _h5(tmp_path / "seg.h5", segmentation),
-            "prediction": _h5(tmp_path / "pred.h5", probability, "vol0"), "mask": _h5(tmp_path / "mask.h5", mask)}
+    return {
+        "label": _h5(tmp_path / "label.h5", truth),
+        "segmentation": _h5(tmp_path / "seg.h5", segmentation),
+        "prediction": _h5(tmp_path / "pred.h5", probability, "vol0"),
+        "mask": _h5(tmp_path / "mask.h5", mask),
+    }
 
 
 def test_the_command_line_prints_a_table_and_writes_flat_json(tmp_path, volumes, capsys):
     out = tmp_path / "scores.json"
-    evaluate_cli.main(["--label", volumes["label"], "--segmentation", volumes["segmentation"], "--prediction",
-                       volumes["prediction"], "--json", str(out)])
+    evaluate_cli.main(
+        [
+            "--label",
+            volumes["label"],
+            "--segmentation",
+            volumes["segmentation"],
+            "--prediction",
+            volumes["prediction"],
+            "--json",
+            str(out),
+        ]
+    )
     table = capsys.readouterr().out
     scores = json.loads(out.read_text())
-    assert list(scores) == ["iou", "dice", "best_threshold", "best_iou", "precision", "recall", "f1", "ap50",
-                            "ap75", "ap", "voi_split", "voi_merge", "arand"]
+    assert list(scores) == [
+        "iou",
+        "dice",
+        "best_threshold",
+        "best_iou",
+        "precision",
+        "recall",
+        "f1",
+        "ap50",
+        "ap75",
+        "ap",
+        "voi_split",
+        "voi_merge",
+        "arand",
+    ]
     assert scores["iou"] == 1.0 and scores["voi_split"] > 0.1 and scores["voi_merge"] == pytest.approx(0.0, abs=1e-12)
     assert re.search(r"^voi_split\s+0\.\d{4}$", table, re.M)
-    masked = evaluate_cli.run(["--label", volumes["label"], "--segmentation", volumes["segmentation"],
-                               "--mask", volumes["mask"]])
+    masked = evaluate_cli.run(
+        ["--label", volumes["label"], "--segmentation", volumes["segmentation"], "--mask", volumes["mask"]]
+    )
     assert masked["voi_split"] == pytest.approx(0.0, abs=1e-12) and masked["precision"] == 1.0 and "iou" not in masked
     assert not math.isnan(masked["ap"])
 
 
-@pytest.mark.parametrize("extra,message", [
-    ([], r"Give --segmentation, --prediction or both"),
-    (["--segmentation", "{small}"], r"--segmentation '.*small\.h5' has shape \(4, 8, 6\) but --label has \(4, 8, 8\)"),
-    (["--prediction", "{pred}", "--threshold", "2"], r"--threshold is 2\.0, but must lie in 0\.\.1"),
-    (["--prediction", "{pred}", "--channel", "1"], r"--channel 1 does not exist: '.*pred\.h5' has 1 channels"),
-    (["--segmentation", "{missing}"], r"--segmentation: file '.*missing\.h5' does not exist"),
-    (["--segmentation", "{seg}", "--json", "{folder}/no/such/scores.json"], r"--json .* its folder does not exist"),
-])
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        ([], r"Give --segmentation, --prediction or both"),
+        (
+            ["--segmentation", "{small}"],
+            r"--segmentation '.*small\.h5' has shape \(4, 8, 6\) but --label has \(4, 8, 8\)",
+        ),
+        (["--prediction", "{pred}", "--threshold", "2"], r"--threshold is 2\.0, but must lie in 0\.\.1"),
+        (["--prediction", "{pred}", "--channel", "1"], r"--channel 1 does not exist: '.*pred\.h5' has 1 channels"),
+        (["--segmentation", "{missing}"], r"--segmentation: file '.*missing\.h5' does not exist"),
+        (["--segmentation", "{seg}", "--json", "{folder}/no/such/scores.json"], r"--json .* its folder does not exist"),
+    ],
+)
 def test_bad_input_gets_one_sentence(tmp_path, volumes, capsys, extra, message):
-    names = {"small": _h5(tmp_path / "small.h5", np.zeros((4, 8, 6), np.uint16)), "pred": volumes["prediction"],
-             "missing": str(tmp_path / "missing.h5"), "seg": volumes["segmentation"], "folder": str(tmp_path)}
+    names = {
+        "small": _h5(tmp_path / "small.h5", np.zeros((4, 8, 6), np.uint16)),
+        "pred": volumes["prediction"],
+        "missing": str(tmp_path / "missing.h5"),
+        "seg": volumes["segmentation"],
+        "folder": str(tmp_path),
+    }
     with pytest.raises(SystemExit) as exit_info:
         evaluate_cli.main(["--label", volumes["label"], *[a.format(**names) for a in extra]])
     err = capsys.readouterr().err

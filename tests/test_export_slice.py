@@ -1,4 +1,5 @@
 """scripts/export_slice.py: a PNG a person can look at, and the Dice it prints."""
+
 import importlib.util
 import os
 import struct
@@ -24,9 +25,9 @@ def decode_png(data: bytes) -> np.ndarray:
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     chunks, position = {}, 8
     while position < len(data):
-        (length,) = struct.unpack(">I", data[position:position + 4])
-        tag, body = data[position + 4:position + 8], data[position + 8:position + 8 + length]
-        assert struct.unpack(">I", data[position + 8 + length:position + 12 + length])[0] == zlib.crc32(tag + body)
+        (length,) = struct.unpack(">I", data[position : position + 4])
+        tag, body = data[position + 4 : position + 8], data[position + 8 : position + 8 + length]
+        assert struct.unpack(">I", data[position + 8 + length : position + 12 + length])[0] == zlib.crc32(tag + body)
         chunks[tag] = body
         position += 12 + length
     width, height, depth, colour = struct.unpack(">IIBB", chunks[b"IHDR"][:10])
@@ -47,8 +48,20 @@ def test_slice_panels_and_dice(tmp_path, capsys):
         with h5py.File(tmp_path / name, "w") as f:
             f.create_dataset("vol0" if name == "result.h5" else "main", data=data)
     out = tmp_path / "slice.png"
-    load_script().main(["--image", str(tmp_path / "image.h5"), "--prediction", str(tmp_path / "result.h5"),
-                        "--label", str(tmp_path / "label.h5"), "--z", "3", "--out", str(out)])
+    load_script().main(
+        [
+            "--image",
+            str(tmp_path / "image.h5"),
+            "--prediction",
+            str(tmp_path / "result.h5"),
+            "--label",
+            str(tmp_path / "label.h5"),
+            "--z",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
     pixels = decode_png(out.read_bytes())
     assert pixels.shape == (24, 60)
     assert np.array_equal(pixels[:, :20], volume["image"][3])
@@ -64,22 +77,47 @@ def test_mismatched_prediction_is_named(tmp_path):
     with h5py.File(tmp_path / "result.h5", "w") as f:
         f.create_dataset("vol0", data=np.zeros((1, 4, 8, 9), dtype=np.uint8))
     with pytest.raises(SystemExit, match="prediction has shape \\(4, 8, 9\\) but the image \\(4, 8, 8\\)"):
-        load_script().main(["--image", str(tmp_path / "image.h5"), "--prediction", str(tmp_path / "result.h5"),
-                            "--out", str(tmp_path / "x.png")])
+        load_script().main(
+            [
+                "--image",
+                str(tmp_path / "image.h5"),
+                "--prediction",
+                str(tmp_path / "result.h5"),
+                "--out",
+                str(tmp_path / "x.png"),
+            ]
+        )
 
 
 def test_instance_overlays_show_the_segmentation_beside_the_label(tmp_path, capsys):
     volume = make_em_volume((8, 24, 20), cells=4, mitochondria=2, seed=1)
     segmentation = volume["label"].astype(np.uint32)
     segmentation[:, :, 10:][segmentation[:, :, 10:] > 0] += 100  # every cell split at x = 10
-    for name, data in (("image.h5", volume["image"]), ("label.h5", volume["label"]),
-                       ("result.h5", (volume["label"] > 0).astype(np.uint8)[None] * 255), ("seg.h5", segmentation)):
+    for name, data in (
+        ("image.h5", volume["image"]),
+        ("label.h5", volume["label"]),
+        ("result.h5", (volume["label"] > 0).astype(np.uint8)[None] * 255),
+        ("seg.h5", segmentation),
+    ):
         with h5py.File(tmp_path / name, "w") as f:
             f.create_dataset("vol0" if name == "result.h5" else "main", data=data)
     out = tmp_path / "slice.png"
-    load_script().main(["--image", str(tmp_path / "image.h5"), "--prediction", str(tmp_path / "result.h5"),
-                        "--label", str(tmp_path / "label.h5"), "--segmentation", str(tmp_path / "seg.h5"),
-                        "--z", "3", "--out", str(out)])
+    load_script().main(
+        [
+            "--image",
+            str(tmp_path / "image.h5"),
+            "--prediction",
+            str(tmp_path / "result.h5"),
+            "--label",
+            str(tmp_path / "label.h5"),
+            "--segmentation",
+            str(tmp_path / "seg.h5"),
+            "--z",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
     assert "panels image | prediction | target | segmentation | label instances" in capsys.readouterr().out
     pixels = decode_png(out.read_bytes())
     assert pixels.shape == (24, 100, 3)
@@ -87,6 +125,7 @@ def test_instance_overlays_show_the_segmentation_beside_the_label(tmp_path, caps
     assert np.array_equal(image[..., 0], volume["image"][3]) and np.array_equal(image[..., 0], image[..., 2])
     background = volume["label"][3] == 0
     assert np.array_equal(seg_panel[background], image[background])  # membranes stay gray
+
     # A split shows as two colours in the segmentation panel where the label panel has one. The
     # colour under a blend is 2 * panel - gray (to rounding).
     def colours(panel, where):

@@ -1,10 +1,12 @@
 """Every path of the CPU execution (kernels, fused blocks, in-place inference) matches the plain modules."""
+
 import copy
 from typing import Callable
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TINY
 from torch import nn
 
 from connectomics_mednext import MedNeXt
@@ -13,7 +15,6 @@ from connectomics_mednext.model.execution import CpuExecution, ReferenceExecutio
 from connectomics_mednext.model.execution.depthwise import depthwise_conv
 from connectomics_mednext.model.execution.norm import _ChannelNormFunction, normalise
 from connectomics_mednext.model.execution.pointwise import pointwise_conv, pointwise_conv_transpose
-from conftest import TINY
 
 CL = torch.channels_last_3d
 FastPath = Callable[[nn.Module, torch.Tensor], torch.Tensor]
@@ -35,9 +36,15 @@ def _compare(reference: nn.Module, fast_path: FastPath, x: torch.Tensor, atol: f
         assert torch.allclose(p_ref.grad, p_fast.grad, atol=atol * 10, rtol=1e-4), name
 
 
-@pytest.mark.parametrize("kernel,stride,shape", [
-    (3, 1, (2, 6, 8, 8, 8)), (5, 2, (1, 6, 8, 12, 8)), ((1, 3, 5), (1, 2, 2), (2, 6, 4, 8, 8)), (3, 2, (1, 6, 7, 9, 5)),
-])
+@pytest.mark.parametrize(
+    "kernel,stride,shape",
+    [
+        (3, 1, (2, 6, 8, 8, 8)),
+        (5, 2, (1, 6, 8, 12, 8)),
+        ((1, 3, 5), (1, 2, 2), (2, 6, 4, 8, 8)),
+        (3, 2, (1, 6, 7, 9, 5)),
+    ],
+)
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, CL])
 def test_depthwise_conv_matches_pytorch(kernel, stride, shape, memory_format):
     padding = tuple(k // 2 for k in ((kernel,) * 3 if isinstance(kernel, int) else kernel))
@@ -46,10 +53,16 @@ def test_depthwise_conv_matches_pytorch(kernel, stride, shape, memory_format):
     _compare(nn.Conv3d(6, 6, **args), depthwise_conv, x)
 
 
-@pytest.mark.parametrize("kernel,stride,shape", [
-    (3, 2, (1, 4, 5, 6, 7)), (5, 2, (2, 3, 4, 4, 5)), ((1, 3, 5), (1, 2, 2), (1, 3, 4, 5, 6)), ((3, 5, 7), (3, 2, 2), (1, 2, 4, 5, 3)),
-    (3, 2, (1, 2, 1, 2, 1)),
-])
+@pytest.mark.parametrize(
+    "kernel,stride,shape",
+    [
+        (3, 2, (1, 4, 5, 6, 7)),
+        (5, 2, (2, 3, 4, 4, 5)),
+        ((1, 3, 5), (1, 2, 2), (1, 3, 4, 5, 6)),
+        ((3, 5, 7), (3, 2, 2), (1, 2, 4, 5, 3)),
+        (3, 2, (1, 2, 1, 2, 1)),
+    ],
+)
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, CL])
 def test_transposed_depthwise_inference_by_phases_matches_pytorch(kernel, stride, shape, memory_format):
     padding = tuple(k // 2 for k in ((kernel,) * 3 if isinstance(kernel, int) else kernel))
@@ -128,10 +141,15 @@ def test_fused_pointwise_has_exact_gradients(monkeypatch):
     assert torch.autograd.gradcheck(lambda *a: fused._FusedPointwise.apply(a[0], None, *a[1:], 1e-5), (y, *params))
 
 
-@pytest.mark.parametrize("block,out_channels,extra", [
-    (MedNeXtBlock, 6, {}), (MedNeXtDownBlock, 12, dict(do_res=True)), (MedNeXtUpBlock, 3, dict(do_res=True)),
-    (MedNeXtDownBlock, 12, dict(do_res=False, stride=(1, 2, 2))),
-])
+@pytest.mark.parametrize(
+    "block,out_channels,extra",
+    [
+        (MedNeXtBlock, 6, {}),
+        (MedNeXtDownBlock, 12, dict(do_res=True)),
+        (MedNeXtUpBlock, 3, dict(do_res=True)),
+        (MedNeXtDownBlock, 12, dict(do_res=False, stride=(1, 2, 2))),
+    ],
+)
 def test_fused_blocks_match_op_by_op_blocks(monkeypatch, block, out_channels, extra):
     monkeypatch.setattr(fused, "TILE_ROWS", 128)
     calls = []
@@ -215,8 +233,14 @@ def test_network_inference_equals_the_autograd_forward_at_every_head():
 
 @pytest.mark.parametrize("checkpoint_style", [None, "outside_block"])
 def test_cpu_execution_equals_the_reference_in_inference_and_with_checkpointing(checkpoint_style):
-    config = dict(TINY, deep_supervision=True, ds_output="list", do_res=True, do_res_up_down=True,
-                  checkpoint_style=checkpoint_style)
+    config = dict(
+        TINY,
+        deep_supervision=True,
+        ds_output="list",
+        do_res=True,
+        do_res_up_down=True,
+        checkpoint_style=checkpoint_style,
+    )
     reference = MedNeXt(**config, channels_last=False)
     fast = MedNeXt(**config, channels_last=True)
     fast.load_state_dict(reference.state_dict())

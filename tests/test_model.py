@@ -1,19 +1,26 @@
 """MedNeXt behaviour: shapes, presets, deep supervision, checkpointing, anisotropy, errors."""
+
 import gc
 from collections import OrderedDict
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TINY
 
 from connectomics_mednext import LayerNorm, MedNeXt, MedNeXtBlock, create_mednext_v1, upkern_load_weights
 from connectomics_mednext.model.execution import reference
-from conftest import TINY
 
 # Exact reference parameter counts (in_channels 1, n_classes 2, deep supervision, dummy_tensor).
 REFERENCE_PARAMS = {
-    ("S", 3): 5_552_843, ("S", 5): 5_982_475, ("B", 3): 10_528_235, ("B", 5): 10_957_867,
-    ("M", 3): 17_550_891, ("M", 5): 18_262_763, ("L", 3): 61_781_195, ("L", 5): 62_994_827,
+    ("S", 3): 5_552_843,
+    ("S", 5): 5_982_475,
+    ("B", 3): 10_528_235,
+    ("B", 5): 10_957_867,
+    ("M", 3): 17_550_891,
+    ("M", 5): 18_262_763,
+    ("L", 3): 61_781_195,
+    ("L", 5): 62_994_827,
 }
 
 
@@ -93,7 +100,7 @@ def test_checkpointing_gives_the_same_outputs_and_gradients():
     losses = []
     for model in (plain, checkpointed):
         out = model.train()(x)
-        loss = sum((v ** 2).mean() for v in out.values())
+        loss = sum((v**2).mean() for v in out.values())
         loss.backward()
         losses.append(loss.detach())
     assert torch.allclose(losses[0], losses[1])
@@ -141,8 +148,12 @@ def test_ddp_needs_no_find_unused_parameters(tmp_path):
         dist.destroy_process_group()
 
 
-ANISOTROPIC = dict(TINY, strides=[(1, 2, 2), (1, 2, 2), 2, 2], kernel_size=[(1, 3, 3), (1, 3, 3), 3, 3, 3, 3, 3, (1, 3, 3), (1, 3, 3)],
-                   deep_supervision=True)
+ANISOTROPIC = dict(
+    TINY,
+    strides=[(1, 2, 2), (1, 2, 2), 2, 2],
+    kernel_size=[(1, 3, 3), (1, 3, 3), 3, 3, 3, 3, 3, (1, 3, 3), (1, 3, 3)],
+    deep_supervision=True,
+)
 
 
 def test_anisotropic_forward_and_backward():
@@ -199,13 +210,16 @@ def test_upkern_rejects_other_class_or_channel_counts():
         upkern_load_weights(MedNeXt(**dict(TINY, n_channels=8)), MedNeXt(**TINY))
 
 
-@pytest.mark.parametrize("shape,message", [
-    ((1, 1, 24, 32, 32), r"Input size 24 along axis z .*total stride 16.*nearest valid sizes are 16 and 32"),
-    ((1, 1, 32, 32, 8), r"Input size 8 along axis x .*nearest valid sizes are 16"),
-    ((1, 1, 16, 16, 16), r"one-voxel bottleneck"),
-    ((1, 2, 32, 32, 32), r"expects input of shape \(B, 1, \*, \*, \*\)"),
-    ((1, 1, 32, 32), r"expects input of shape"),
-])
+@pytest.mark.parametrize(
+    "shape,message",
+    [
+        ((1, 1, 24, 32, 32), r"Input size 24 along axis z .*total stride 16.*nearest valid sizes are 16 and 32"),
+        ((1, 1, 32, 32, 8), r"Input size 8 along axis x .*nearest valid sizes are 16"),
+        ((1, 1, 16, 16, 16), r"one-voxel bottleneck"),
+        ((1, 2, 32, 32, 32), r"expects input of shape \(B, 1, \*, \*, \*\)"),
+        ((1, 1, 32, 32), r"expects input of shape"),
+    ],
+)
 def test_unusable_input_sizes_raise_a_clear_error(shape, message):
     model = MedNeXt(**dict(TINY))
     with pytest.raises(ValueError, match=message):
@@ -219,17 +233,20 @@ def test_anisotropic_valid_sizes_follow_the_strides():
         model(torch.randn(1, 1, 6, 32, 32))
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(kernel_size=4), "positive odd"),
-    (dict(kernel_size=(3, 3)), "3 ints"),
-    (dict(exp_r=[2, 2]), "exp_r must be"),
-    (dict(block_counts=[2] * 8), "block_counts must be 9"),
-    (dict(norm_type="batch"), "norm_type must be one of"),
-    (dict(dim="4d"), "dim must be one of"),
-    (dict(checkpoint_style="inside_block"), "checkpoint_style must be one of"),
-    (dict(strides=[2, 2, 2]), "list of 4 values"),
-    (dict(ds_output="tuple"), "ds_output must be one of"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(kernel_size=4), "positive odd"),
+        (dict(kernel_size=(3, 3)), "3 ints"),
+        (dict(exp_r=[2, 2]), "exp_r must be"),
+        (dict(block_counts=[2] * 8), "block_counts must be 9"),
+        (dict(norm_type="batch"), "norm_type must be one of"),
+        (dict(dim="4d"), "dim must be one of"),
+        (dict(checkpoint_style="inside_block"), "checkpoint_style must be one of"),
+        (dict(strides=[2, 2, 2]), "list of 4 values"),
+        (dict(ds_output="tuple"), "ds_output must be one of"),
+    ],
+)
 def test_bad_constructor_arguments_raise_a_clear_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
         MedNeXt(**dict(TINY, **kwargs))

@@ -1,23 +1,27 @@
 """Our engine end to end on tiny synthetic volumes: train, resume, infer, interrupted inference, bad input."""
+
 import os
 
 import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import FailsAfter, binary_model_yaml, predict_file, torchrun
 
 from connectomics_mednext import cli
 from connectomics_mednext.config import load_native_cfg
 from connectomics_mednext.data.synthetic import make_em_volume
 from connectomics_mednext.engine.inference import make_activation
 from connectomics_mednext.errors import ConfigError
-from conftest import FailsAfter, binary_model_yaml, predict_file, torchrun
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = os.path.join(ROOT, "configs", "MedNeXt-Base.yaml")
 
-CONFIG = """
-""" + binary_model_yaml((16, 32, 32), "0", 4) + """DATASET:
+CONFIG = (
+    """
+"""
+    + binary_model_yaml((16, 32, 32), "0", 4)
+    + """DATASET:
   INPUT_PATH: {data}/
   IMAGE_NAME: image.h5
   LABEL_NAME: label.h5
@@ -39,6 +43,7 @@ INFERENCE:
   STRIDE: [8, 16, 16]
   SAMPLES_PER_BATCH: 2
 """
+)
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +84,16 @@ def test_train_resume_and_infer(tmp_path, data_dir):
     for key, value in final["state_dict"].items():
         assert torch.allclose(value, resumed["state_dict"][key], atol=1e-6), key
 
-    run(config, "--inference", "--checkpoint", str(out / "checkpoint_00004.pth.tar"), "INFERENCE.AUG_NUM", "8",
-        "INFERENCE.DECODE", "binary")
+    run(
+        config,
+        "--inference",
+        "--checkpoint",
+        str(out / "checkpoint_00004.pth.tar"),
+        "INFERENCE.AUG_NUM",
+        "8",
+        "INFERENCE.DECODE",
+        "binary",
+    )
     with h5py.File(out / "test" / "result.h5", "r") as f:
         assert list(f) == ["vol0"]
         assert f["vol0"].shape == (1, 24, 40, 40) and f["vol0"].dtype == np.uint8
@@ -131,8 +144,9 @@ def test_blending_reproduces_a_constant_prediction_exactly(tmp_path):
             return (x + 1) / 2  # undo the 0.5 mean/std normalisation
 
     volume = (np.random.default_rng(1).random((37, 40, 45)) * 255).astype(np.uint8)
-    path = predict_file(Identity(), [volume], str(tmp_path / "id.h5"), (16, 16, 16), (8, 8, 8), 1,
-                           make_activation(["none"], [1]))
+    path = predict_file(
+        Identity(), [volume], str(tmp_path / "id.h5"), (16, 16, 16), (8, 8, 8), 1, make_activation(["none"], [1])
+    )
     with h5py.File(path, "r") as f:
         assert np.array_equal(f["vol0"][0], volume)
 
@@ -180,8 +194,21 @@ def test_patch_larger_than_volume(tmp_path, data_dir):
 def test_padding_makes_room_for_a_patch_deeper_than_the_volume(tmp_path, data_dir):
     # Depth 24 + 2 * 5 reflected planes holds a 32-plane patch, as PyTC pads before cropping.
     config = write_config(tmp_path, data_dir)
-    run(config, "MODEL.INPUT_SIZE", "[32, 32, 32]", "MODEL.OUTPUT_SIZE", "[32, 32, 32]", "DATASET.PAD_SIZE", "[5, 0, 0]",
-        "SOLVER.ITERATION_TOTAL", "1", "SOLVER.ITERATION_SAVE", "1", "DATASET.VAL_IMAGE_NAME", "None")
+    run(
+        config,
+        "MODEL.INPUT_SIZE",
+        "[32, 32, 32]",
+        "MODEL.OUTPUT_SIZE",
+        "[32, 32, 32]",
+        "DATASET.PAD_SIZE",
+        "[5, 0, 0]",
+        "SOLVER.ITERATION_TOTAL",
+        "1",
+        "SOLVER.ITERATION_SAVE",
+        "1",
+        "DATASET.VAL_IMAGE_NAME",
+        "None",
+    )
     assert (tmp_path / "out" / "checkpoint_00001.pth.tar").exists()
 
 
@@ -191,8 +218,18 @@ def test_tiff_stacks_train_and_infer(tmp_path, data_dir):
         with h5py.File(data_dir / f"{name}.h5", "r") as f:
             tifffile.imwrite(tmp_path / f"{name}.tif", f["main"][:])
     config = write_config(tmp_path, data_dir)
-    tiff = ["DATASET.IMAGE_NAME", "image.tif", "DATASET.LABEL_NAME", "label.tif", "DATASET.VAL_IMAGE_NAME",
-            "image.tif", "DATASET.VAL_LABEL_NAME", "label.tif", "INFERENCE.IMAGE_NAME", "image.tif"]
+    tiff = [
+        "DATASET.IMAGE_NAME",
+        "image.tif",
+        "DATASET.LABEL_NAME",
+        "label.tif",
+        "DATASET.VAL_IMAGE_NAME",
+        "image.tif",
+        "DATASET.VAL_LABEL_NAME",
+        "label.tif",
+        "INFERENCE.IMAGE_NAME",
+        "image.tif",
+    ]
     run(config, *tiff, "SOLVER.ITERATION_TOTAL", "2", "SOLVER.ITERATION_VAL", "2")
     run(config, "--inference", "--checkpoint", str(tmp_path / "out" / "checkpoint_00002.pth.tar"), *tiff)
     with h5py.File(tmp_path / "out" / "test" / "result.h5", "r") as f:
@@ -239,8 +276,10 @@ def test_non_finite_loss_stops_with_a_message(tmp_path, data_dir):
 
     trainer = _trainer(tmp_path, data_dir)
     trainer.criterion = lambda pred, target, weight: (torch.tensor(float("nan")), {})
-    with pytest.raises(NonFiniteLoss, match="The loss became nan at iteration 1; training stopped without saving, "
-                                            "and no checkpoint was written"):
+    with pytest.raises(
+        NonFiniteLoss,
+        match="The loss became nan at iteration 1; training stopped without saving, and no checkpoint was written",
+    ):
         trainer.train()
 
 
@@ -249,18 +288,58 @@ def test_semantic_target_trains_and_validates(tmp_path, data_dir, capsys):
     with h5py.File(data_dir / "label.h5", "r") as f, h5py.File(tmp_path / "classes.h5", "w") as g:
         g.create_dataset("main", data=(f["main"][:] > 0).astype(np.uint8))
     with pytest.raises(ValueError, match="expects classes 0..1, but the label holds"):
-        run(config, "MODEL.OUT_PLANES", "2", "MODEL.TARGET_OPT", "['9-2']", "MODEL.WEIGHT_OPT", "[['0']]",
-            "MODEL.LOSS_OPTION", "[['WeightedCE']]", "MODEL.OUTPUT_ACT", "[['none']]", "MODEL.LOSS_WEIGHT", "[[1.0]]")
-    run(config, "DATASET.LABEL_NAME", "classes.h5", "DATASET.VAL_LABEL_NAME", "classes.h5", "MODEL.OUT_PLANES", "2", "MODEL.TARGET_OPT", "['9-2']", "MODEL.WEIGHT_OPT", "[['0']]",
-        "MODEL.LOSS_OPTION", "[['WeightedCE']]", "MODEL.OUTPUT_ACT", "[['none']]", "MODEL.LOSS_WEIGHT", "[[1.0]]",
-        "SOLVER.ITERATION_TOTAL", "2", "SOLVER.ITERATION_VAL", "2")
+        run(
+            config,
+            "MODEL.OUT_PLANES",
+            "2",
+            "MODEL.TARGET_OPT",
+            "['9-2']",
+            "MODEL.WEIGHT_OPT",
+            "[['0']]",
+            "MODEL.LOSS_OPTION",
+            "[['WeightedCE']]",
+            "MODEL.OUTPUT_ACT",
+            "[['none']]",
+            "MODEL.LOSS_WEIGHT",
+            "[[1.0]]",
+        )
+    run(
+        config,
+        "DATASET.LABEL_NAME",
+        "classes.h5",
+        "DATASET.VAL_LABEL_NAME",
+        "classes.h5",
+        "MODEL.OUT_PLANES",
+        "2",
+        "MODEL.TARGET_OPT",
+        "['9-2']",
+        "MODEL.WEIGHT_OPT",
+        "[['0']]",
+        "MODEL.LOSS_OPTION",
+        "[['WeightedCE']]",
+        "MODEL.OUTPUT_ACT",
+        "[['none']]",
+        "MODEL.LOSS_WEIGHT",
+        "[[1.0]]",
+        "SOLVER.ITERATION_TOTAL",
+        "2",
+        "SOLVER.ITERATION_VAL",
+        "2",
+    )
     assert "validation Dice" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("key,value,message", [
-    ("DATASET.DO_2D", "True", r"DATASET.DO_2D is True, but our engine needs MODEL.INPUT_SIZE \[1, y, x\] when True"),
-    ("INFERENCE.OUTPUT_SIZE", "[8, 16, 16]", "INFERENCE.OUTPUT_SIZE"),
-])
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        (
+            "DATASET.DO_2D",
+            "True",
+            r"DATASET.DO_2D is True, but our engine needs MODEL.INPUT_SIZE \[1, y, x\] when True",
+        ),
+        ("INFERENCE.OUTPUT_SIZE", "[8, 16, 16]", "INFERENCE.OUTPUT_SIZE"),
+    ],
+)
 def test_values_our_engine_cannot_honour_are_refused(tmp_path, data_dir, key, value, message):
     with pytest.raises(ValueError, match=message):
         run(write_config(tmp_path, data_dir), key, value)
@@ -271,8 +350,10 @@ def test_mixed_precision_types(tmp_path, data_dir):
 
     config = write_config(tmp_path, data_dir)
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    choices = {value: load_native_cfg(config, BASE, ["MODEL.AMP_DTYPE", value])
-               for value in ("auto", "bfloat16", "float16", "fp8")}
+    choices = {
+        value: load_native_cfg(config, BASE, ["MODEL.AMP_DTYPE", value])
+        for value in ("auto", "bfloat16", "float16", "fp8")
+    }
     assert amp_dtype(choices["auto"], cpu) == torch.bfloat16 and amp_dtype(choices["auto"], gpu) == torch.float16
     assert amp_dtype(choices["bfloat16"], gpu) == torch.bfloat16 and amp_dtype(choices["float16"], gpu) == torch.float16
     with pytest.raises(ValueError, match="MODEL.AMP_DTYPE 'float16' needs a GPU"):
@@ -282,7 +363,16 @@ def test_mixed_precision_types(tmp_path, data_dir):
 
 
 def test_bf16_autocast_trains_on_cpu(tmp_path, data_dir):
-    run(write_config(tmp_path, data_dir), "MODEL.MIXED_PRECESION", "True", "SOLVER.ITERATION_TOTAL", "1",
-        "SOLVER.ITERATION_SAVE", "1", "DATASET.VAL_IMAGE_NAME", "None")
+    run(
+        write_config(tmp_path, data_dir),
+        "MODEL.MIXED_PRECESION",
+        "True",
+        "SOLVER.ITERATION_TOTAL",
+        "1",
+        "SOLVER.ITERATION_SAVE",
+        "1",
+        "DATASET.VAL_IMAGE_NAME",
+        "None",
+    )
     state = torch.load(tmp_path / "out" / "checkpoint_00001.pth.tar", weights_only=True)
     assert all(torch.isfinite(v).all() for v in state["state_dict"].values())

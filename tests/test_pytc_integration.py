@@ -3,6 +3,7 @@
 PyTC runs in subprocesses (it seeds and configures global state). On a CPU-only machine the
 import stand-ins in tools/pytc_standins replace torchvision and em_util.
 """
+
 import os
 import subprocess
 import sys
@@ -11,7 +12,6 @@ import textwrap
 import h5py
 import numpy as np
 import pytest
-
 from conftest import binary_model_yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,14 +33,16 @@ def pytc_env():
 
 
 def run_python(code: str, env: dict) -> str:
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=ROOT,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
 
 
 def test_register_plugs_mednext_into_pytc(pytc_env):
-    out = run_python("""
+    out = run_python(
+        """
         import glob, torch
         from connectomics.config import get_cfg_defaults
         stock = get_cfg_defaults()
@@ -64,7 +66,8 @@ def test_register_plugs_mednext_into_pytc(pytc_env):
             c = get_cfg_defaults(); c.merge_from_file("configs/MedNeXt-Base.yaml"); c.merge_from_file(path)
         c = get_cfg_defaults(); c.merge_from_file("configs/MedNeXt-Base.yaml")
         c.merge_from_file("configs/Lucchi-Mitochondria-MedNeXt.yaml")
-        c.merge_from_list(["SYSTEM.NUM_GPUS", "1", "MODEL.INPUT_SIZE", "[32, 32, 32]", "MODEL.OUTPUT_SIZE", "[32, 32, 32]"])
+        sizes = ["MODEL.INPUT_SIZE", "[32, 32, 32]", "MODEL.OUTPUT_SIZE", "[32, 32, 32]"]
+        c.merge_from_list(["SYSTEM.NUM_GPUS", "1", *sizes])
         model = trainer.build_model(c, torch.device("cpu"))
         assert isinstance(model.module, MedNeXt) and model.module.do_ds
         optimizer = trainer.build_optimizer(c, model)
@@ -78,12 +81,15 @@ def test_register_plugs_mednext_into_pytc(pytc_env):
         c.merge_from_list(["MODEL.ARCHITECTURE", "unet_3d"])
         assert not isinstance(trainer.Criterion.build_from_cfg(c, torch.device("cpu")), DeepSupervisionLoss)
         print("REGISTERED")
-    """, pytc_env)
+    """,
+        pytc_env,
+    )
     assert "REGISTERED" in out
 
 
 def test_mednext_keys_set_for_another_architecture_are_warned_about(pytc_env):
-    out = run_python("""
+    out = run_python(
+        """
         import warnings
         from connectomics_mednext.pytc import register, warn_unused_mednext_keys
         register()
@@ -95,27 +101,40 @@ def test_mednext_keys_set_for_another_architecture_are_warned_about(pytc_env):
             warn_unused_mednext_keys(cfg)
         for w in caught:
             print(w.message)
-    """, pytc_env)
-    assert out.splitlines() == ["MODEL.DEEP_SUPERVISION is set but does nothing in PyTorch Connectomics here: "
-                                "MODEL.ARCHITECTURE is 'unet_3d', not 'mednext'."]
+    """,
+        pytc_env,
+    )
+    assert out.splitlines() == [
+        "MODEL.DEEP_SUPERVISION is set but does nothing in PyTorch Connectomics here: "
+        "MODEL.ARCHITECTURE is 'unet_3d', not 'mednext'."
+    ]
 
 
 def test_a_typo_in_a_pytc_run_gets_one_sentence(pytc_env, tmp_path):
     config = tmp_path / "typo.yaml"
     config.write_text("MODEL:\n  ARCHITECTURE: mednext\n  MEDNEXT_SIZ: S\n")
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "main.py"), "--engine", "pytc",
-                             "--config-file", str(config)], env=pytc_env, cwd=ROOT, capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "main.py"), "--engine", "pytc", "--config-file", str(config)],
+        env=pytc_env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip() == (f"error: {config}: MODEL.MEDNEXT_SIZ is not a config key; did you mean "
-                                     "'MODEL.MEDNEXT_SIZE'?")
+    assert result.stderr.strip() == (
+        f"error: {config}: MODEL.MEDNEXT_SIZ is not a config key; did you mean 'MODEL.MEDNEXT_SIZE'?"
+    )
 
 
-TINY_CONFIG = """
+TINY_CONFIG = (
+    """
 SYSTEM:
   NUM_GPUS: 1
   NUM_CPUS: 0
-""" + binary_model_yaml((32, 32, 32), "0", 4) + """DATASET:
+"""
+    + binary_model_yaml((32, 32, 32), "0", 4)
+    + """DATASET:
   INPUT_PATH: {data}/
   IMAGE_NAME: img.h5
   LABEL_NAME: lab.h5
@@ -141,12 +160,24 @@ INFERENCE:
   STRIDE: [16, 16, 16]
   SAMPLES_PER_BATCH: 2
 """
+)
 
 
 def main_py(args, env) -> str:
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "main.py"),
-                             "--config-base", os.path.join(ROOT, "configs", "MedNeXt-Base.yaml"), *args],
-                            env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "scripts", "main.py"),
+            "--config-base",
+            os.path.join(ROOT, "configs", "MedNeXt-Base.yaml"),
+            *args,
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
 
@@ -155,8 +186,12 @@ def test_train_with_deep_supervision_then_resume_then_infer(pytc_env, tmp_path):
     rng = np.random.default_rng(0)
     image = (rng.random((40, 96, 96)) * 255).astype(np.uint8)  # PyTC's augmentor needs 34x90x90 samples
     label = (image > 128).astype(np.uint8)
-    for name, array in [("img.h5", image), ("lab.h5", label), ("val_img.h5", image[:32, :48, :48]),
-                        ("val_lab.h5", label[:32, :48, :48])]:
+    for name, array in [
+        ("img.h5", image),
+        ("lab.h5", label),
+        ("val_img.h5", image[:32, :48, :48]),
+        ("val_lab.h5", label[:32, :48, :48]),
+    ]:
         with h5py.File(tmp_path / name, "w") as f:
             f.create_dataset("main", data=array)
     out = tmp_path / "out"
@@ -166,27 +201,49 @@ def test_train_with_deep_supervision_then_resume_then_infer(pytc_env, tmp_path):
     trained = main_py(["--config-file", str(config)], pytc_env)
     assert trained.splitlines()[0].startswith("engine: PyTorch Connectomics v1.0 API, package version ")
     assert {"checkpoint_00002.pth.tar", "checkpoint_00004.pth.tar"} <= set(os.listdir(out))
-    tags = run_python(f"""
+    tags = run_python(
+        f"""
         import glob
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
         events = EventAccumulator(glob.glob("{out}/log*")[0]); events.Reload()
         print(sorted(events.Tags()["scalars"])); print(sorted(events.Tags()["images"]))
-    """, pytc_env)
-    for tag in ("deep_supervision_scale0", "deep_supervision_scale4", "0_DiceLoss_0_1_x16x16x16",
-                "Validation_Loss", "Consecutive_0_0", "Consecutive_0_0_Val"):
+    """,
+        pytc_env,
+    )
+    for tag in (
+        "deep_supervision_scale0",
+        "deep_supervision_scale4",
+        "0_DiceLoss_0_1_x16x16x16",
+        "Validation_Loss",
+        "Consecutive_0_0",
+        "Consecutive_0_0_Val",
+    ):
         assert tag in tags
 
-    main_py(["--config-file", str(config), "--checkpoint", str(out / "checkpoint_00002.pth.tar"),
-             "SOLVER.ITERATION_TOTAL", "6"], pytc_env)
-    resumed = run_python(f"""
+    main_py(
+        [
+            "--config-file",
+            str(config),
+            "--checkpoint",
+            str(out / "checkpoint_00002.pth.tar"),
+            "SOLVER.ITERATION_TOTAL",
+            "6",
+        ],
+        pytc_env,
+    )
+    resumed = run_python(
+        f"""
         import torch
         state = torch.load("{out}/checkpoint_00006.pth.tar", weights_only=True)
         print(state["iteration"], state["lr_scheduler"]["_last_lr"])
-    """, pytc_env)
+    """,
+        pytc_env,
+    )
     assert resumed.split()[0] == "6"
 
-    main_py(["--config-file", str(config), "--inference", "--checkpoint", str(out / "checkpoint_00006.pth.tar")],
-            pytc_env)
+    main_py(
+        ["--config-file", str(config), "--inference", "--checkpoint", str(out / "checkpoint_00006.pth.tar")], pytc_env
+    )
     with h5py.File(out / "test" / "result.h5", "r") as f:
         assert list(f) == ["vol0"]
         assert f["vol0"].shape == (1, 40, 96, 96) and f["vol0"].dtype == np.uint8
@@ -196,25 +253,47 @@ def test_pytc_trains_and_infers_a_2d_mednext_with_do_2d(pytc_env, tmp_path):
     rng = np.random.default_rng(0)
     image = (rng.random((6, 96, 96)) * 255).astype(np.uint8)  # PyTC's 2D augmentor needs 1x90x90 samples
     label = (image > 128).astype(np.uint8)
-    for name, array in [("img.h5", image), ("lab.h5", label), ("val_img.h5", image[:, :48, :48]),
-                        ("val_lab.h5", label[:, :48, :48])]:
+    for name, array in [
+        ("img.h5", image),
+        ("lab.h5", label),
+        ("val_img.h5", image[:, :48, :48]),
+        ("val_lab.h5", label[:, :48, :48]),
+    ]:
         with h5py.File(tmp_path / name, "w") as f:
             f.create_dataset("main", data=array)
     out = tmp_path / "out"
     config = tmp_path / "tiny2d.yaml"
     config.write_text(TINY_CONFIG.format(data=tmp_path, out=out))
-    two_d = ["DATASET.DO_2D", "True", "MODEL.INPUT_SIZE", "[1, 32, 32]", "MODEL.OUTPUT_SIZE", "[1, 32, 32]",
-             "INFERENCE.INPUT_SIZE", "[1, 32, 32]", "INFERENCE.OUTPUT_SIZE", "[1, 32, 32]",
-             "INFERENCE.STRIDE", "[1, 16, 16]", "INFERENCE.AUG_NUM", "None"]
+    two_d = [
+        "DATASET.DO_2D",
+        "True",
+        "MODEL.INPUT_SIZE",
+        "[1, 32, 32]",
+        "MODEL.OUTPUT_SIZE",
+        "[1, 32, 32]",
+        "INFERENCE.INPUT_SIZE",
+        "[1, 32, 32]",
+        "INFERENCE.OUTPUT_SIZE",
+        "[1, 32, 32]",
+        "INFERENCE.STRIDE",
+        "[1, 16, 16]",
+        "INFERENCE.AUG_NUM",
+        "None",
+    ]
     trained = main_py(["--config-file", str(config), *two_d], pytc_env)
     assert trained.splitlines()[0].startswith("engine: PyTorch Connectomics v1.0 API")
-    state = run_python(f"""
+    state = run_python(
+        f"""
         import torch
         state = torch.load("{out}/checkpoint_00004.pth.tar", weights_only=True)
         print(state["state_dict"]["stem.weight"].dim())
-    """, pytc_env)
+    """,
+        pytc_env,
+    )
     assert state.split()[-1] == "4"  # PyTC built and trained our 2D MedNeXt
-    main_py(["--config-file", str(config), "--inference", "--checkpoint", str(out / "checkpoint_00004.pth.tar"),
-             *two_d], pytc_env)
+    main_py(
+        ["--config-file", str(config), "--inference", "--checkpoint", str(out / "checkpoint_00004.pth.tar"), *two_d],
+        pytc_env,
+    )
     with h5py.File(out / "test" / "result.h5", "r") as f:
         assert f["vol0"].shape == (1, 6, 96, 96) and f["vol0"][:].std() > 0

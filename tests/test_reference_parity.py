@@ -1,9 +1,10 @@
 """Weight compatibility with the reference MedNeXt, against golden fixtures."""
+
 import pytest
 import torch
+from conftest import reference_fixture
 
 from connectomics_mednext import MedNeXt, load_reference_weights, read_checkpoint, upkern_load_weights
-from conftest import reference_fixture
 
 MODEL_FIXTURES = ["s_like_k3_ds_c8.pt", "b_like_k5_grn_c8.pt", "s_like_2d_k3_ds_c8.pt"]
 

@@ -1,4 +1,5 @@
 """Decoding predictions into instances: every mode, slab-wise components against whole-volume ones, bad input."""
+
 import os
 import sys
 
@@ -36,8 +37,11 @@ def read_labels(path) -> np.ndarray:
         return f["main"][:]
 
 
-STRUCTURES = {6: ndimage.generate_binary_structure(3, 1), 18: ndimage.generate_binary_structure(3, 2),
-              26: ndimage.generate_binary_structure(3, 3)}
+STRUCTURES = {
+    6: ndimage.generate_binary_structure(3, 1),
+    18: ndimage.generate_binary_structure(3, 2),
+    26: ndimage.generate_binary_structure(3, 3),
+}
 
 
 @pytest.mark.parametrize("connectivity", [6, 18, 26])
@@ -45,8 +49,9 @@ STRUCTURES = {6: ndimage.generate_binary_structure(3, 1), 18: ndimage.generate_b
 def test_slab_wise_components_partition_the_voxels_as_the_whole_volume(tmp_path, connectivity, slab_planes):
     foreground = np.random.default_rng(connectivity).random((20, 24, 28)) > 0.68
     path = write_prediction(tmp_path / "p.h5", foreground[None].astype(np.float32))
-    count = segment_file(path, str(tmp_path / "s.h5"), "binary",
-                         SegmentOptions(connectivity=connectivity, slab_planes=slab_planes))
+    count = segment_file(
+        path, str(tmp_path / "s.h5"), "binary", SegmentOptions(connectivity=connectivity, slab_planes=slab_planes)
+    )
     labels = read_labels(tmp_path / "s.h5")
     whole, whole_count = cc3d.connected_components(foreground, connectivity=connectivity, return_N=True)
     independent, independent_count = ndimage.label(foreground, structure=STRUCTURES[connectivity])
@@ -105,8 +110,12 @@ def test_boundary_watershed_recovers_neurons_with_anisotropic_resolution(tmp_pat
     boundary = make_target(cells, "4")[0]
     path = write_prediction(tmp_path / "p.h5", boundary[None])
     # 2 nm in z, 1 nm in y and x: a seed needs 3 nm of clearance, i.e. 2 planes or 3 pixels.
-    segment_file(path, str(tmp_path / "s.h5"), "boundary",
-                 SegmentOptions(seed_distance=3.0, resolution=(2.0, 1.0, 1.0), seed_min_size=4))
+    segment_file(
+        path,
+        str(tmp_path / "s.h5"),
+        "boundary",
+        SegmentOptions(seed_distance=3.0, resolution=(2.0, 1.0, 1.0), seed_min_size=4),
+    )
     # The membranes (label 0) are unlabelled for the score; every cell must come back whole and alone.
     scores = neuron_scores(cells, read_labels(tmp_path / "s.h5"))
     assert scores["arand"] < 0.01 and scores["voi_split"] < 0.1 and scores["voi_merge"] < 0.1
@@ -128,20 +137,35 @@ def _segment(argv, capsys):
     return exit_info.value.code, captured.err
 
 
-@pytest.mark.parametrize("extra,message", [
-    (["--mode", "bc"], r"--mode bc decodes TARGET_OPT 0 and 4 \(2 channels\), but '.*p\.h5' has 1 channels"),
-    (["--mode", "affinity"], r"--mode affinity decodes TARGET_OPT 2 \(3 channels\), but '.*p\.h5' has 1 channels"),
-    (["--mode", "binary", "--channel", "2"], r"--channel 2 does not exist: '.*p\.h5' has 1 channels"),
-    (["--mode", "binarry"], r"--mode must be one of \['affinity', 'bc', 'binary', 'boundary'\], got 'binarry'; did you "
-                            r"mean 'binary'\?"),
-    (["--mode", "binary", "--threshold", "1.5"], r"--threshold is 1.5, but must lie in 0..1"),
-    (["--mode", "binary", "--connectivity", "8"], r"--connectivity must be one of \[6, 18, 26\], got 8"),
-    (["--mode", "boundary", "--resolution", "1", "2"], r"--resolution is \[1.0, 2.0\], but must be 3 positive sizes"),
-    (["--mode", "boundary", "--max-memory", "0.000001"],
-     r"--mode boundary holds the whole volume in memory and needs about 0\.0 GiB for 3840 voxels \(80 bytes each\), "
-     r"but --max-memory allows 0\.0 GiB"),
-    (["--mode", "binary", "--dataset", "vol1"], r"--prediction '.*p\.h5' has no dataset 'vol1'; it holds \['vol0'\]"),
-])
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--mode", "bc"], r"--mode bc decodes TARGET_OPT 0 and 4 \(2 channels\), but '.*p\.h5' has 1 channels"),
+        (["--mode", "affinity"], r"--mode affinity decodes TARGET_OPT 2 \(3 channels\), but '.*p\.h5' has 1 channels"),
+        (["--mode", "binary", "--channel", "2"], r"--channel 2 does not exist: '.*p\.h5' has 1 channels"),
+        (
+            ["--mode", "binarry"],
+            r"--mode must be one of \['affinity', 'bc', 'binary', 'boundary'\], got 'binarry'; did you "
+            r"mean 'binary'\?",
+        ),
+        (["--mode", "binary", "--threshold", "1.5"], r"--threshold is 1.5, but must lie in 0..1"),
+        (["--mode", "binary", "--connectivity", "8"], r"--connectivity must be one of \[6, 18, 26\], got 8"),
+        (
+            ["--mode", "boundary", "--resolution", "1", "2"],
+            r"--resolution is \[1.0, 2.0\], but must be 3 positive sizes",
+        ),
+        (
+            ["--mode", "boundary", "--max-memory", "0.000001"],
+            r"--mode boundary holds the whole volume in memory and needs about 0\.0 GiB for 3840 voxels "
+            r"\(80 bytes each\), "
+            r"but --max-memory allows 0\.0 GiB",
+        ),
+        (
+            ["--mode", "binary", "--dataset", "vol1"],
+            r"--prediction '.*p\.h5' has no dataset 'vol1'; it holds \['vol0'\]",
+        ),
+    ],
+)
 def test_bad_input_gets_one_sentence_and_writes_nothing(tmp_path, capsys, extra, message):
     path = write_prediction(tmp_path / "p.h5", np.zeros((1, 8, 16, 30), np.float32))
     output = tmp_path / "out" / "s.h5"
@@ -149,6 +173,7 @@ def test_bad_input_gets_one_sentence_and_writes_nothing(tmp_path, capsys, extra,
     code, err = _segment(["--prediction", path, "--output", str(output), *extra], capsys)
     assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
     import re
+
     assert re.search(message, err), err
     assert os.listdir(output.parent) == []
 
@@ -156,8 +181,9 @@ def test_bad_input_gets_one_sentence_and_writes_nothing(tmp_path, capsys, extra,
 def test_a_prediction_in_another_layout_is_refused(tmp_path, capsys):
     with h5py.File(tmp_path / "float.h5", "w") as f:
         f.create_dataset("vol0", data=np.zeros((1, 4, 4, 4), np.float32))
-    code, err = _segment(["--prediction", str(tmp_path / "float.h5"), "--mode", "binary", "--output",
-                          str(tmp_path / "s.h5")], capsys)
+    code, err = _segment(
+        ["--prediction", str(tmp_path / "float.h5"), "--mode", "binary", "--output", str(tmp_path / "s.h5")], capsys
+    )
     assert code == 2 and "expected PyTC's (C, Z, Y, X) uint8 layout" in err
 
 
@@ -194,12 +220,22 @@ def test_every_option_has_a_flag_whose_help_names_its_default():
         assert action.help.endswith(f"(default {getattr(segment_cli.DEFAULTS, field.name)})"), field.name
 
 
-@pytest.mark.parametrize("module,call,message", [
-    ("cc3d", lambda: import_cc3d(), r"Connected components need connected-components-3d: pip install "
-                                    r"connectomics-mednext\[segment\]\."),
-    ("skimage.metrics", lambda: neuron_scores(np.ones((2, 2, 2), int), np.ones((2, 2, 2), int)),
-     r"Neuron metrics need scikit-image"),
-])
+@pytest.mark.parametrize(
+    "module,call,message",
+    [
+        (
+            "cc3d",
+            lambda: import_cc3d(),
+            r"Connected components need connected-components-3d: pip install "
+            r"connectomics-mednext\[segment\]\.",
+        ),
+        (
+            "skimage.metrics",
+            lambda: neuron_scores(np.ones((2, 2, 2), int), np.ones((2, 2, 2), int)),
+            r"Neuron metrics need scikit-image",
+        ),
+    ],
+)
 def test_a_missing_extra_is_named(monkeypatch, module, call, message):
     monkeypatch.setitem(sys.modules, module, None)  # import fails as if it were not installed
     with pytest.raises(MissingExtraError, match=message):

@@ -1,4 +1,5 @@
 """Constant and Poly schedulers, their checkpoint state, and the Adam eps preset."""
+
 import math
 
 import pytest
@@ -98,8 +99,22 @@ def test_native_solver_uses_pytc_weight_decay_groups():
     from connectomics_mednext.solver import build_native_solver
 
     cfg = get_native_defaults()
-    cfg.merge_from_list(["SOLVER.NAME", "AdamW", "SOLVER.LR_SCHEDULER_NAME", "Constant", "SOLVER.ADAM_EPS", "0.0001",
-                         "SOLVER.WEIGHT_DECAY", "0.5", "SOLVER.WEIGHT_DECAY_NORM", "0.25", "SOLVER.WEIGHT_DECAY_BIAS", "0.125"])
+    cfg.merge_from_list(
+        [
+            "SOLVER.NAME",
+            "AdamW",
+            "SOLVER.LR_SCHEDULER_NAME",
+            "Constant",
+            "SOLVER.ADAM_EPS",
+            "0.0001",
+            "SOLVER.WEIGHT_DECAY",
+            "0.5",
+            "SOLVER.WEIGHT_DECAY_NORM",
+            "0.25",
+            "SOLVER.WEIGHT_DECAY_BIAS",
+            "0.125",
+        ]
+    )
     model = MedNeXt(1, 4, 2, exp_r=2, kernel_size=3, block_counts=[1] * 9)
     optimizer, _ = build_native_solver(cfg, model)
     decay = {id(group["params"][0]): group["weight_decay"] for group in optimizer.param_groups}

@@ -1,16 +1,17 @@
 """Streaming inference: output blocks, padding, resuming, TIFF input; and the lazy padded view."""
+
 import itertools
 
 import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import FailsAfter, predict_file
 
 from connectomics_mednext.data.padding import INDEX_PADDERS, PaddedVolume, pad_widths
-from connectomics_mednext.io import open_volume
-from connectomics_mednext.geometry import plan_blocks
 from connectomics_mednext.engine.inference import make_activation
-from conftest import FailsAfter, predict_file
+from connectomics_mednext.geometry import plan_blocks
+from connectomics_mednext.io import open_volume
 
 
 class Identity(torch.nn.Module):
@@ -40,19 +41,41 @@ def read(path):
 def test_blocks_give_the_same_bytes_as_one_pass(tmp_path, block_size):
     model, image = conv_model(), volume()
     whole = read(predict_file(model, [image], str(tmp_path / "whole.h5"), pad=PAD, block_size=(0, 0, 0), **ARGS))
-    blocked = read(predict_file(model, [image], str(tmp_path / "blocked.h5"), pad=PAD, block_size=block_size,
-                                   **ARGS))
+    blocked = read(predict_file(model, [image], str(tmp_path / "blocked.h5"), pad=PAD, block_size=block_size, **ARGS))
     assert whole.shape == (2,) + image.shape
     assert np.array_equal(whole, blocked)
 
 
 def test_padding_is_cropped_off_or_kept(tmp_path):
     image = volume((20, 24, 28))
-    cropped = read(predict_file(Identity(), [image], str(tmp_path / "a.h5"), (8, 16, 16), (4, 8, 8), 1,
-                                   make_activation(["none"], [1]), pad=PAD, block_size=(6, 10, 0)))
+    cropped = read(
+        predict_file(
+            Identity(),
+            [image],
+            str(tmp_path / "a.h5"),
+            (8, 16, 16),
+            (4, 8, 8),
+            1,
+            make_activation(["none"], [1]),
+            pad=PAD,
+            block_size=(6, 10, 0),
+        )
+    )
     assert np.array_equal(cropped[0], image)
-    kept = read(predict_file(Identity(), [image], str(tmp_path / "b.h5"), (8, 16, 16), (4, 8, 8), 1,
-                                make_activation(["none"], [1]), pad=PAD, pad_mode="symmetric", unpad=False))
+    kept = read(
+        predict_file(
+            Identity(),
+            [image],
+            str(tmp_path / "b.h5"),
+            (8, 16, 16),
+            (4, 8, 8),
+            1,
+            make_activation(["none"], [1]),
+            pad=PAD,
+            pad_mode="symmetric",
+            unpad=False,
+        )
+    )
     assert np.array_equal(kept[0], np.pad(image, PAD, mode="symmetric"))
 
 
@@ -74,32 +97,61 @@ def test_an_unreadable_partial_file_is_started_again(tmp_path, capsys):
     target = tmp_path / "result.h5"
     (tmp_path / "result.h5.partial").write_bytes(b"killed while writing")
     image = volume((12, 20, 20))
-    out = read(predict_file(Identity(), [image], str(target), (8, 16, 16), (4, 8, 8), 1,
-                               make_activation(["none"], [1])))
+    out = read(
+        predict_file(Identity(), [image], str(target), (8, 16, 16), (4, 8, 8), 1, make_activation(["none"], [1]))
+    )
     assert np.array_equal(out[0], image)
     assert "starting it again" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("stride,pad,message", [
-    ((9, 8, 8), PAD, "INFERENCE.STRIDE \\[9, 8, 8\\] must be between 1 and the window"),
-    ((0, 8, 8), PAD, "INFERENCE.STRIDE"),
-    ((4, 8, 8), ((0, 0),) * 3, "The window \\[8, 16, 16\\] is larger than .* of shape \\(6, 30, 30\\)"),
-])
+@pytest.mark.parametrize(
+    "stride,pad,message",
+    [
+        ((9, 8, 8), PAD, "INFERENCE.STRIDE \\[9, 8, 8\\] must be between 1 and the window"),
+        ((0, 8, 8), PAD, "INFERENCE.STRIDE"),
+        ((4, 8, 8), ((0, 0),) * 3, "The window \\[8, 16, 16\\] is larger than .* of shape \\(6, 30, 30\\)"),
+    ],
+)
 def test_bad_window_settings_are_named(tmp_path, stride, pad, message):
     with pytest.raises(ValueError, match=message):
-        predict_file(Identity(), [volume((6, 30, 30))], str(tmp_path / "x.h5"), (8, 16, 16), stride, 1,
-                        make_activation(["none"], [1]), pad=pad)
+        predict_file(
+            Identity(),
+            [volume((6, 30, 30))],
+            str(tmp_path / "x.h5"),
+            (8, 16, 16),
+            stride,
+            1,
+            make_activation(["none"], [1]),
+            pad=pad,
+        )
 
 
 def test_padding_lets_a_window_exceed_the_volume(tmp_path):
     image = volume((6, 30, 30))
-    out = read(predict_file(Identity(), [image], str(tmp_path / "x.h5"), (8, 16, 16), (4, 8, 8), 1,
-                               make_activation(["none"], [1]), pad=((1, 1), (0, 0), (0, 0))))
+    out = read(
+        predict_file(
+            Identity(),
+            [image],
+            str(tmp_path / "x.h5"),
+            (8, 16, 16),
+            (4, 8, 8),
+            1,
+            make_activation(["none"], [1]),
+            pad=((1, 1), (0, 0), (0, 0)),
+        )
+    )
     assert np.array_equal(out[0], image)
 
 
-@pytest.mark.parametrize("shape,block,ranks", [((10, 40, 40), (0, 0, 0), 3), ((9, 50, 33), (4, 16, 0), 1),
-                                               ((3, 8, 8), (0, 0, 0), 5), ((20, 64, 64), (0, 32, 32), 2)])
+@pytest.mark.parametrize(
+    "shape,block,ranks",
+    [
+        ((10, 40, 40), (0, 0, 0), 3),
+        ((9, 50, 33), (4, 16, 0), 1),
+        ((3, 8, 8), (0, 0, 0), 5),
+        ((20, 64, 64), (0, 32, 32), 2),
+    ],
+)
 def test_blocks_cover_every_voxel_once(shape, block, ranks):
     blocks = plan_blocks(shape, block, ranks)
     count = np.zeros(shape, dtype=int)
@@ -147,8 +199,7 @@ def test_tiff_stacks_read_lazily_and_predict_like_hdf5(tmp_path):
         assert np.array_equal(stack[box], image[box])
     model = conv_model()
     from_tiff = read(predict_file(model, [stack], str(tmp_path / "t.h5"), **ARGS))
-    from_hdf5 = read(predict_file(model, [open_volume(str(tmp_path / "image.h5"))], str(tmp_path / "h.h5"),
-                                     **ARGS))
+    from_hdf5 = read(predict_file(model, [open_volume(str(tmp_path / "image.h5"))], str(tmp_path / "h.h5"), **ARGS))
     assert np.array_equal(from_tiff, from_hdf5)
 
 

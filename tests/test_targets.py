@@ -1,4 +1,5 @@
 """Targets and weights from labels, on hand-made examples."""
+
 import numpy as np
 import pytest
 
@@ -30,7 +31,9 @@ def test_semantic_target_has_no_channel_axis():
     assert target_channels("9-3") == 3 and target_channels("2") == 3
 
 
-@pytest.mark.parametrize("code,message", [("7", r"MODEL.TARGET_OPT must be one of \[.0., .2., .4., .9.\], got .7."), ("9", "class count")])
+@pytest.mark.parametrize(
+    "code,message", [("7", r"MODEL.TARGET_OPT must be one of \[.0., .2., .4., .9.\], got .7."), ("9", "class count")]
+)
 def test_unsupported_codes_are_named(code, message):
     with pytest.raises(ValueError, match=message):
         make_target(np.zeros((1, 2, 2)), code)

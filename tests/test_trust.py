@@ -1,4 +1,5 @@
 """No silently wrong output, no lost work: the resume key, seeds, divergence, signals, leftovers."""
+
 import os
 import re
 import shutil
@@ -8,20 +9,19 @@ import subprocess
 import sys
 import time
 
+import conftest
 import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT, tiny_argv
 
-import conftest
 import connectomics_mednext
-
 from connectomics_mednext import cli
 from connectomics_mednext.config import get_native_defaults
 from connectomics_mednext.engine import checkpoint as checkpoint_module
 from connectomics_mednext.engine.trainer import NonFiniteLoss
 from connectomics_mednext.pytc import unused_mednext_keys, warn_unused_mednext_keys
-from conftest import ROOT, tiny_argv
 
 # Planes 0..KILLED_AT of a "killed" prediction hold this value, which no real run writes there.
 MARK, KILLED_AT = 7, 12
@@ -127,8 +127,10 @@ def _weights(path):
 
 
 def test_the_same_seed_gives_the_same_weights(tiny_run, tmp_path):
-    runs = {name: _train(tiny_run, tmp_path / name, "--manual-seed", seed)
-            for name, seed in (("a", "7"), ("b", "7"), ("c", "8"))}
+    runs = {
+        name: _train(tiny_run, tmp_path / name, "--manual-seed", seed)
+        for name, seed in (("a", "7"), ("b", "7"), ("c", "8"))
+    }
     a, b, c = (_weights(runs[n] / "checkpoint_00002.pth.tar") for n in "abc")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
@@ -137,8 +139,10 @@ def test_the_same_seed_gives_the_same_weights(tiny_run, tmp_path):
 def test_a_diverging_run_writes_no_checkpoint(tiny_run, tmp_path):
     # The first step's loss is finite; the step makes the weights useless. The next loss proves it,
     # and the checkpoint of step 1 that was due is never written.
-    with pytest.raises(NonFiniteLoss, match="The loss became nan at iteration 2; training stopped without saving, "
-                                            "and no checkpoint was written"):
+    with pytest.raises(
+        NonFiniteLoss,
+        match="The loss became nan at iteration 2; training stopped without saving, and no checkpoint was written",
+    ):
         _train(tiny_run, tmp_path / "out", overrides=["SOLVER.BASE_LR", "1e30"])
     assert not [n for n in os.listdir(tmp_path / "out") if n.startswith("checkpoint_")]
 
@@ -146,8 +150,13 @@ def test_a_diverging_run_writes_no_checkpoint(tiny_run, tmp_path):
 def test_divergence_names_the_newest_finite_checkpoint(tiny_run, tmp_path):
     resumed = str(tiny_run / "trained" / "checkpoint_00002.pth.tar")
     with pytest.raises(NonFiniteLoss, match=f"the newest checkpoint, with finite weights, is '{resumed}'"):
-        _train(tiny_run, tmp_path / "out", "--checkpoint", resumed,
-               overrides=["SOLVER.BASE_LR", "1e30", "SOLVER.ITERATION_TOTAL", "6"])
+        _train(
+            tiny_run,
+            tmp_path / "out",
+            "--checkpoint",
+            resumed,
+            overrides=["SOLVER.BASE_LR", "1e30", "SOLVER.ITERATION_TOTAL", "6"],
+        )
     assert not [n for n in os.listdir(tmp_path / "out") if n.startswith("checkpoint_")]
 
 
@@ -159,10 +168,23 @@ def test_a_run_of_nan_gradients_stops_training(tiny_run, tmp_path, monkeypatch, 
         return torch.sqrt((pred.float() * 0).sum()), {}
 
     monkeypatch.setattr(TargetCriterion, "__call__", sqrt_of_zero)
-    with pytest.raises(NonFiniteLoss, match="The gradient norm was nan for 5 steps in a row, up to iteration 5; "
-                                            "training stopped without saving, and no checkpoint was written"):
-        _train(tiny_run, tmp_path / "out", overrides=["MODEL.DEEP_SUPERVISION", "False", "SOLVER.ITERATION_TOTAL", "20",
-                                                      "SOLVER.ITERATION_SAVE", "100"])
+    with pytest.raises(
+        NonFiniteLoss,
+        match="The gradient norm was nan for 5 steps in a row, up to iteration 5; "
+        "training stopped without saving, and no checkpoint was written",
+    ):
+        _train(
+            tiny_run,
+            tmp_path / "out",
+            overrides=[
+                "MODEL.DEEP_SUPERVISION",
+                "False",
+                "SOLVER.ITERATION_TOTAL",
+                "20",
+                "SOLVER.ITERATION_SAVE",
+                "100",
+            ],
+        )
     said = capsys.readouterr().out
     assert said.count("skipped: the gradient norm is nan; the weights are unchanged.") == 4
 
@@ -187,10 +209,17 @@ def test_one_non_finite_gradient_skips_its_step(tiny_run, tmp_path, monkeypatch,
 
 def test_a_resumed_run_takes_the_configs_solver_settings(tiny_run, tmp_path, capsys):
     resumed = str(tiny_run / "trained" / "checkpoint_00002.pth.tar")
-    out = _train(tiny_run, tmp_path / "out", "--checkpoint", resumed,
-                 overrides=["SOLVER.BASE_LR", "0.01", "SOLVER.ITERATION_TOTAL", "3"])
-    assert (f"Resuming {resumed!r} with the config's SOLVER.BASE_LR (initial_lr 0.001 -> 0.01); the checkpoint's "
-            "optimizer moments and schedule progress are kept.") in capsys.readouterr().out
+    out = _train(
+        tiny_run,
+        tmp_path / "out",
+        "--checkpoint",
+        resumed,
+        overrides=["SOLVER.BASE_LR", "0.01", "SOLVER.ITERATION_TOTAL", "3"],
+    )
+    assert (
+        f"Resuming {resumed!r} with the config's SOLVER.BASE_LR (initial_lr 0.001 -> 0.01); the checkpoint's "
+        "optimizer moments and schedule progress are kept."
+    ) in capsys.readouterr().out
     groups = torch.load(out / "checkpoint_00003.pth.tar", weights_only=True)["optimizer"]["param_groups"]
     assert {g["lr"] for g in groups} == {0.01}
 
@@ -231,10 +260,16 @@ def test_checkpoints_reach_the_disk_before_their_final_name(tmp_path, monkeypatc
 def _train_until_signalled(run, out, signum, launcher=(sys.executable,), flags=()):
     """Start a long training run, send ``signum`` after its second iteration; return (exit code, output)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
-    argv = tiny_argv(run, *flags, out=out,
-                     overrides=["SOLVER.ITERATION_TOTAL", "100000", "SOLVER.ITERATION_SAVE", "100000"])
-    process = subprocess.Popen([*launcher, os.path.join(ROOT, "scripts", "main.py"), *argv], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    argv = tiny_argv(
+        run, *flags, out=out, overrides=["SOLVER.ITERATION_TOTAL", "100000", "SOLVER.ITERATION_SAVE", "100000"]
+    )
+    process = subprocess.Popen(
+        [*launcher, os.path.join(ROOT, "scripts", "main.py"), *argv],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines, deadline = [], time.monotonic() + 120
     for line in process.stdout:
         lines.append(line)
@@ -279,8 +314,18 @@ def test_ranks_stop_together_on_sigterm_from_torchrun(tiny_run, tmp_path):
 
 def test_pytc_is_warned_about_mednext_keys_it_will_not_read():
     cfg = get_native_defaults()
-    cfg.merge_from_list(["MODEL.ARCHITECTURE", "unet_3d", "MODEL.DEEP_SUPERVISION", "True",
-                         "MODEL.MEDNEXT.N_CHANNELS", "8", "MODEL.AMP_DTYPE", "bfloat16"])
+    cfg.merge_from_list(
+        [
+            "MODEL.ARCHITECTURE",
+            "unet_3d",
+            "MODEL.DEEP_SUPERVISION",
+            "True",
+            "MODEL.MEDNEXT.N_CHANNELS",
+            "8",
+            "MODEL.AMP_DTYPE",
+            "bfloat16",
+        ]
+    )
     assert unused_mednext_keys(cfg) == ["MODEL.DEEP_SUPERVISION", "MODEL.MEDNEXT.N_CHANNELS", "MODEL.AMP_DTYPE"]
     with pytest.warns(UserWarning) as record:
         warn_unused_mednext_keys(cfg)
@@ -301,8 +346,17 @@ def test_inference_takes_the_config_from_the_checkpoint(tiny_run, tmp_path, caps
     assert state["version"] == connectomics_mednext.__version__ and "MEDNEXT_SIZE: S" in state["config"]
     with_yaml = _infer(tiny_run, tmp_path / "with_yaml", checkpoint)
     capsys.readouterr()
-    cli.run_command(["--engine", "native", "--inference", "--checkpoint", checkpoint,
-                     "INFERENCE.OUTPUT_PATH", str(tmp_path / "from_checkpoint")])
+    cli.run_command(
+        [
+            "--engine",
+            "native",
+            "--inference",
+            "--checkpoint",
+            checkpoint,
+            "INFERENCE.OUTPUT_PATH",
+            str(tmp_path / "from_checkpoint"),
+        ]
+    )
     assert f"config: the one saved in {checkpoint}" in capsys.readouterr().out
     with h5py.File(with_yaml, "r") as a, h5py.File(tmp_path / "from_checkpoint" / "result.h5", "r") as b:
         assert np.array_equal(a["vol0"][:], b["vol0"][:])
@@ -317,7 +371,8 @@ def test_a_checkpoint_without_a_config_asks_for_one(tiny_run, tmp_path, capsys):
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip() == (
         f"error: --checkpoint {str(tmp_path / 'pytc.pth.tar')!r} holds no config (PyTorch Connectomics and versions "
-        "before 0.2 save none); give the config it was trained with as --config-file.")
+        "before 0.2 save none); give the config it was trained with as --config-file."
+    )
     with pytest.raises(SystemExit):
         cli.main(["--engine", "native", "--checkpoint", str(tmp_path / "pytc.pth.tar")])
     assert "--config-file is required; only --inference --checkpoint CK" in capsys.readouterr().err

@@ -1,4 +1,5 @@
 """Test-time flips: exact for a flip-equivariant model, and combined per AUG_MODE."""
+
 import pytest
 import torch
 

@@ -8,6 +8,7 @@ elastic, missing section, misalignment) move image, label and mask together, the
 by nearest neighbour; the others (grayscale, missing parts, motion blur, cut-blur, cut-noise)
 touch the image only. An enabled augmentation or setting we do not implement is refused by name.
 """
+
 import math
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -39,8 +40,9 @@ def _resample(array: np.ndarray, grid: torch.Tensor, is_image: bool) -> np.ndarr
     nearest for labels and masks, zeros outside (as PyTC's constant border)."""
     planes = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float64))[:, None]
     grid = grid.to(torch.float64).expand(planes.shape[0], *grid.shape[1:])
-    out = F.grid_sample(planes, grid, mode="bilinear" if is_image else "nearest", padding_mode="zeros",
-                        align_corners=False)[:, 0].numpy()
+    out = F.grid_sample(
+        planes, grid, mode="bilinear" if is_image else "nearest", padding_mode="zeros", align_corners=False
+    )[:, 0].numpy()
     return out.astype(array.dtype)
 
 
@@ -51,8 +53,9 @@ def _pixel_grid(height: int, width: int, y: torch.Tensor, x: torch.Tensor) -> to
 
 def _pixel_coordinates(height: int, width: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """The (y, x) coordinates of every pixel of a plane, as float64."""
-    return torch.meshgrid(torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64),
-                          indexing="ij")
+    return torch.meshgrid(
+        torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64), indexing="ij"
+    )
 
 
 def _rotation_grid(height: int, width: int, angle: float) -> torch.Tensor:
@@ -182,7 +185,10 @@ def _line_mask(rng: np.random.Generator, shape: Tuple[int, int], radius: int) ->
     if rng.random() < 0.5:  # from the top edge to the bottom edge
         start, end = (0, int(rng.integers(1, max(2, width - 2)))), (height - 1, int(rng.integers(1, max(2, width - 2))))
     else:  # from the left edge to the right edge
-        start, end = (int(rng.integers(1, max(2, height - 2))), 0), (int(rng.integers(1, max(2, height - 2))), width - 1)
+        start, end = (
+            (int(rng.integers(1, max(2, height - 2))), 0),
+            (int(rng.integers(1, max(2, height - 2))), width - 1),
+        )
     steps = max(abs(end[0] - start[0]), abs(end[1] - start[1])) + 1
     points = np.unique(np.rint(np.linspace(start, end, steps)).astype(int), axis=0)
     y, x = np.ogrid[:height, :width]
@@ -242,9 +248,9 @@ def misalignment(rng: np.random.Generator, arrays: Arrays, node) -> Arrays:
     out_h, out_w = height - displacement, width - displacement
 
     def shifted(array: np.ndarray, _: bool) -> np.ndarray:
-        out = array[:, y0:y0 + out_h, x0:x0 + out_w].copy()
+        out = array[:, y0 : y0 + out_h, x0 : x0 + out_w].copy()
         moved = slice(cut, cut + 1) if slip else slice(cut, None)
-        out[moved] = array[moved, y1:y1 + out_h, x1:x1 + out_w]
+        out[moved] = array[moved, y1 : y1 + out_h, x1 : x1 + out_w]
         return out
 
     return _each(arrays, shifted)
@@ -325,10 +331,14 @@ AUGMENTATIONS: Dict[str, Augmentation] = {
     "ELASTIC": Augmentation(elastic, lambda n: Margin(add=(0, int(n.ALPHA) + 1, int(n.ALPHA) + 1))),
     "GRAYSCALE": Augmentation(grayscale, no_margin),
     "MISSINGPARTS": Augmentation(missing_parts, no_margin),
-    "MISSINGSECTION": Augmentation(missing_section, lambda n: Margin(add=(math.ceil(n.NUM_SECTION / 2), 0, 0)),
-                                   needs_3d=True),
-    "MISALIGNMENT": Augmentation(misalignment, lambda n: Margin(add=(0, math.ceil(n.DISPLACEMENT / 2),
-                                                                     math.ceil(n.DISPLACEMENT / 2))), needs_3d=True),
+    "MISSINGSECTION": Augmentation(
+        missing_section, lambda n: Margin(add=(math.ceil(n.NUM_SECTION / 2), 0, 0)), needs_3d=True
+    ),
+    "MISALIGNMENT": Augmentation(
+        misalignment,
+        lambda n: Margin(add=(0, math.ceil(n.DISPLACEMENT / 2), math.ceil(n.DISPLACEMENT / 2))),
+        needs_3d=True,
+    ),
     "MOTIONBLUR": Augmentation(motion_blur, no_margin),
     "CUTBLUR": Augmentation(cut_blur, no_margin),
     "CUTNOISE": Augmentation(cut_noise, no_margin),
@@ -354,20 +364,28 @@ class Augmenter:
             return
         for name in NOT_IMPLEMENTED:
             if augmentor[name].ENABLED:
-                raise ConfigError(f"AUGMENTOR.{name}.ENABLED is True, but our engine does not implement {name}; "
-                                  f"set it to False, or train with PyTorch Connectomics.")
+                raise ConfigError(
+                    f"AUGMENTOR.{name}.ENABLED is True, but our engine does not implement {name}; "
+                    f"set it to False, or train with PyTorch Connectomics."
+                )
         if list(augmentor.ADDITIONAL_TARGETS_NAME) != ["label"] or list(augmentor.ADDITIONAL_TARGETS_TYPE) != ["mask"]:
-            raise ConfigError("AUGMENTOR.ADDITIONAL_TARGETS_NAME and _TYPE must stay ['label'] and ['mask']: our "
-                              "engine augments the label and the valid mask with the image, and nothing else.")
+            raise ConfigError(
+                "AUGMENTOR.ADDITIONAL_TARGETS_NAME and _TYPE must stay ['label'] and ['mask']: our "
+                "engine augments the label and the valid mask with the image, and nothing else."
+            )
         if augmentor.SMOOTH:
-            raise ConfigError("AUGMENTOR.SMOOTH is True, but our engine does not smooth augmented labels; set it "
-                              "to False, or train with PyTorch Connectomics.")
+            raise ConfigError(
+                "AUGMENTOR.SMOOTH is True, but our engine does not smooth augmented labels; set it "
+                "to False, or train with PyTorch Connectomics."
+            )
         for name, augmentation in AUGMENTATIONS.items():
             node = augmentor[name]
             if node.ENABLED and not (augmentation.needs_3d and do_2d):
                 if node.SKIP:
-                    raise ConfigError(f"AUGMENTOR.{name}.SKIP is {list(node.SKIP)}, but our engine augments "
-                                      "image, label and mask together; leave it empty.")
+                    raise ConfigError(
+                        f"AUGMENTOR.{name}.SKIP is {list(node.SKIP)}, but our engine augments "
+                        "image, label and mask together; leave it empty."
+                    )
                 if not 0.0 <= node.P <= 1.0:
                     raise ConfigError(f"AUGMENTOR.{name}.P is {node.P}, but must lie in 0..1.")
                 self.steps.append((name, augmentation, node))

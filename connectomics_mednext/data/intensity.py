@@ -1,4 +1,5 @@
 """PyTC's intensity normalisation of uint8 crops."""
+
 import numpy as np
 
 

@@ -1,4 +1,5 @@
 """PyTC's ``PAD_SIZE`` and ``PAD_MODE`` applied lazily: a padded view that reads only what a box needs."""
+
 from typing import Dict, Sequence, Tuple
 
 import numpy as np
@@ -25,8 +26,10 @@ def pad_widths(pad_size: Sequence[int], key: str) -> PadWidths:
     """
     values = [int(v) for v in pad_size]
     if any(v < 0 for v in values) or len(values) not in (1, 3, 6):
-        raise ConfigError(f"{key} must be 1, 3 or 6 non-negative integers ([z, y, x] or [z0, z1, y0, y1, x0, x1]), "
-                         f"got {list(pad_size)!r}.")
+        raise ConfigError(
+            f"{key} must be 1, 3 or 6 non-negative integers ([z, y, x] or [z0, z1, y0, y1, x0, x1]), "
+            f"got {list(pad_size)!r}."
+        )
     if len(values) == 1:
         values = values * 3
     if len(values) == 3:

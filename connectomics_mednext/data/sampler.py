@@ -1,15 +1,19 @@
-"""Random training crops read lazily from the volumes (any format :mod:`connectomics_mednext.io` reads), with targets, weights and augmentation."""
+"""Random training crops read lazily from the volumes (any format :mod:`connectomics_mednext.io` reads).
+
+Each crop comes with its targets, weights and augmentation.
+"""
+
 from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError, look_up_option
+from ..io import check_finite, check_image_dtype, check_same_shape, open_volume, split_names, volume_name
 from .augment import Augmenter
+from .intensity import standardise, to_unit_range
 from .padding import pad_volume, pad_widths
 from .targets import balance_weight, make_target
-from ..io import check_finite, check_image_dtype, check_same_shape, open_volume, split_names, volume_name
-from .intensity import standardise, to_unit_range
 
 # WEIGHT_OPT code -> weight from (target, valid mask); None is PyTC's "no weight" placeholder.
 WEIGHTS = {
@@ -50,9 +54,15 @@ class CropSampler:
         do_augment: apply the augmentations ``AUGMENTOR`` enables (:class:`~.augment.Augmenter`).
     """
 
-    def __init__(self, cfg, image_key: str = "IMAGE_NAME", label_key: str = "LABEL_NAME",
-                 mask_key: str = "VALID_MASK_NAME", seed: Union[int, Sequence[int]] = 0,
-                 do_augment: bool = True) -> None:
+    def __init__(
+        self,
+        cfg,
+        image_key: str = "IMAGE_NAME",
+        label_key: str = "LABEL_NAME",
+        mask_key: str = "VALID_MASK_NAME",
+        seed: Union[int, Sequence[int]] = 0,
+        do_augment: bool = True,
+    ) -> None:
         data = cfg.DATASET
         self.images = [open_volume(p) for p in split_names(data[image_key], data.INPUT_PATH, f"DATASET.{image_key}")]
         self.labels = [open_volume(p) for p in split_names(data[label_key], data.INPUT_PATH, f"DATASET.{label_key}")]
@@ -119,8 +129,11 @@ class CropSampler:
                 for j, wopt in enumerate(self.weight_opt[i]):
                     weight = WEIGHTS[wopt](target, None if mask is None else mask[None])
                     weights[i][j].append(np.zeros((1,), dtype=np.int64) if weight is None else weight)
-        batch_of = (lambda arrays: torch.from_numpy(_drop_z(np.stack(arrays)))) if self.do_2d else (
-            lambda arrays: torch.from_numpy(np.stack(arrays)))
+        batch_of = (
+            (lambda arrays: torch.from_numpy(_drop_z(np.stack(arrays))))
+            if self.do_2d
+            else (lambda arrays: torch.from_numpy(np.stack(arrays)))
+        )
         return (
             batch_of(images),
             [batch_of(t) for t in targets],

@@ -4,6 +4,7 @@ Cells are Voronoi regions of random seeds separated by dark membranes; mitochond
 darker ellipsoids inside cells; the image gets texture, blur and noise. Labels hold a cell id
 per interior voxel and 0 on membranes, like FlyEM's gala volumes, and a mitochondria mask.
 """
+
 import argparse
 import os
 from typing import Dict, Sequence
@@ -20,8 +21,9 @@ def _smooth(volume: np.ndarray, passes: int) -> np.ndarray:
     return volume
 
 
-def make_em_volume(shape: Sequence[int] = (64, 128, 128), cells: int = 40, mitochondria: int = 25,
-                   membrane: float = 1.5, seed: int = 0) -> Dict[str, np.ndarray]:
+def make_em_volume(
+    shape: Sequence[int] = (64, 128, 128), cells: int = 40, mitochondria: int = 25, membrane: float = 1.5, seed: int = 0
+) -> Dict[str, np.ndarray]:
     """Generate ``image`` (uint8), ``label`` (uint16 cell ids, 0 on membranes) and ``mito`` (uint8).
 
     Args:

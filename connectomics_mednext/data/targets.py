@@ -5,6 +5,7 @@
 - '4[-size-bg]': instance boundaries (a voxel whose 6-neighbour holds another id), 1 channel;
 - '9-N': semantic classes 0..N-1 as int64 without a channel axis.
 """
+
 from typing import Callable, Dict, Tuple
 
 import numpy as np
@@ -44,7 +45,9 @@ def _boundary(label: np.ndarray, code: str) -> np.ndarray:
 def _semantic(label: np.ndarray, code: str) -> np.ndarray:
     classes = int(code.split("-")[1])
     if label.size and int(label.max()) >= classes:
-        raise InputError(f"MODEL.TARGET_OPT {code!r} expects classes 0..{classes - 1}, but the label holds {int(label.max())}.")
+        raise InputError(
+            f"MODEL.TARGET_OPT {code!r} expects classes 0..{classes - 1}, but the label holds {int(label.max())}."
+        )
     return label.astype(np.int64)
 
 

@@ -6,6 +6,7 @@ allocates and frees tensors of tens of MiB, so every pass touches new pages, and
 zeroes each one: a large share of a 64^3 forward pass on a 2-core machine (figures in
 benchmarks/README.md). Raising both thresholds keeps the memory for reuse.
 """
+
 import ctypes
 import os
 

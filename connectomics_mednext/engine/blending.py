@@ -1,4 +1,5 @@
 """Window blending weights for the sliding window."""
+
 from typing import Callable, Dict, Sequence
 
 import numpy as np

@@ -7,6 +7,7 @@ windows in the same order whatever the blocks are, and blocked, distributed or r
 give the same bytes as one pass over the volume. Windows that overlap two blocks are run for
 each: the price of a buffer bounded by the block size.
 """
+
 from typing import List, Sequence
 
 from ..geometry import Span

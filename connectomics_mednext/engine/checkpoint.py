@@ -1,4 +1,5 @@
 """PyTC-layout checkpoints (``checkpoint_%05d.pth.tar``): written atomically and durably, read with clear errors."""
+
 import glob
 import os
 from typing import Any, Dict, List, Optional, Tuple
@@ -26,8 +27,16 @@ def checkpoint_path(output_dir: str, iteration: int) -> str:
     return os.path.join(output_dir, "checkpoint_%05d.pth.tar" % iteration)
 
 
-def save_checkpoint(path: str, iteration: int, model, optimizer, scheduler, sampler_states: List[Dict[str, Any]],
-                    config: Optional[str] = None, scaler=None) -> None:
+def save_checkpoint(
+    path: str,
+    iteration: int,
+    model,
+    optimizer,
+    scheduler,
+    sampler_states: List[Dict[str, Any]],
+    config: Optional[str] = None,
+    scaler=None,
+) -> None:
     """Write the checkpoint to a temporary file, flush it to disk, then rename it.
 
     A kill at any moment leaves either the previous file or the complete new one under the
@@ -102,8 +111,10 @@ def load_checkpoint(path: str, mmap: bool = False) -> Dict[str, Any]:
     """
     state = load_checkpoint_file(path, mmap=mmap, name="--checkpoint")
     if not isinstance(state, dict) or "state_dict" not in state:
-        raise CheckpointError(f"--checkpoint {path!r} has no 'state_dict' entry; expected a checkpoint written by "
-                              "our engine or PyTorch Connectomics.")
+        raise CheckpointError(
+            f"--checkpoint {path!r} has no 'state_dict' entry; expected a checkpoint written by "
+            "our engine or PyTorch Connectomics."
+        )
     return state
 
 
@@ -115,8 +126,10 @@ def checkpoint_config(path: str) -> str:
     """
     state = load_checkpoint(path, mmap=True)  # the weights stay on disk
     if not isinstance(state.get("config"), str):
-        raise CheckpointError(f"--checkpoint {path!r} holds no config (PyTorch Connectomics and versions before 0.2 "
-                              "save none); give the config it was trained with as --config-file.")
+        raise CheckpointError(
+            f"--checkpoint {path!r} holds no config (PyTorch Connectomics and versions before 0.2 "
+            "save none); give the config it was trained with as --config-file."
+        )
     return state["config"]
 
 
@@ -154,6 +167,8 @@ def load_weights_into(model: torch.nn.Module, state: Dict[str, Any], path: str) 
             what = f"lacks layer {name} {tuple(mine.shape)}, which this config's network has"
         else:
             what = f"has {name} of shape {tuple(theirs.shape)} where this config's network has {tuple(mine.shape)}"
-        raise CheckpointError(f"--checkpoint {path!r} does not fit the configured network: it {what}; check "
-                              f"{_likely_keys(name, mine, theirs)} against the config it was trained with.")
+        raise CheckpointError(
+            f"--checkpoint {path!r} does not fit the configured network: it {what}; check "
+            f"{_likely_keys(name, mine, theirs)} against the config it was trained with."
+        )
     model.load_state_dict(given, strict=True)

@@ -1,4 +1,5 @@
 """Process-group set-up for ``torchrun ... scripts/main.py --distributed`` (gloo on CPU, nccl on GPU)."""
+
 import os
 from datetime import timedelta
 from typing import Optional, Tuple
@@ -20,10 +21,14 @@ def init_distributed(timeout: Optional[timedelta] = None) -> Tuple[int, int, tor
     Args:
         timeout: how long collectives wait for the slowest rank; None keeps torch's default.
     """
-    missing = [key for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if key not in os.environ]
+    missing = [
+        key for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if key not in os.environ
+    ]
     if missing:
-        raise ConfigError(f"--distributed needs torchrun's environment ({', '.join(missing)} missing); launch with "
-                         "python -m torch.distributed.run --nproc_per_node=N scripts/main.py --distributed ...")
+        raise ConfigError(
+            f"--distributed needs torchrun's environment ({', '.join(missing)} missing); launch with "
+            "python -m torch.distributed.run --nproc_per_node=N scripts/main.py --distributed ..."
+        )
     local_rank = int(os.environ["LOCAL_RANK"])
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)

@@ -2,6 +2,7 @@
 
 The inputs' fields come from :func:`connectomics_mednext.io.volume_identity`.
 """
+
 import hashlib
 
 import torch

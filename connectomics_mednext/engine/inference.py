@@ -4,6 +4,7 @@ The predictor (:mod:`.predictor`) streams each ``INFERENCE.IMAGE_NAME`` volume i
 ``INFERENCE.OUTPUT_PATH/OUTPUT_NAME`` (datasets ``vol0``, ...), resuming an interrupted file;
 ``INFERENCE.DECODE`` then turns the probabilities into instance labels.
 """
+
 import os
 from datetime import timedelta
 from typing import Optional, Sequence
@@ -13,14 +14,14 @@ import torch.distributed as dist
 
 from ..build import build_mednext
 from ..data.padding import pad_widths
-from ..io import check_image_dtype, open_volume, split_names
 from ..errors import ConfigError, look_up_option
+from ..io import check_image_dtype, open_volume, split_names
+from ..log import get_logger
 from ..losses.criterion import ACTIVATIONS, TargetCriterion
 from ..segment.decoders import DECODERS
 from ..segment.run import segment_file
 from .checkpoint import load_checkpoint, load_weights_into
 from .distributed import default_device, init_distributed
-from ..log import get_logger
 from .output_folder import make_output_folder
 from .predictor import Activation, PlaneByPlane, Predictor, SlidingWindow
 from .tta import with_test_time_augmentation
@@ -38,8 +39,9 @@ def make_activation(output_act: Sequence[str], channels: Sequence[int]) -> Activ
         channels: the channels of each target.
     """
     if len(output_act) != len(channels):
-        raise ConfigError(f"INFERENCE.OUTPUT_ACT must give one activation per target ({len(channels)}), "
-                          f"got {list(output_act)!r}.")
+        raise ConfigError(
+            f"INFERENCE.OUTPUT_ACT must give one activation per target ({len(channels)}), got {list(output_act)!r}."
+        )
     for name in output_act:
         look_up_option("INFERENCE.OUTPUT_ACT", name, ACTIVATIONS)
 
@@ -66,8 +68,16 @@ def inference_window(cfg, model) -> SlidingWindow:
     except ValueError as error:
         key = "INFERENCE.INPUT_SIZE" if inference.INPUT_SIZE else "MODEL.INPUT_SIZE"
         raise ConfigError(f"{key} {list(window)} does not fit MedNeXt: {error}") from error
-    return SlidingWindow(window, tuple(inference.STRIDE), inference.BLENDING, inference.SAMPLES_PER_BATCH, pad,
-                         cfg.DATASET.PAD_MODE, inference.UNPAD, tuple(inference.STREAM_BLOCK_SIZE))
+    return SlidingWindow(
+        window,
+        tuple(inference.STRIDE),
+        inference.BLENDING,
+        inference.SAMPLES_PER_BATCH,
+        pad,
+        cfg.DATASET.PAD_MODE,
+        inference.UNPAD,
+        tuple(inference.STREAM_BLOCK_SIZE),
+    )
 
 
 def load_trained_model(cfg, checkpoint: str) -> torch.nn.Module:
@@ -82,8 +92,9 @@ def load_trained_model(cfg, checkpoint: str) -> torch.nn.Module:
     return model
 
 
-def build_predictor(cfg, model: torch.nn.Module, sliding_window: SlidingWindow, device: torch.device, rank: int = 0,
-                    world_size: int = 1) -> Predictor:
+def build_predictor(
+    cfg, model: torch.nn.Module, sliding_window: SlidingWindow, device: torch.device, rank: int = 0, world_size: int = 1
+) -> Predictor:
     """The predictor ``cfg.INFERENCE`` describes, running ``model`` on ``device``.
 
     Args:
@@ -100,9 +111,9 @@ def build_predictor(cfg, model: torch.nn.Module, sliding_window: SlidingWindow, 
     if cfg.DATASET.DO_2D:
         network = PlaneByPlane(network)
     network, activation = with_test_time_augmentation(
-        network, make_activation(list(inference.OUTPUT_ACT), channels), inference.AUG_NUM, inference.AUG_MODE)
-    identity = {"output_act": list(inference.OUTPUT_ACT), "aug_num": inference.AUG_NUM,
-                "aug_mode": inference.AUG_MODE}
+        network, make_activation(list(inference.OUTPUT_ACT), channels), inference.AUG_NUM, inference.AUG_MODE
+    )
+    identity = {"output_act": list(inference.OUTPUT_ACT), "aug_num": inference.AUG_NUM, "aug_mode": inference.AUG_MODE}
     return Predictor(network, activation, sum(channels), sliding_window, device, identity, rank, world_size)
 
 

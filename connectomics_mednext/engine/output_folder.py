@@ -1,4 +1,5 @@
 """The folders our engine writes into, created up front with one sentence when they cannot be."""
+
 import os
 
 from ..errors import InputError

@@ -9,6 +9,7 @@ clipped) for a block target: an array in memory, or a prediction output of
 interrupted run continues where it stopped. Under ``torch.distributed`` each rank takes every
 N-th block.
 """
+
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
@@ -28,6 +29,7 @@ from .progress import PredictionProgress
 
 Activation = Callable[[torch.Tensor], torch.Tensor]
 NO_PADDING: PadWidths = ((0, 0), (0, 0), (0, 0))
+CPU = torch.device("cpu")
 
 
 @dataclass(frozen=True)
@@ -59,13 +61,21 @@ class SlidingWindow:
         object.__setattr__(self, "stride", tuple(int(s) for s in self.stride))
         look_up_option("INFERENCE.BLENDING", self.blending, BLENDINGS)
         if any(not 1 <= s <= w for s, w in zip(self.stride, self.window)):
-            raise ConfigError(f"INFERENCE.STRIDE {list(self.stride)} must be between 1 and the window "
-                              f"{list(self.window)} on each axis.")
+            raise ConfigError(
+                f"INFERENCE.STRIDE {list(self.stride)} must be between 1 and the window "
+                f"{list(self.window)} on each axis."
+            )
 
     def resume_fields(self) -> Dict[str, Any]:
         """The settings that shape the output's bytes, for the resume key."""
-        return {"window": self.window, "stride": self.stride, "blending": self.blending, "pad": self.pad,
-                "pad_mode": self.pad_mode, "unpad": self.unpad}
+        return {
+            "window": self.window,
+            "stride": self.stride,
+            "blending": self.blending,
+            "pad": self.pad,
+            "pad_mode": self.pad_mode,
+            "unpad": self.unpad,
+        }
 
 
 @dataclass
@@ -171,9 +181,17 @@ class Predictor:
         world_size: the number of processes sharing it.
     """
 
-    def __init__(self, model: torch.nn.Module, activation: Activation, channels: int, sliding_window: SlidingWindow,
-                 device: torch.device = torch.device("cpu"), identity: Optional[Dict[str, Any]] = None,
-                 rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        activation: Activation,
+        channels: int,
+        sliding_window: SlidingWindow,
+        device: torch.device = CPU,
+        identity: Optional[Dict[str, Any]] = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         self.model, self.activation, self.channels = model, activation, channels
         self.settings = sliding_window
         self.blend_weights = BLENDINGS[sliding_window.blending](sliding_window.window)
@@ -192,8 +210,10 @@ class Predictor:
         settings = self.settings
         view = pad_volume(volume, settings.pad, settings.pad_mode, volume_name(volume))
         if any(n < w for n, w in zip(view.shape, settings.window)):
-            raise ConfigError(f"The window {list(settings.window)} is larger than {volume_name(volume)!r} of shape "
-                              f"{tuple(view.shape)} (after padding); lower INFERENCE.INPUT_SIZE or pad more.")
+            raise ConfigError(
+                f"The window {list(settings.window)} is larger than {volume_name(volume)!r} of shape "
+                f"{tuple(view.shape)} (after padding); lower INFERENCE.INPUT_SIZE or pad more."
+            )
         offset = tuple(a for a, _ in settings.pad) if settings.unpad else (0, 0, 0)
         shape = tuple(volume.shape) if settings.unpad else tuple(view.shape)
         starts = [window_starts(n, w, s) for n, w, s in zip(view.shape, settings.window, settings.stride)]
@@ -223,8 +243,14 @@ class Predictor:
             volumes: lazy (z, y, x) uint8 inputs.
             output_path: the final file or folder.
         """
-        common = {"weights": weights_fingerprint(self.model), **self.identity, **self.settings.resume_fields(),
-                  "channels": self.channels, "dtype": np.dtype(OUTPUT_DTYPE).name, "world_size": self.world_size}
+        common = {
+            "weights": weights_fingerprint(self.model),
+            **self.identity,
+            **self.settings.resume_fields(),
+            "channels": self.channels,
+            "dtype": np.dtype(OUTPUT_DTYPE).name,
+            "world_size": self.world_size,
+        }
         output = open_prediction_output(output_path, self.rank, self.world_size, self._share)
         suffix = ".progress.json" if self.world_size == 1 else f".rank{self.rank}.progress.json"
         progress = PredictionProgress(output_path.rstrip("/") + suffix, self.rank, self.world_size)
@@ -253,8 +279,9 @@ class Predictor:
         return output_path
 
     @staticmethod
-    def _start_counting(progress: PredictionProgress, name: str, plan: VolumePlan, target: BlockTarget,
-                        mine: Sequence[int]) -> None:
+    def _start_counting(
+        progress: PredictionProgress, name: str, plan: VolumePlan, target: BlockTarget, mine: Sequence[int]
+    ) -> None:
         """This rank's share of a volume, less what an interrupted run already wrote."""
         total = done = finished = 0
         for number in mine:
@@ -301,9 +328,13 @@ class Predictor:
             remaining = region.with_axis(0, (base, z_end))
             slab = normalise_image(plan.view[(slice(z, z + window[0]),) + reach])
             for first in range(0, len(corners), self.settings.batch_size):
-                chunk = corners[first:first + self.settings.batch_size]
-                batch = np.stack([slab[None, :, y - ys[0]:y - ys[0] + window[1], x - xs[0]:x - xs[0] + window[2]]
-                                  for y, x in chunk])
+                chunk = corners[first : first + self.settings.batch_size]
+                batch = np.stack(
+                    [
+                        slab[None, :, y - ys[0] : y - ys[0] + window[1], x - xs[0] : x - xs[0] + window[2]]
+                        for y, x in chunk
+                    ]
+                )
                 probs = self.activation(self.model(torch.from_numpy(batch).to(self.device)).float()).cpu().numpy()
                 for (y, x), prob in zip(chunk, probs):
                     seen = Box.from_shape(window, (z, y, x))

@@ -7,6 +7,7 @@ at every line, so ``cat`` or a monitoring script always reads a whole record whi
 prediction file itself is open for writing; it is removed when the rank is done. Plain lines,
 not a progress bar: they read the same on a terminal, in a SLURM log and in the text log.
 """
+
 import os
 import time
 from typing import Optional
@@ -36,8 +37,9 @@ class PredictionProgress:
         interval: seconds between lines (default :data:`PROGRESS_INTERVAL`).
     """
 
-    def __init__(self, path: Optional[str], rank: int = 0, world_size: int = 1,
-                 interval: Optional[float] = None) -> None:
+    def __init__(
+        self, path: Optional[str], rank: int = 0, world_size: int = 1, interval: Optional[float] = None
+    ) -> None:
         self.path, self.rank, self.world_size = path, rank, world_size
         self.interval = PROGRESS_INTERVAL if interval is None else interval
         self.volume, self.total, self.done, self.blocks, self.blocks_done = "", 0, 0, 0, 0
@@ -81,12 +83,23 @@ class PredictionProgress:
         share = 100.0 * self.done / self.total if self.total else 100.0
         who = f"rank {self.rank}: " if self.world_size > 1 else ""
         eta = f", ETA {_duration(left)}" if left is not None and self.done < self.total else ""
-        logger.info(f"{who}{self.volume}: {share:5.1f}% ({self.blocks_done}/{self.blocks} blocks), "
-                    f"{rate / 1e6:.2f} Mvox/s{eta}", extra={"all_ranks": True})
+        logger.info(
+            f"{who}{self.volume}: {share:5.1f}% ({self.blocks_done}/{self.blocks} blocks), "
+            f"{rate / 1e6:.2f} Mvox/s{eta}",
+            extra={"all_ranks": True},
+        )
         if self.path is not None:
-            record = {"volume": self.volume, "rank": self.rank, "voxels_done": self.done, "voxels_total": self.total,
-                      "blocks_done": self.blocks_done, "blocks_total": self.blocks, "voxels_per_s": rate,
-                      "eta_s": left, "updated": time.time()}
+            record = {
+                "volume": self.volume,
+                "rank": self.rank,
+                "voxels_done": self.done,
+                "voxels_total": self.total,
+                "blocks_done": self.blocks_done,
+                "blocks_total": self.blocks,
+                "voxels_per_s": rate,
+                "eta_s": left,
+                "updated": time.time(),
+            }
             write_json_atomically(self.path, record)
 
     def close(self) -> None:

@@ -4,6 +4,7 @@ Schedulers (SLURM, Kubernetes, most batch systems) send SIGTERM some time before
 job, and background jobs never see Ctrl-C's SIGINT, so both must lead to a saved checkpoint.
 A second signal of either kind stops the process at once, as users expect of a second Ctrl-C.
 """
+
 import signal
 import threading
 from types import FrameType
@@ -50,8 +51,10 @@ class StopRequest:
             return
         self.signal = number
         # Every rank gets the signal from torchrun, and each says what it will do.
-        logger.warning(f"{signal.Signals(number).name} received: {self.action} (send it again to stop at once).",
-                       extra={"all_ranks": True})
+        logger.warning(
+            f"{signal.Signals(number).name} received: {self.action} (send it again to stop at once).",
+            extra={"all_ranks": True},
+        )
 
     def __enter__(self) -> "StopRequest":
         # Signal handlers can only be installed from the main thread; elsewhere the defaults stay.

@@ -3,6 +3,7 @@
 :class:`Trainer.train` is a list of named steps (forward, agree, save, optimizer step, log,
 validate) that a reader can find and a subclass can change.
 """
+
 import logging
 import os
 import time
@@ -18,8 +19,9 @@ from torch.utils.tensorboard import SummaryWriter
 from ..build import build_mednext, deep_supervision_weights
 from ..data.sampler import CropSampler
 from ..data.targets import make_target, target_foreground
-from ..io import check_finite, check_image_dtype, open_volume, read_whole, split_names
 from ..errors import ConfigError, UserError, look_up_option
+from ..io import check_finite, check_image_dtype, open_volume, read_whole, split_names
+from ..log import add_text_log, get_logger, remove_text_log
 from ..losses import DeepSupervisionLoss, resample_modes_for_targets
 from ..losses.criterion import TargetCriterion
 from ..solver import build_native_solver, resume_solver
@@ -32,7 +34,6 @@ from .checkpoint import (
 )
 from .distributed import default_device, init_distributed
 from .inference import make_activation
-from ..log import add_text_log, get_logger, remove_text_log
 from .output_folder import make_output_folder
 from .predictor import PlaneByPlane, Predictor, SlidingWindow
 from .stop_signals import StopRequest
@@ -136,8 +137,15 @@ class Trainer:
             Weight initialisation is seeded by the caller, before the model is built.
     """
 
-    def __init__(self, cfg, device: torch.device, checkpoint: Optional[str] = None, rank: int = 0,
-                 world_size: int = 1, seed: int = 0) -> None:
+    def __init__(
+        self,
+        cfg,
+        device: torch.device,
+        checkpoint: Optional[str] = None,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+    ) -> None:
         self.cfg = cfg
         self.device = device
         self.rank, self.world_size = rank, world_size
@@ -145,14 +153,22 @@ class Trainer:
         self.output_dir = cfg.DATASET.OUTPUT_PATH
         self.model = build_mednext(cfg).to(device)
         # Every parameter is used in each step (dummy_tensor needs no grad): no unused-parameter search.
-        self.network = self.model if world_size == 1 else DistributedDataParallel(
-            self.model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=False)
+        self.network = (
+            self.model
+            if world_size == 1
+            else DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=False
+            )
+        )
         self.optimizer, self.scheduler = build_native_solver(cfg, self.model)
         criterion = TargetCriterion.from_cfg(cfg)
         self.channels = criterion.channels
         weights = deep_supervision_weights(cfg)
-        self.criterion = criterion if weights is None else DeepSupervisionLoss(
-            criterion, weights, resample_modes_for_targets(cfg.MODEL.TARGET_OPT))
+        self.criterion = (
+            criterion
+            if weights is None
+            else DeepSupervisionLoss(criterion, weights, resample_modes_for_targets(cfg.MODEL.TARGET_OPT))
+        )
         self.sampler = CropSampler(cfg, seed=(seed, rank))  # a different crop stream per rank
         if cfg.DATASET.VAL_IMAGE_NAME:  # refuse bad validation volumes now, not hours into the run
             self._validation_volumes()
@@ -174,8 +190,10 @@ class Trainer:
         if "optimizer" in state and "lr_scheduler" in state:
             changes = resume_solver(self.optimizer, self.scheduler, state["optimizer"], state["lr_scheduler"], path)
             if changes:
-                logger.info(f"Resuming {path!r} with the config's {', '.join(changes)}; the checkpoint's optimizer "
-                            "moments and schedule progress are kept.")
+                logger.info(
+                    f"Resuming {path!r} with the config's {', '.join(changes)}; the checkpoint's optimizer "
+                    "moments and schedule progress are kept."
+                )
         self.start_iter = int(state.get("iteration", self.start_iter))
         self.newest_checkpoint = path
         if self.scaler is not None and "scaler" in state:
@@ -196,8 +214,10 @@ class Trainer:
         """
         total = self.cfg.SOLVER.ITERATION_TOTAL
         if self.start_iter >= total:
-            logger.info(f"Nothing to train: the checkpoint is at iteration {self.start_iter} and "
-                        f"SOLVER.ITERATION_TOTAL is {total}; raise SOLVER.ITERATION_TOTAL to train longer.")
+            logger.info(
+                f"Nothing to train: the checkpoint is at iteration {self.start_iter} and "
+                f"SOLVER.ITERATION_TOTAL is {total}; raise SOLVER.ITERATION_TOTAL to train longer."
+            )
             return None
         text_log = self.open_outputs()
         self.log_start()
@@ -218,8 +238,10 @@ class Trainer:
                         path = self.save(iteration, crops_state)
                         save_due = False
                     if stopping:
-                        logger.info(f"Stopped by {stop.name or 'another rank'} at iteration {iteration}: saved "
-                                    f"{path}; resume with --checkpoint {path}")
+                        logger.info(
+                            f"Stopped by {stop.name or 'another rank'} at iteration {iteration}: saved "
+                            f"{path}; resume with --checkpoint {path}"
+                        )
                         raise SystemExit(stop.exit_code if stop.requested else 1)
                     self.optimizer_step(step.loss, iteration + 1)
                     iteration += 1
@@ -232,9 +254,11 @@ class Trainer:
         finally:
             self.close_outputs(text_log)
         elapsed = time.perf_counter() - began
-        logger.info(f"Training finished at iteration {iteration}: saved {path} ({elapsed / 60:.1f} min, "
-                    f"{elapsed / max(1, iteration - self.start_iter):.2f} s per iteration, last loss "
-                    f"{step.loss.item():.5f})")
+        logger.info(
+            f"Training finished at iteration {iteration}: saved {path} ({elapsed / 60:.1f} min, "
+            f"{elapsed / max(1, iteration - self.start_iter):.2f} s per iteration, last loss "
+            f"{step.loss.item():.5f})"
+        )
         return path
 
     def log_start(self) -> None:
@@ -243,11 +267,15 @@ class Trainer:
         parameters = sum(p.numel() for p in model.parameters())
         device = f"{self.device} ({torch.get_num_threads()} threads)" if self.device.type == "cpu" else str(self.device)
         batch = cfg.SOLVER.SAMPLES_PER_BATCH
-        start = (f"resumed from {self.newest_checkpoint!r}" if self.newest_checkpoint else "a fresh start")
-        logger.info(f"Training MedNeXt-{cfg.MODEL.MEDNEXT_SIZE} ({parameters:,} parameters, deep supervision "
-                    f"{'on' if cfg.MODEL.DEEP_SUPERVISION else 'off'}) on {device}, {self.world_size} process(es)")
-        logger.info(f"Batch {batch} per process ({batch * self.world_size} in all); iterations {self.start_iter} to "
-                    f"{cfg.SOLVER.ITERATION_TOTAL} ({start}); a checkpoint every {cfg.SOLVER.ITERATION_SAVE}")
+        start = f"resumed from {self.newest_checkpoint!r}" if self.newest_checkpoint else "a fresh start"
+        logger.info(
+            f"Training MedNeXt-{cfg.MODEL.MEDNEXT_SIZE} ({parameters:,} parameters, deep supervision "
+            f"{'on' if cfg.MODEL.DEEP_SUPERVISION else 'off'}) on {device}, {self.world_size} process(es)"
+        )
+        logger.info(
+            f"Batch {batch} per process ({batch * self.world_size} in all); iterations {self.start_iter} to "
+            f"{cfg.SOLVER.ITERATION_TOTAL} ({start}); a checkpoint every {cfg.SOLVER.ITERATION_SAVE}"
+        )
         board = f"; TensorBoard: tensorboard --logdir {os.path.join(self.output_dir, 'log')}" if self.writer else ""
         logger.info(f"Output folder {self.output_dir}{board}")
 
@@ -277,7 +305,9 @@ class Trainer:
         start = time.perf_counter()
         image, target, weight = self.sampler.sample(self.cfg.SOLVER.SAMPLES_PER_BATCH)
         data_time = time.perf_counter() - start
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+        with torch.autocast(
+            self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+        ):
             prediction = self.network(image.to(self.device))
             loss, losses = self.criterion(prediction, target, weight)
         return ForwardStep(loss, losses, prediction, image, target, data_time)
@@ -309,8 +339,9 @@ class Trainer:
             raise self._diverged(f"The weights became NaN or infinite by iteration {iteration}")
         path = checkpoint_path(self.output_dir, iteration)
         if self.is_main:
-            save_checkpoint(path, iteration, self.model, self.optimizer, self.scheduler, states, self.cfg.dump(),
-                            self.scaler)
+            save_checkpoint(
+                path, iteration, self.model, self.optimizer, self.scheduler, states, self.cfg.dump(), self.scaler
+            )
             logger.info(f"[Iteration {iteration:05d}] saved {path}")
         self.newest_checkpoint = path
         return path
@@ -343,10 +374,14 @@ class Trainer:
                 # only a run of such steps means the training has diverged.
                 self.bad_gradients += 1
                 if self.bad_gradients >= MAX_SKIPPED_STEPS:
-                    raise self._diverged(f"The gradient norm was {norm.item()} for {self.bad_gradients} steps in a "
-                                         f"row, up to iteration {iteration}")
-                logger.info(f"[Iteration {iteration:05d}] skipped: the gradient norm is {norm.item()}; the weights "
-                            "are unchanged.")
+                    raise self._diverged(
+                        f"The gradient norm was {norm.item()} for {self.bad_gradients} steps in a "
+                        f"row, up to iteration {iteration}"
+                    )
+                logger.info(
+                    f"[Iteration {iteration:05d}] skipped: the gradient norm is {norm.item()}; the weights "
+                    "are unchanged."
+                )
         self.scheduler.step()
 
     def log(self, iteration: int, step: ForwardStep, began: float) -> None:
@@ -373,8 +408,11 @@ class Trainer:
         eta = elapsed / (iteration - self.start_iter) * (total - iteration)
         # Every MONITOR.ITERATION_NUM[0] iterations, the first few and the last; the rest reach the text log.
         shown = iteration % scalar_every == 0 or iteration - self.start_iter <= FIRST_LINES or iteration == total
-        logger.log(self.iteration_level if shown else logging.DEBUG, f"[Iteration {iteration:05d}/{total}] "
-                   f"loss={step.loss.item():.5f} lr={lr:.2e} data={step.data_time:.3f}s ETA {eta / 60:.1f} min")
+        logger.log(
+            self.iteration_level if shown else logging.DEBUG,
+            f"[Iteration {iteration:05d}/{total}] "
+            f"loss={step.loss.item():.5f} lr={lr:.2e} data={step.data_time:.3f}s ETA {eta / 60:.1f} min",
+        )
 
     def _log_images(self, step: ForwardStep, iteration: int) -> None:
         prediction, image = step.prediction, step.image
@@ -409,9 +447,13 @@ class Trainer:
             image, label = self._validation_volumes()
             window = tuple(self.cfg.MODEL.INPUT_SIZE)
             network = PlaneByPlane(self.model) if self.cfg.DATASET.DO_2D else self.model
-            predictor = Predictor(network, make_activation(["sigmoid"] * len(self.channels), self.channels),
-                                  sum(self.channels), SlidingWindow(window, tuple(max(1, w // 2) for w in window)),
-                                  self.device)
+            predictor = Predictor(
+                network,
+                make_activation(["sigmoid"] * len(self.channels), self.channels),
+                sum(self.channels),
+                SlidingWindow(window, tuple(max(1, w // 2) for w in window)),
+                self.device,
+            )
             probabilities = predictor.predict(image)
         finally:
             self.model.train()
@@ -451,10 +493,14 @@ class Trainer:
 
     def _diverged(self, what: str) -> NonFiniteLoss:
         newest = self.newest_checkpoint
-        where = (f"the newest checkpoint, with finite weights, is {newest!r}" if newest and os.path.isfile(newest)
-                 else "no checkpoint was written")
-        return NonFiniteLoss(f"{what}; training stopped without saving, and {where}. Lower SOLVER.BASE_LR or "
-                             "check the data.")
+        where = (
+            f"the newest checkpoint, with finite weights, is {newest!r}"
+            if newest and os.path.isfile(newest)
+            else "no checkpoint was written"
+        )
+        return NonFiniteLoss(
+            f"{what}; training stopped without saving, and {where}. Lower SOLVER.BASE_LR or check the data."
+        )
 
 
 def main_train(cfg, checkpoint: Optional[str] = None, distributed: bool = False, seed: int = 0) -> Optional[str]:

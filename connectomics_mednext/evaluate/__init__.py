@@ -1,4 +1,5 @@
 """Voxel, instance and neuron metrics (IoU/Dice, AP, VOI, adapted Rand) for either engine's output."""
+
 from .instance import instance_scores
 from .neuron import neuron_scores
 from .run import METRIC_KEYS, evaluate_arrays, evaluate_files

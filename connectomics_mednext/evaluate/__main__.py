@@ -1,4 +1,5 @@
 """``python -m connectomics_mednext.evaluate``."""
+
 from .cli import main
 
 main()

@@ -6,6 +6,7 @@ first), each is matched to the unmatched ground-truth instance of highest IoU at
 threshold, and precision is interpolated at 101 recall points. ``ap`` is the mean over IoU
 0.50, 0.55, ..., 0.95.
 """
+
 from typing import Dict, Optional, Tuple
 
 import numpy as np
@@ -72,8 +73,9 @@ def average_precision(hits: np.ndarray, positives: int) -> float:
     return float(np.mean([envelope[i] if i < len(envelope) else 0.0 for i in index]))
 
 
-def instance_scores(truth: np.ndarray, segmentation: np.ndarray,
-                    scores: Optional[Dict[int, float]] = None) -> Dict[str, float]:
+def instance_scores(
+    truth: np.ndarray, segmentation: np.ndarray, scores: Optional[Dict[int, float]] = None
+) -> Dict[str, float]:
     """Precision, recall and F1 at IoU 0.5, and AP at 0.5, 0.75 and 0.5:0.95.
 
     Args:
@@ -89,8 +91,14 @@ def instance_scores(truth: np.ndarray, segmentation: np.ndarray,
     precision = matched / len(segment_sizes) if segment_sizes else 1.0
     recall = matched / len(truth_sizes) if truth_sizes else 1.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1, "ap50": aps[0.5], "ap75": aps[0.75],
-            "ap": float(np.mean(list(aps.values())))}
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "ap50": aps[0.5],
+        "ap75": aps[0.75],
+        "ap": float(np.mean(list(aps.values()))),
+    }
 
 
 def mean_probability(segmentation: np.ndarray, probability: np.ndarray) -> Dict[int, float]:

@@ -7,6 +7,7 @@ is cut into pieces; ``voi_merge`` is H(truth | segmentation): how much neurons a
 ``arand`` is 1 - F-score of the Rand precision and recall over pairs of distinct voxels, as in
 SNEMI3D.
 """
+
 from typing import Dict
 
 import numpy as np

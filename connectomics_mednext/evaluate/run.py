@@ -1,4 +1,5 @@
 """Score a segmentation and/or a probability map against a label volume; a table and flat JSON."""
+
 import json
 import math
 import os
@@ -7,15 +8,28 @@ from typing import Dict, Optional
 import numpy as np
 
 from ..data.targets import make_target, target_foreground
-from ..io import close_volume, open_prediction, open_volume, read_whole, split_names
 from ..errors import InputError
+from ..io import close_volume, open_prediction, open_volume, read_whole, split_names
 from .instance import instance_scores, mean_probability
 from .neuron import neuron_scores
 from .voxel import voxel_scores
 
 # The JSON's keys, in the table's order.
-METRIC_KEYS = ("iou", "dice", "best_threshold", "best_iou", "precision", "recall", "f1", "ap50", "ap75", "ap",
-               "voi_split", "voi_merge", "arand")
+METRIC_KEYS = (
+    "iou",
+    "dice",
+    "best_threshold",
+    "best_iou",
+    "precision",
+    "recall",
+    "f1",
+    "ap50",
+    "ap75",
+    "ap",
+    "voi_split",
+    "voi_merge",
+    "arand",
+)
 
 
 def _read(path: str, flag: str) -> np.ndarray:
@@ -25,12 +39,19 @@ def _read(path: str, flag: str) -> np.ndarray:
 
 def _same_shape(name: str, array: np.ndarray, label: np.ndarray) -> None:
     if array.shape != label.shape:
-        raise InputError(f"{name} has shape {array.shape} but --label has {label.shape}; they must cover the same voxels.")
+        raise InputError(
+            f"{name} has shape {array.shape} but --label has {label.shape}; they must cover the same voxels."
+        )
 
 
-def evaluate_arrays(label: np.ndarray, segmentation: Optional[np.ndarray] = None,
-                    probability: Optional[np.ndarray] = None, mask: Optional[np.ndarray] = None,
-                    threshold: float = 0.5, target_opt: str = "0") -> Dict[str, float]:
+def evaluate_arrays(
+    label: np.ndarray,
+    segmentation: Optional[np.ndarray] = None,
+    probability: Optional[np.ndarray] = None,
+    mask: Optional[np.ndarray] = None,
+    threshold: float = 0.5,
+    target_opt: str = "0",
+) -> Dict[str, float]:
     """Every metric the given arrays allow, as a flat dict (keys of :data:`METRIC_KEYS`).
 
     Args:
@@ -58,9 +79,16 @@ def evaluate_arrays(label: np.ndarray, segmentation: Optional[np.ndarray] = None
     return {key: results[key] for key in METRIC_KEYS if key in results}
 
 
-def evaluate_files(label_path: str, segmentation_path: Optional[str] = None, prediction_path: Optional[str] = None,
-                   mask_path: Optional[str] = None, dataset: str = "vol0", channel: int = 0, threshold: float = 0.5,
-                   target_opt: str = "0") -> Dict[str, float]:
+def evaluate_files(
+    label_path: str,
+    segmentation_path: Optional[str] = None,
+    prediction_path: Optional[str] = None,
+    mask_path: Optional[str] = None,
+    dataset: str = "vol0",
+    channel: int = 0,
+    threshold: float = 0.5,
+    target_opt: str = "0",
+) -> Dict[str, float]:
     """:func:`evaluate_arrays` of files: labels, segmentation and mask as any volume :mod:`connectomics_mednext.io`
     reads, the prediction in PyTC's layout (HDF5 or zarr).
 
@@ -82,7 +110,9 @@ def evaluate_files(label_path: str, segmentation_path: Optional[str] = None, pre
     if prediction_path is not None:
         prediction = open_prediction(prediction_path, dataset)
         if not 0 <= channel < prediction.shape[0]:
-            raise InputError(f"--channel {channel} does not exist: {prediction_path!r} has {prediction.shape[0]} channels.")
+            raise InputError(
+                f"--channel {channel} does not exist: {prediction_path!r} has {prediction.shape[0]} channels."
+            )
         probability = prediction[channel]
         close_volume(prediction)
         _same_shape(f"--prediction {prediction_path!r}", probability, label)

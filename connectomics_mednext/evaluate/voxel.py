@@ -1,4 +1,5 @@
 """Voxel metrics of a probability map: foreground IoU and Dice at a threshold, and the best threshold."""
+
 from typing import Dict, Optional, Sequence
 
 import numpy as np
@@ -13,8 +14,13 @@ def _iou_dice(true_positive: float, predicted: float, actual: float) -> Dict[str
     return {"iou": true_positive / union if union else 1.0, "dice": 2 * true_positive / total if total else 1.0}
 
 
-def voxel_scores(probability: np.ndarray, truth: np.ndarray, mask: Optional[np.ndarray] = None,
-                 threshold: float = 0.5, sweep: Sequence[float] = SWEEP) -> Dict[str, float]:
+def voxel_scores(
+    probability: np.ndarray,
+    truth: np.ndarray,
+    mask: Optional[np.ndarray] = None,
+    threshold: float = 0.5,
+    sweep: Sequence[float] = SWEEP,
+) -> Dict[str, float]:
     """IoU and Dice of ``probability >= threshold`` against ``truth``, and the threshold of the sweep with the best IoU.
 
     Args:
@@ -24,7 +30,9 @@ def voxel_scores(probability: np.ndarray, truth: np.ndarray, mask: Optional[np.n
         threshold: the probability threshold.
         sweep: the thresholds tried for ``best_threshold``.
     """
-    values = probability if probability.dtype == np.uint8 else np.clip(np.rint(probability * 255), 0, 255).astype(np.uint8)
+    values = (
+        probability if probability.dtype == np.uint8 else np.clip(np.rint(probability * 255), 0, 255).astype(np.uint8)
+    )
     if mask is not None:
         values, truth = values[mask], truth[mask]
     # One histogram of values inside and outside the truth gives every threshold's counts.

@@ -5,6 +5,7 @@ precomputed); :func:`split_names` turns PyTC's ``@``-joined names into paths. Wr
 :func:`open_prediction_output` creates (or reopens, to resume) a prediction that takes blocks,
 in the format its name asks for.
 """
+
 from typing import Any, Callable, Dict
 
 from .chunked import ChunkedVolume, open_chunked
@@ -28,8 +29,9 @@ from .zarr_prediction import ZarrPrediction
 PREDICTION_OUTPUTS: Dict[str, Callable[..., Any]] = {".zarr": ZarrPrediction}
 
 
-def open_prediction_output(output_path: str, rank: int = 0, world_size: int = 1,
-                           share: Callable[[Any], Any] = lambda value: value):
+def open_prediction_output(
+    output_path: str, rank: int = 0, world_size: int = 1, share: Callable[[Any], Any] = lambda value: value
+):
     """The prediction output ``output_path`` names: zarr for ``.zarr``, else HDF5.
 
     Args:
@@ -43,7 +45,23 @@ def open_prediction_output(output_path: str, rank: int = 0, world_size: int = 1,
 
 
 __all__ = [
-    "ChunkedVolume", "Hdf5Prediction", "OUTPUT_DTYPE", "PREDICTION_OUTPUTS", "ZarrPrediction", "changed_fields",
-    "check_finite", "check_image_dtype", "check_same_shape", "close_volume", "open_chunked", "open_hdf5", "open_prediction_output",
-    "open_prediction", "open_volume", "read_whole", "split_names", "volume_identity", "volume_name",
+    "ChunkedVolume",
+    "Hdf5Prediction",
+    "OUTPUT_DTYPE",
+    "PREDICTION_OUTPUTS",
+    "ZarrPrediction",
+    "changed_fields",
+    "check_finite",
+    "check_image_dtype",
+    "check_same_shape",
+    "close_volume",
+    "open_chunked",
+    "open_hdf5",
+    "open_prediction_output",
+    "open_prediction",
+    "open_volume",
+    "read_whole",
+    "split_names",
+    "volume_identity",
+    "volume_name",
 ]

@@ -9,6 +9,7 @@ Axis order: zarr arrays are read as they are stored, (z, y, x). N5 lists dimensi
 Java convention) and precomputed is (x, y, z, channel), so both are read reversed, as zarr's N5
 store and funlib do, and give (z, y, x).
 """
+
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -36,7 +37,7 @@ def split_container(name: str) -> Optional[Tuple[str, str]]:
     for index, part in enumerate(parts):
         if part.lower().endswith(CONTAINER_SUFFIXES):
             container = os.sep.join(parts[: index + 1]) or os.sep
-            return container, "/".join(parts[index + 1:])
+            return container, "/".join(parts[index + 1 :])
     return None
 
 
@@ -162,11 +163,14 @@ def open_chunked(name: str, key: str = "", ndim: int = 3) -> ChunkedVolume:
         if len(arrays) == 1 or "main" in arrays:
             choice = "main" if "main" in arrays else arrays[0]
             return open_chunked(f"{container}/{inside + '/' if inside else ''}{choice}", key, ndim)
-        raise MissingDatasetError(f"{where}{name!r} is a group holding arrays {arrays}; name one, e.g. "
-                                  f"{container}/{(inside + '/' if inside else '') + (arrays[0] if arrays else 'raw')}.")
+        raise MissingDatasetError(
+            f"{where}{name!r} is a group holding arrays {arrays}; name one, e.g. "
+            f"{container}/{(inside + '/' if inside else '') + (arrays[0] if arrays else 'raw')}."
+        )
     if kind is None:
-        raise MissingDatasetError(f"{where}{container!r} has no array {inside!r}; it holds "
-                                  f"{_arrays_in(container, node_of)}.")
+        raise MissingDatasetError(
+            f"{where}{container!r} has no array {inside!r}; it holds {_arrays_in(container, node_of)}."
+        )
     tensorstore = import_tensorstore()
     spec = {"driver": DRIVERS[kind], "kvstore": _kvstore(folder)}
     try:
@@ -206,8 +210,9 @@ def _open_precomputed(name: str, where: str) -> ChunkedVolume:
     return _as_volume(store, name, attributes, os.path.join(name, "info"), where)
 
 
-def _as_volume(store, name: str, attributes: Dict[str, Any], metadata_file: str, where: str,
-               ndim: int = 3) -> ChunkedVolume:
+def _as_volume(
+    store, name: str, attributes: Dict[str, Any], metadata_file: str, where: str, ndim: int = 3
+) -> ChunkedVolume:
     volume = ChunkedVolume(store, name, attributes, metadata_file)
     if volume.ndim != ndim:
         expected = "a (z, y, x) volume" if ndim == 3 else "a (C, Z, Y, X) prediction"
@@ -232,15 +237,22 @@ def create_zarr_array(folder: str, shape: Sequence[int], dtype: np.dtype, chunks
     if os.path.isfile(os.path.join(folder, ".zarray")):
         existing = read_json(os.path.join(folder, ".zarray"))
         if list(existing["shape"]) != list(shape) or np.dtype(existing["dtype"]) != dtype:
-            raise InputError(f"{folder!r} already holds a {np.dtype(existing['dtype']).name} array of shape "
-                             f"{tuple(existing['shape'])}; expected {dtype.name} of shape {tuple(shape)}. Remove it "
-                             "or choose another output name.")
+            raise InputError(
+                f"{folder!r} already holds a {np.dtype(existing['dtype']).name} array of shape "
+                f"{tuple(existing['shape'])}; expected {dtype.name} of shape {tuple(shape)}. Remove it "
+                "or choose another output name."
+            )
         return tensorstore.open({"driver": "zarr", "kvstore": _kvstore(folder)}, write=True).result()
-    metadata = {"shape": list(shape), "chunks": list(chunks), "dtype": dtype.str,
-                "compressor": {"id": "blosc", "cname": "zstd", "clevel": 3, "shuffle": 1}}
+    metadata = {
+        "shape": list(shape),
+        "chunks": list(chunks),
+        "dtype": dtype.str,
+        "compressor": {"id": "blosc", "cname": "zstd", "clevel": 3, "shuffle": 1},
+    }
     try:
         os.makedirs(folder, exist_ok=True)
-        return tensorstore.open({"driver": "zarr", "kvstore": _kvstore(folder), "metadata": metadata},
-                                create=True, write=True).result()
+        return tensorstore.open(
+            {"driver": "zarr", "kvstore": _kvstore(folder), "metadata": metadata}, create=True, write=True
+        ).result()
     except (OSError, ValueError) as error:
         raise InputError(f"{folder!r} cannot be written ({error}).") from error

@@ -6,6 +6,7 @@ dataset stores its resume key and, per output block, the first plane not yet wri
 (``done_z``), so a rerun with the same key continues where a kill left it. Rank 0 joins the
 ranks' files; the output gets its final name only when complete.
 """
+
 import glob
 import json
 import os
@@ -14,9 +15,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import h5py
 import numpy as np
 
-from ..log import get_logger
 from ..errors import InputError, MissingDatasetError
 from ..geometry import Box, plan_blocks
+from ..log import get_logger
 from .resume import OUTPUT_DTYPE, as_stored, changed_fields, restart_line
 
 logger = get_logger(__name__)
@@ -103,8 +104,9 @@ class Hdf5Prediction:
         share: unused; every rank writes a file of its own.
     """
 
-    def __init__(self, output_path: str, rank: int = 0, world_size: int = 1,
-                 share: Callable[[Any], Any] = lambda value: value) -> None:
+    def __init__(
+        self, output_path: str, rank: int = 0, world_size: int = 1, share: Callable[[Any], Any] = lambda value: value
+    ) -> None:
         self.output_path = output_path
         self.world_size = world_size
         self.path = output_path + (".partial" if world_size == 1 else f".rank{rank}.partial")
@@ -115,8 +117,10 @@ class Hdf5Prediction:
         try:
             return h5py.File(self.path, "a")
         except OSError:
-            logger.info(f"{self.path!r} cannot be read (interrupted while writing?); starting it again.",
-                        extra={"all_ranks": True})
+            logger.info(
+                f"{self.path!r} cannot be read (interrupted while writing?); starting it again.",
+                extra={"all_ranks": True},
+            )
             os.remove(self.path)
             return h5py.File(self.path, "a")
 
@@ -125,8 +129,14 @@ class Hdf5Prediction:
         """Near-equal blocks (see :func:`~connectomics_mednext.geometry.plan_blocks`)."""
         return plan_blocks(shape, block_size, min_blocks)
 
-    def dataset(self, index: int, shape: Sequence[int], key: Dict[str, Any], blocks: List[Box],
-                voxel_size: Optional[Tuple[float, ...]] = None) -> BlockDataset:
+    def dataset(
+        self,
+        index: int,
+        shape: Sequence[int],
+        key: Dict[str, Any],
+        blocks: List[Box],
+        voxel_size: Optional[Tuple[float, ...]] = None,
+    ) -> BlockDataset:
         """Dataset ``vol<index>``, reused only if an interrupted run with the same resume key left it.
 
         Args:

@@ -8,6 +8,7 @@ old time stamp on content of the same size (``cp -p``, ``rsync -t``) would go un
 Chunked stores say what identifies them (:meth:`~.chunked.ChunkedVolume.identity`). Arrays in
 memory have no file, so they are fingerprinted by content.
 """
+
 import hashlib
 import os
 from typing import Any, Dict

@@ -1,4 +1,5 @@
 """Small JSON files beside volumes: metadata read, and records replaced atomically."""
+
 import json
 import os
 from typing import Any, Dict, Optional

@@ -1,4 +1,5 @@
 """What predictions in any format share: their dtype and the resume-key comparison."""
+
 import json
 from typing import Any, Dict, List
 

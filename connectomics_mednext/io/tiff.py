@@ -2,6 +2,7 @@
 
 Needs the optional ``tifffile`` package (``pip install connectomics-mednext[tiff]``).
 """
+
 from typing import Tuple
 
 import numpy as np
@@ -21,8 +22,9 @@ class TiffVolume:
     """
 
     def __init__(self, path: str) -> None:
-        tifffile = import_extra("tifffile", f"Reading {path!r} needs tifffile: pip install tifffile "
-                                            "(or connectomics-mednext[tiff]).")
+        tifffile = import_extra(
+            "tifffile", f"Reading {path!r} needs tifffile: pip install tifffile (or connectomics-mednext[tiff])."
+        )
         self.name = path
         try:
             self._file = tifffile.TiffFile(path)
@@ -33,8 +35,10 @@ class TiffVolume:
         if len(shape) == 2:
             shape = (1,) + shape
         if len(shape) != 3 or len(series.pages) != shape[0]:
-            raise InputError(f"{path!r} holds an image of shape {tuple(series.shape)} in {len(series.pages)} pages; "
-                             "expected a (z, y, x) stack with one 2D page per z plane.")
+            raise InputError(
+                f"{path!r} holds an image of shape {tuple(series.shape)} in {len(series.pages)} pages; "
+                "expected a (z, y, x) stack with one 2D page per z plane."
+            )
         self._series, self.shape, self.dtype = series, shape, np.dtype(series.dtype)
 
     def __getitem__(self, box: Tuple[slice, slice, slice]) -> np.ndarray:

@@ -5,6 +5,7 @@ HDF5 files give an ``h5py.Dataset``, TIFF stacks a :class:`~.tiff.TiffVolume`, c
 read only the box they are indexed with; nothing outside :mod:`connectomics_mednext.io` needs
 to know which format a volume came from.
 """
+
 import os
 from typing import Iterator, List, Optional, Sequence, Tuple
 
@@ -29,8 +30,10 @@ def split_names(names: Optional[str], input_path: str, key: str) -> List[str]:
         key: the config key, for error messages.
     """
     if not names:
-        raise ConfigError(f"{key} is not set; give one or more volumes (HDF5, TIFF, <name>.zarr/<array>, "
-                          "<name>.n5/<array>) joined with '@'.")
+        raise ConfigError(
+            f"{key} is not set; give one or more volumes (HDF5, TIFF, <name>.zarr/<array>, "
+            "<name>.n5/<array>) joined with '@'."
+        )
     paths = [os.path.join(input_path, name) for name in names.split("@")]
     for path in paths:
         chunked = split_container(path)
@@ -89,8 +92,10 @@ def check_finite(volume, key: str) -> None:
         bad = np.argwhere(~np.isfinite(slab))
         if len(bad):
             position = (int(bad[0][0]) + z, int(bad[0][1]), int(bad[0][2]))
-            raise InputError(f"{key} {volume_name(volume)!r} holds {slab[tuple(bad[0])]} at (z, y, x) = {position}; "
-                             "expected finite values.")
+            raise InputError(
+                f"{key} {volume_name(volume)!r} holds {slab[tuple(bad[0])]} at (z, y, x) = {position}; "
+                "expected finite values."
+            )
 
 
 def check_image_dtype(volume, key: str) -> None:
@@ -110,9 +115,11 @@ def check_image_dtype(volume, key: str) -> None:
     for _, slab in _slabs(volume):
         low = slab.min() if low is None else min(low, slab.min())
         high = slab.max() if high is None else max(high, slab.max())
-    raise InputError(f"{key} {volume_name(volume)!r} is {np.dtype(volume.dtype).name} with values {low:g}..{high:g}, "
-                     "but images must be uint8 (0..255, scaled by 1/255 as PyTC does); convert it, e.g. "
-                     "np.clip((x - low) / (high - low) * 255, 0, 255).astype(np.uint8).")
+    raise InputError(
+        f"{key} {volume_name(volume)!r} is {np.dtype(volume.dtype).name} with values {low:g}..{high:g}, "
+        "but images must be uint8 (0..255, scaled by 1/255 as PyTC does); convert it, e.g. "
+        "np.clip((x - low) / (high - low) * 255, 0, 255).astype(np.uint8)."
+    )
 
 
 def open_prediction(path: str, dataset: str = "vol0"):
@@ -134,8 +141,10 @@ def open_prediction(path: str, dataset: str = "vol0"):
             raise MissingDatasetError(f"--prediction {path!r} has no dataset {dataset!r}; it holds {list(handle)}.")
         volume = handle[dataset]
     if volume.ndim != 4 or volume.dtype != np.uint8:
-        raise InputError(f"--prediction {path!r}:{dataset} is {volume.dtype} of shape {volume.shape}; expected PyTC's "
-                         "(C, Z, Y, X) uint8 layout (probability x 255).")
+        raise InputError(
+            f"--prediction {path!r}:{dataset} is {volume.dtype} of shape {volume.shape}; expected PyTC's "
+            "(C, Z, Y, X) uint8 layout (probability x 255)."
+        )
     return volume
 
 

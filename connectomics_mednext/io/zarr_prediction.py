@@ -13,6 +13,7 @@ and any zarr reader open it. While it is written it is ``result.zarr.partial``:
 - rank 0 marks the group complete (``connectomics_mednext.complete`` in its attributes) and
   gives it its final name once every block of every volume has its marker.
 """
+
 import os
 import shutil
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -85,8 +86,9 @@ class ZarrPrediction:
             Rank 0 prepares each array and every rank learns whether that worked.
     """
 
-    def __init__(self, output_path: str, rank: int = 0, world_size: int = 1,
-                 share: Callable[[Any], Any] = lambda value: value) -> None:
+    def __init__(
+        self, output_path: str, rank: int = 0, world_size: int = 1, share: Callable[[Any], Any] = lambda value: value
+    ) -> None:
         self.output_path = output_path.rstrip("/")
         self.path = self.output_path + ".partial"
         self.rank, self.world_size, self.share = rank, world_size, share
@@ -143,8 +145,14 @@ class ZarrPrediction:
         chunk = self.chunks[tuple(shape)] = self.chunk_shape(shape, block_size, min_blocks)
         return plan_aligned_blocks(shape, block_size, chunk, min_blocks)
 
-    def dataset(self, index: int, shape: Sequence[int], key: Dict[str, Any], blocks: List[Box],
-                voxel_size: Optional[Tuple[float, ...]] = None) -> ZarrBlocks:
+    def dataset(
+        self,
+        index: int,
+        shape: Sequence[int],
+        key: Dict[str, Any],
+        blocks: List[Box],
+        voxel_size: Optional[Tuple[float, ...]] = None,
+    ) -> ZarrBlocks:
         """Array ``vol<index>``, continued only when it was started with the same resume key.
 
         Args:
@@ -163,8 +171,10 @@ class ZarrPrediction:
         def prepare() -> None:
             stored = read_json(os.path.join(progress, "resume_key.json"))
             if stored is None and os.path.isdir(folder):
-                raise InputError(f"{folder!r} exists but holds no resume key of ours; remove it or choose another "
-                                 "INFERENCE.OUTPUT_NAME.")
+                raise InputError(
+                    f"{folder!r} exists but holds no resume key of ours; remove it or choose another "
+                    "INFERENCE.OUTPUT_NAME."
+                )
             changed = changed_fields(stored, wanted) if stored is not None else []
             if changed:
                 logger.info(restart_line(self.path, name, changed))
@@ -181,8 +191,9 @@ class ZarrPrediction:
     def close_or_discard(self) -> None:
         """After a failure: keep what finished blocks there are (a rerun continues them)."""
         if self.rank == 0 and self.world_size == 1:
-            markers = [n for _, _, files in os.walk(os.path.join(self.path, PROGRESS)) for n in files
-                       if n.endswith(".done")]
+            markers = [
+                n for _, _, files in os.walk(os.path.join(self.path, PROGRESS)) for n in files if n.endswith(".done")
+            ]
             if not markers:
                 shutil.rmtree(self.path, ignore_errors=True)
 
@@ -200,9 +211,14 @@ class ZarrPrediction:
             missing = [n for n in range(len(blocks)) if not os.path.isfile(os.path.join(progress, f"{n}.done"))]
             if missing:
                 raise RuntimeError(f"Blocks {missing[:5]} of vol{index} in {self.path!r} are unfinished.")
-        attributes = {"multiscales": [self._multiscale(f"vol{i}") for i in range(len(plans))],
-                      "connectomics_mednext": {"complete": True, "version": __version__, "layout": "(C, Z, Y, X) uint8, "
-                                               "probability x 255"}}
+        attributes = {
+            "multiscales": [self._multiscale(f"vol{i}") for i in range(len(plans))],
+            "connectomics_mednext": {
+                "complete": True,
+                "version": __version__,
+                "layout": "(C, Z, Y, X) uint8, probability x 255",
+            },
+        }
         write_json_atomically(os.path.join(self.path, ".zattrs"), attributes)
         shutil.rmtree(os.path.join(self.path, PROGRESS))
         if os.path.isdir(self.output_path):
@@ -215,5 +231,9 @@ class ZarrPrediction:
         space = {"type": "space", **({"unit": "nanometer"} if voxel_size else {})}
         axes = [{"name": "c", "type": "channel"}] + [{"name": axis, **space} for axis in "zyx"]
         scale = [1.0] + list(voxel_size or (1.0, 1.0, 1.0))
-        return {"version": "0.4", "name": name, "axes": axes,
-                "datasets": [{"path": name, "coordinateTransformations": [{"type": "scale", "scale": scale}]}]}
+        return {
+            "version": "0.4",
+            "name": name,
+            "axes": axes,
+            "datasets": [{"path": name, "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
+        }

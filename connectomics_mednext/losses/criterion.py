@@ -5,6 +5,7 @@ For target ``i``, loss ``j`` is ``LOSS_WEIGHT[i][j] * LOSS_OPTION[i][j](OUTPUT_A
 target_i, weight_ij)``. The call signature and return value ``(loss, losses_vis)`` are those of
 PyTC's ``Criterion``, so :class:`DeepSupervisionLoss` wraps either.
 """
+
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -75,10 +76,18 @@ class TargetCriterion:
         loss_weight: per target, per loss, weights.
     """
 
-    def __init__(self, target_opt: Sequence[str], loss_opt: Sequence[Sequence[str]],
-                 output_act: Sequence[Sequence[str]], loss_weight: Sequence[Sequence[float]]) -> None:
-        for key, value in (("MODEL.LOSS_OPTION", loss_opt), ("MODEL.OUTPUT_ACT", output_act),
-                           ("MODEL.LOSS_WEIGHT", loss_weight)):
+    def __init__(
+        self,
+        target_opt: Sequence[str],
+        loss_opt: Sequence[Sequence[str]],
+        output_act: Sequence[Sequence[str]],
+        loss_weight: Sequence[Sequence[float]],
+    ) -> None:
+        for key, value in (
+            ("MODEL.LOSS_OPTION", loss_opt),
+            ("MODEL.OUTPUT_ACT", output_act),
+            ("MODEL.LOSS_WEIGHT", loss_weight),
+        ):
             if len(value) != len(target_opt) or any(len(v) != len(loss_opt[i]) for i, v in enumerate(value)):
                 raise ConfigError(f"{key} must hold one list per target with one entry per loss, got {list(value)!r}.")
         for name in (n for names in loss_opt for n in names):
@@ -107,8 +116,9 @@ class TargetCriterion:
         """The network output split into one tensor per target."""
         return list(torch.split(pred, self.channels, dim=1))
 
-    def __call__(self, pred: torch.Tensor, target: List[torch.Tensor],
-                 weight: List[List[Optional[torch.Tensor]]]) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+    def __call__(
+        self, pred: torch.Tensor, target: List[torch.Tensor], weight: List[List[Optional[torch.Tensor]]]
+    ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         total = pred.new_zeros(())
         losses_vis: Dict[str, torch.Tensor] = {}
         for i, pred_i in enumerate(self.split(pred.float())):
@@ -116,7 +126,9 @@ class TargetCriterion:
             for j, name in enumerate(self.loss_opt[i]):
                 mask = weight[i][j]
                 mask = mask.to(pred.device) if mask is not None and mask.dim() == pred.dim() else None
-                value = self.loss_weight[i][j] * LOSSES[name](ACTIVATIONS[self.output_act[i][j]](pred_i), target_i, mask)
+                value = self.loss_weight[i][j] * LOSSES[name](
+                    ACTIVATIONS[self.output_act[i][j]](pred_i), target_i, mask
+                )
                 total = total + value
                 losses_vis[f"{self.target_opt[i]}_{name}_{i}_{j}"] = value.detach()
         return total, losses_vis

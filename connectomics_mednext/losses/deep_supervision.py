@@ -10,6 +10,7 @@ Every target and weight mask is resampled to each output's size:
   placeholders) passes through unchanged.
 Factors are taken per axis from the output sizes, so anisotropic strides work.
 """
+
 from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -32,7 +33,7 @@ def _block_average(x: Array, factors: Sequence[int]) -> torch.Tensor:
     ndim = len(factors)
     x = torch.as_tensor(x)
     lead = x.shape[: x.dim() - ndim]
-    flat = x.reshape((-1, 1) + tuple(x.shape[x.dim() - ndim:])).float()
+    flat = x.reshape((-1, 1) + tuple(x.shape[x.dim() - ndim :])).float()
     pooled = AVG_POOL[ndim](flat, kernel_size=tuple(factors), stride=tuple(factors))
     return pooled.reshape(tuple(lead) + tuple(pooled.shape[2:])).to(x.dtype)
 
@@ -78,7 +79,9 @@ class DeepSupervisionLoss:
         self.weights = list(weights)
         self.target_modes = list(target_modes) if target_modes is not None else None
 
-    def __call__(self, pred, target: List[Array], weight: List[List[Array]]) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+    def __call__(
+        self, pred, target: List[Array], weight: List[List[Array]]
+    ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         if isinstance(pred, torch.Tensor):  # eval mode, or no deep supervision
             return self.criterion(pred, target, weight)
         outputs = list(pred.values()) if isinstance(pred, (dict, OrderedDict)) else list(pred)
@@ -91,8 +94,9 @@ class DeepSupervisionLoss:
             if scale_weight == 0:
                 continue
             factors = [a // b for a, b in zip(full, output.shape[2:])]
-            loss, vis = self.criterion(output, self.resample_targets(target, factors, full),
-                                       self.resample_weights(weight, factors, full))
+            loss, vis = self.criterion(
+                output, self.resample_targets(target, factors, full), self.resample_weights(weight, factors, full)
+            )
             total = total + scale_weight * loss
             suffix = "" if scale == 0 else f"_x{'x'.join(map(str, factors))}"
             losses_vis.update({f"{name}{suffix}": value for name, value in vis.items()})
@@ -112,7 +116,9 @@ class DeepSupervisionLoss:
             raise ValueError(f"Got {len(targets)} targets but {len(modes)} target_modes.")
         return [self._resample(t, RESAMPLERS[mode], factors, full) for t, mode in zip(targets, modes)]
 
-    def resample_weights(self, weights: List[List[Array]], factors: Sequence[int], full: Sequence[int]) -> List[List[Array]]:
+    def resample_weights(
+        self, weights: List[List[Array]], factors: Sequence[int], full: Sequence[int]
+    ) -> List[List[Array]]:
         """Weight masks at the scale given by ``factors``, centre-sampled; placeholders unchanged."""
         return [[self._resample(w, _centre_sample, factors, full) for w in per_target] for per_target in weights]
 
@@ -120,6 +126,6 @@ class DeepSupervisionLoss:
     def _resample(x: Optional[Array], resampler, factors: Sequence[int], full: Sequence[int]):
         if x is None or all(f == 1 for f in factors):
             return x
-        if tuple(x.shape[x.ndim - len(full):]) != tuple(full):
+        if tuple(x.shape[x.ndim - len(full) :]) != tuple(full):
             return x  # a placeholder, not a volume
         return resampler(x, factors)

@@ -1,4 +1,5 @@
 """MedNeXt network, presets and weight loading; no config or PyTC imports."""
+
 from .blocks import (
     LayerNorm,
     MedNeXtBlock,

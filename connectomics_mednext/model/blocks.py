@@ -7,6 +7,7 @@ unchanged. Kernels and strides may be per axis, which the reference does not all
 These modules are the reference computation, written plainly. How they run fast (fused CPU
 kernels, in-place inference) is :mod:`.execution`'s concern, which reads their parameters.
 """
+
 from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
@@ -122,8 +123,6 @@ def global_response_norm(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tenso
     return torch.addcmul(beta, x, torch.addcmul(torch.ones_like(nx), gamma, nx))
 
 
-
-
 class MedNeXtBlock(nn.Module):
     """The MedNeXt block at constant resolution: depthwise conv, norm, 1x1 expand, GELU, (GRN),
     1x1 compress, (+ input).
@@ -169,7 +168,10 @@ class MedNeXtBlock(nn.Module):
             self.grn_beta = nn.Parameter(torch.zeros((1, hidden) + (1,) * ndim))
             self.grn_gamma = nn.Parameter(torch.zeros((1, hidden) + (1,) * ndim))
         self.conv1 = CONV[dim](
-            in_channels, in_channels, kernel_size=kernel, padding=tuple(k // 2 for k in kernel),
+            in_channels,
+            in_channels,
+            kernel_size=kernel,
+            padding=tuple(k // 2 for k in kernel),
             groups=in_channels if n_groups is None else n_groups,
         )
         self.norm = make_norm(in_channels)
@@ -223,14 +225,21 @@ class MedNeXtDownBlock(MedNeXtBlock):
         grn: bool = False,
         stride: IntOrSeq = 2,
     ) -> None:
-        super().__init__(in_channels, out_channels, exp_r, kernel_size, do_res=False, norm_type=norm_type,
-                         dim=dim, grn=grn)
+        super().__init__(
+            in_channels, out_channels, exp_r, kernel_size, do_res=False, norm_type=norm_type, dim=dim, grn=grn
+        )
         # As in the reference: the constant-resolution block with its depthwise conv replaced.
         kernel = odd_kernel(kernel_size, check_dim(dim))
         self.stride = as_tuple(stride, check_dim(dim), "stride")
         conv = self.resampling_conv[dim]
-        self.conv1 = conv(in_channels, in_channels, kernel_size=kernel, stride=self.stride,
-                          padding=tuple(k // 2 for k in kernel), groups=in_channels)
+        self.conv1 = conv(
+            in_channels,
+            in_channels,
+            kernel_size=kernel,
+            stride=self.stride,
+            padding=tuple(k // 2 for k in kernel),
+            groups=in_channels,
+        )
         self.resample_do_res = do_res
         if do_res:
             self.res_conv = conv(in_channels, out_channels, kernel_size=1, stride=self.stride)

@@ -5,6 +5,7 @@ anisotropic EM volumes, validates input sizes up front, and returns deep-supervi
 outputs in a container that PyTorch Connectomics can consume. ``forward`` says what the network
 computes; :mod:`.execution` chooses how each part runs (plain modules, or the CPU kernels).
 """
+
 import math
 from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -161,30 +162,49 @@ class MedNeXt(nn.Module):
         resample = dict(do_res=do_res_up_down, norm_type=norm_type, dim=dim)
 
         def stage(channels: int, index: int) -> nn.Sequential:
-            return nn.Sequential(*[
-                MedNeXtBlock(channels, channels, exp_r[index], kernels[index], **common)
-                for _ in range(block_counts[index])
-            ])
+            return nn.Sequential(
+                *[
+                    MedNeXtBlock(channels, channels, exp_r[index], kernels[index], **common)
+                    for _ in range(block_counts[index])
+                ]
+            )
 
         self.stem = CONV[dim](in_channels, n_channels, kernel_size=1)
         # Registration order follows the reference, so parameters() (and optimizer
         # state) line up with reference checkpoints.
         for level in range(NUM_LEVELS):
-            width = n_channels * 2 ** level
+            width = n_channels * 2**level
             setattr(self, f"enc_block_{level}", stage(width, level))
-            setattr(self, f"down_{level}", MedNeXtDownBlock(
-                width, 2 * width, exp_r[level + 1], kernels[level],
-                grn=grn and level > 0,  # the reference builds down_0 without GRN
-                stride=level_strides[level], **resample,
-            ))
-        self.bottleneck = stage(n_channels * 2 ** NUM_LEVELS, NUM_LEVELS)
+            setattr(
+                self,
+                f"down_{level}",
+                MedNeXtDownBlock(
+                    width,
+                    2 * width,
+                    exp_r[level + 1],
+                    kernels[level],
+                    grn=grn and level > 0,  # the reference builds down_0 without GRN
+                    stride=level_strides[level],
+                    **resample,
+                ),
+            )
+        self.bottleneck = stage(n_channels * 2**NUM_LEVELS, NUM_LEVELS)
         for level in reversed(range(NUM_LEVELS)):
-            width = n_channels * 2 ** level
+            width = n_channels * 2**level
             index = NUM_STAGES - 1 - level
-            setattr(self, f"up_{level}", MedNeXtUpBlock(
-                2 * width, width, exp_r[index], kernels[index],
-                grn=grn, stride=level_strides[level], **resample,
-            ))
+            setattr(
+                self,
+                f"up_{level}",
+                MedNeXtUpBlock(
+                    2 * width,
+                    width,
+                    exp_r[index],
+                    kernels[index],
+                    grn=grn,
+                    stride=level_strides[level],
+                    **resample,
+                ),
+            )
             setattr(self, f"dec_block_{level}", stage(width, index))
         self.out_0 = OutBlock(n_channels, n_classes, dim)
         # Kept for state_dict compatibility only. Non-reentrant checkpointing does not
@@ -192,7 +212,7 @@ class MedNeXt(nn.Module):
         self.dummy_tensor = nn.Parameter(torch.tensor([1.0]), requires_grad=False)
         if deep_supervision:
             for level in range(1, NUM_LEVELS + 1):
-                setattr(self, f"out_{level}", OutBlock(n_channels * 2 ** level, n_classes, dim))
+                setattr(self, f"out_{level}", OutBlock(n_channels * 2**level, n_classes, dim))
 
     def check_input_size(self, spatial_shape: Sequence[int]) -> None:
         """Raise a ValueError if the network cannot take this spatial size.
@@ -203,7 +223,8 @@ class MedNeXt(nn.Module):
         ndim = len(self.total_stride)
         if len(spatial_shape) != ndim:
             raise ValueError(
-                f"MedNeXt(dim={self.dim!r}) expects {ndim} spatial axes, got input spatial shape {tuple(spatial_shape)}."
+                f"MedNeXt(dim={self.dim!r}) expects {ndim} spatial axes, "
+                f"got input spatial shape {tuple(spatial_shape)}."
             )
         names = "zyx"[-ndim:]
         bottleneck = 1

@@ -1,4 +1,5 @@
 """MedNeXt v1 presets S/B/M/L and the reference factory ``create_mednext_v1``."""
+
 from typing import Any, Dict, Optional
 
 from ..errors import look_up_option

@@ -1,4 +1,5 @@
 """Loading reference MedNeXt checkpoints and UpKern (kernel up-sampling) initialisation."""
+
 import os
 import pickle
 import warnings
@@ -19,8 +20,9 @@ KERNEL_RESIZE_MODES: Dict[int, str] = {1: "linear", 2: "bilinear", 3: "trilinear
 UPKERN_COPY_MARKERS = ("bias", "norm", "dummy")
 
 
-def load_checkpoint_file(path: Union[str, "os.PathLike[str]"], weights_only: bool = True, mmap: bool = False,
-                         name: str = "checkpoint") -> Any:
+def load_checkpoint_file(
+    path: Union[str, "os.PathLike[str]"], weights_only: bool = True, mmap: bool = False, name: str = "checkpoint"
+) -> Any:
     """What a PyTorch checkpoint file holds, read onto the CPU: the one place checkpoints are read.
 
     Args:
@@ -43,13 +45,17 @@ def load_checkpoint_file(path: Union[str, "os.PathLike[str]"], weights_only: boo
     except pickle.UnpicklingError as error:
         if not weights_only:
             raise
-        raise CheckpointError(f"{name} {path!r} holds more than tensors and plain data ({type(error).__name__}); "
-                              "if you trust the file, pass weights_only=False.") from error
+        raise CheckpointError(
+            f"{name} {path!r} holds more than tensors and plain data ({type(error).__name__}); "
+            "if you trust the file, pass weights_only=False."
+        ) from error
     except Exception as error:  # torch.load fails on a foreign file in many ways (KeyError, EOFError, ...)
         # torch's own reason is worth showing only when it is its archive reader speaking.
         reason = str(error).split(". ")[0].strip() if isinstance(error, RuntimeError) else ""
-        raise CheckpointError(f"{name} {path!r} is not a readable PyTorch checkpoint (truncated, or another kind "
-                              f"of file){': ' + reason if reason else ''}.") from error
+        raise CheckpointError(
+            f"{name} {path!r} is not a readable PyTorch checkpoint (truncated, or another kind "
+            f"of file){': ' + reason if reason else ''}."
+        ) from error
 
 
 def read_checkpoint(path: Union[str, "os.PathLike[str]"], weights_only: bool = True) -> Dict[str, torch.Tensor]:
@@ -80,7 +86,7 @@ def extract_state_dict(payload: Mapping, source: str = "checkpoint") -> Dict[str
             break
     if not all(isinstance(v, torch.Tensor) for v in payload.values()):
         raise ValueError(f"{source} has no 'state_dict' entry and is not a state_dict itself.")
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in payload.items()}
+    return {k[len("module.") :] if k.startswith("module.") else k: v for k, v in payload.items()}
 
 
 def _as_state_dict(source: WeightsSource, weights_only: bool = True) -> Dict[str, torch.Tensor]:
@@ -98,6 +104,7 @@ def describe_mismatch(expected: StateDict, given: StateDict) -> str:
         expected: the model's state_dict.
         given: the state_dict to load.
     """
+
     def listing(keys) -> str:
         keys = sorted(keys)
         shown = ", ".join(keys[:20])
@@ -172,6 +179,9 @@ def upkern_load_weights(network: nn.Module, pretrained: WeightsSource, weights_o
             given.to(value.dtype), size=tuple(spatial), mode=KERNEL_RESIZE_MODES[len(spatial)], align_corners=False
         )
     if not_loaded:
-        warnings.warn(f"UpKern: {len(not_loaded)} keys not in the pretrained weights keep their init: {not_loaded}")
+        warnings.warn(
+            f"UpKern: {len(not_loaded)} keys not in the pretrained weights keep their init: {not_loaded}",
+            stacklevel=2,
+        )
     network.load_state_dict(target, strict=True)
     return network

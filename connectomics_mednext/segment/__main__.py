@@ -1,4 +1,5 @@
 """``python -m connectomics_mednext.segment``."""
+
 from .cli import main
 
 main()

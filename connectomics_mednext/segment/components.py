@@ -7,6 +7,7 @@ consecutive ids. Peak memory is one slab's labels plus tables of one entry per p
 id, whatever the depth of the volume; the partition of voxels equals that of labelling the
 whole volume at once (tested).
 """
+
 from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import numpy as np
@@ -75,8 +76,8 @@ def face_pairs(below: np.ndarray, above: np.ndarray, connectivity: int) -> np.nd
     height, width = below.shape
     pairs = []
     for dy, dx in FACE_NEIGHBOURS[connectivity]:
-        a = below[max(0, -dy):height - max(0, dy), max(0, -dx):width - max(0, dx)]
-        b = above[max(0, dy):height - max(0, -dy), max(0, dx):width - max(0, -dx)]
+        a = below[max(0, -dy) : height - max(0, dy), max(0, -dx) : width - max(0, dx)]
+        b = above[max(0, dy) : height - max(0, -dy), max(0, dx) : width - max(0, -dx)]
         touching = (a > 0) & (b > 0)
         pairs.append(np.stack([a[touching], b[touching]], axis=1))
     joined = np.concatenate(pairs).astype(np.int64)
@@ -89,9 +90,15 @@ def _slabs(depth: int, planes: int) -> Iterator[Tuple[int, int]]:
         yield z, min(z + step, depth)
 
 
-def label_components(read_mask: Callable[[int, int], np.ndarray], shape: Tuple[int, int, int], scratch,
-                     create_output: Callable[[int], Any], connectivity: int = 26, min_size: int = 0,
-                     slab_planes: int = 0) -> int:
+def label_components(
+    read_mask: Callable[[int, int], np.ndarray],
+    shape: Tuple[int, int, int],
+    scratch,
+    create_output: Callable[[int], Any],
+    connectivity: int = 26,
+    min_size: int = 0,
+    slab_planes: int = 0,
+) -> int:
     """Label the connected components of a boolean volume read slab by slab; return the object count.
 
     Args:
@@ -109,11 +116,12 @@ def label_components(read_mask: Callable[[int, int], np.ndarray], shape: Tuple[i
     sizes = [np.zeros(1, dtype=np.int64)]
     offset, last_plane = 0, None
     for z0, z1 in _slabs(shape[0], slab_planes):
-        local, count = cc3d.connected_components(np.ascontiguousarray(read_mask(z0, z1)), connectivity=connectivity,
-                                                 return_N=True, out_dtype=np.uint64)
+        local, count = cc3d.connected_components(
+            np.ascontiguousarray(read_mask(z0, z1)), connectivity=connectivity, return_N=True, out_dtype=np.uint64
+        )
         labels = np.where(local > 0, local.astype(np.int64) + offset, 0)
         merges.grow(offset + count + 1)
-        sizes.append(np.bincount(labels.ravel(), minlength=offset + count + 1)[offset + 1:])
+        sizes.append(np.bincount(labels.ravel(), minlength=offset + count + 1)[offset + 1 :])
         if last_plane is not None:
             pairs = face_pairs(last_plane, labels[0], connectivity)
             merges.union(pairs[:, 0], pairs[:, 1])

@@ -14,6 +14,7 @@ One decoder per PyTC target, in the registry :data:`DECODERS`:
 The watershed modes hold the whole volume in memory; :mod:`.memory` refuses one that would
 not fit before any work starts.
 """
+
 from dataclasses import dataclass
 from typing import Callable, Dict, Sequence, Tuple
 
@@ -61,8 +62,15 @@ class SegmentOptions:
 
     def check(self) -> None:
         """Raise one sentence for the first option outside its range."""
-        probabilities = ("threshold", "seed_threshold", "contour_threshold", "foreground_threshold",
-                         "merge_threshold", "affinity_low", "affinity_high")
+        probabilities = (
+            "threshold",
+            "seed_threshold",
+            "contour_threshold",
+            "foreground_threshold",
+            "merge_threshold",
+            "affinity_low",
+            "affinity_high",
+        )
         for name in probabilities:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -116,18 +124,25 @@ def decode_binary(prediction, options: SegmentOptions, scratch, create_output: C
     """Connected components of ``prediction[channel] >= threshold``, slab by slab (see :mod:`.components`)."""
     cut = _byte(options.threshold)
     shape = tuple(prediction.shape[1:])
-    return label_components(lambda z0, z1: prediction[options.channel, z0:z1] >= cut, shape, scratch, create_output,
-                            options.connectivity, options.min_size, options.slab_planes)
+    return label_components(
+        lambda z0, z1: prediction[options.channel, z0:z1] >= cut,
+        shape,
+        scratch,
+        create_output,
+        options.connectivity,
+        options.min_size,
+        options.slab_planes,
+    )
 
 
 def decode_bc(prediction: np.ndarray, options: SegmentOptions) -> np.ndarray:
     """Marker watershed of the foreground (channel 0) from seeds away from contours (channel 1)."""
     _, segmentation = _scikit_image()
     foreground, contour = prediction[0], prediction[1]
-    seeds = _seeds((foreground > _byte(options.seed_threshold)) & (contour < _byte(options.contour_threshold)),
-                   options)
-    labels = segmentation.watershed(-foreground.astype(np.float32), seeds,
-                                    mask=foreground > _byte(options.foreground_threshold))
+    seeds = _seeds((foreground > _byte(options.seed_threshold)) & (contour < _byte(options.contour_threshold)), options)
+    labels = segmentation.watershed(
+        -foreground.astype(np.float32), seeds, mask=foreground > _byte(options.foreground_threshold)
+    )
     return _consecutive(_remove_small(labels.astype(np.int64), options.min_size))
 
 
@@ -139,8 +154,10 @@ def decode_boundary(prediction: np.ndarray, options: SegmentOptions) -> np.ndarr
     distance = ndimage.distance_transform_edt(interior, sampling=options.resolution).astype(np.float32)
     seeds = _seeds(distance >= options.seed_distance, options)
     if not seeds.any():
-        raise InputError(f"No voxel is {options.seed_distance} nm from a boundary (--seed-distance), so there are "
-                         "no seeds; lower --seed-distance or check --resolution.")
+        raise InputError(
+            f"No voxel is {options.seed_distance} nm from a boundary (--seed-distance), so there are "
+            "no seeds; lower --seed-distance or check --resolution."
+        )
     labels = segmentation.watershed(boundary.astype(np.float32), seeds)
     return _consecutive(_remove_small(labels.astype(np.int64), options.min_size))
 
@@ -149,8 +166,14 @@ def decode_affinity(prediction: np.ndarray, options: SegmentOptions) -> np.ndarr
     """waterz: watershed fragments of the affinity graph, merged by mean affinity up to the threshold."""
     waterz = import_extra("waterz", f"The affinity mode needs waterz: {SEGMENT_EXTRA}.")
     affinities = np.ascontiguousarray(prediction[:3], dtype=np.float32) / 255.0
-    labels = next(waterz.agglomerate(affinities, [options.merge_threshold], aff_threshold_low=options.affinity_low,
-                                     aff_threshold_high=options.affinity_high))
+    labels = next(
+        waterz.agglomerate(
+            affinities,
+            [options.merge_threshold],
+            aff_threshold_low=options.affinity_low,
+            aff_threshold_high=options.affinity_high,
+        )
+    )
     return _consecutive(_remove_small(labels.astype(np.int64), options.min_size))
 
 
@@ -197,8 +220,10 @@ def check_channels(mode: str, channels: int, options: SegmentOptions, source: st
     """
     decoder = DECODERS[mode]
     if decoder.exact and channels != decoder.channels:
-        raise InputError(f"--mode {mode} decodes {decoder.targets} ({decoder.channels} channels), but {source} has "
-                         f"{channels} channels.")
+        raise InputError(
+            f"--mode {mode} decodes {decoder.targets} ({decoder.channels} channels), but {source} has "
+            f"{channels} channels."
+        )
     if not decoder.exact and options.channel >= channels:
         raise InputError(f"--channel {options.channel} does not exist: {source} has {channels} channels.")
 

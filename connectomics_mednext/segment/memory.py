@@ -1,4 +1,5 @@
 """How much memory a whole-volume decoder needs, and a refusal when the machine lacks it."""
+
 import os
 from typing import Optional
 
@@ -32,6 +33,8 @@ def check_memory(mode: str, voxels: int, bytes_per_voxel: int, limit_gib: Option
     have = available_bytes() if limit_gib is None else int(limit_gib * GIB)
     if need > have:
         source = "--max-memory allows" if limit_gib is not None else "the machine has"
-        raise InputError(f"--mode {mode} holds the whole volume in memory and needs about {need / GIB:.1f} GiB for "
-                         f"{voxels} voxels ({bytes_per_voxel} bytes each), but {source} {have / GIB:.1f} GiB; crop the "
-                         "volume, or decode a binary map with --mode binary, which works slab by slab.")
+        raise InputError(
+            f"--mode {mode} holds the whole volume in memory and needs about {need / GIB:.1f} GiB for "
+            f"{voxels} voxels ({bytes_per_voxel} bytes each), but {source} {have / GIB:.1f} GiB; crop the "
+            "volume, or decode a binary map with --mode binary, which works slab by slab."
+        )

@@ -1,4 +1,5 @@
 """Decode a prediction into an instance-label file: PyTC's HDF5 (or our zarr) in, HDF5 ``main`` out."""
+
 import dataclasses
 import json
 import os
@@ -19,8 +20,14 @@ def _chunks(shape):
     return (min(shape[0], 16), min(shape[1], 256), min(shape[2], 256))
 
 
-def segment_file(prediction_path: str, output_path: str, mode: str, options: Optional[SegmentOptions] = None,
-                 dataset: str = "vol0", max_memory_gib: Optional[float] = None) -> int:
+def segment_file(
+    prediction_path: str,
+    output_path: str,
+    mode: str,
+    options: Optional[SegmentOptions] = None,
+    dataset: str = "vol0",
+    max_memory_gib: Optional[float] = None,
+) -> int:
     """Decode ``prediction_path`` with ``mode`` into ``output_path`` (dataset ``main``); return the object count.
 
     The labels are uint32 (uint64 when needed), background 0. The file gets its final name only
@@ -50,16 +57,24 @@ def segment_file(prediction_path: str, output_path: str, mode: str, options: Opt
         with h5py.File(partial, "w") as out:
             if decoder.streams:
                 with h5py.File(scratch_path, "w") as scratch_file:
-                    scratch = scratch_file.create_dataset("provisional", shape=shape, dtype=np.int64,
-                                                          chunks=_chunks(shape))
-                    count = decoder.run(prediction, options, scratch, lambda n: out.create_dataset(
-                        OUTPUT_DATASET, shape=shape, dtype=label_dtype(n), chunks=_chunks(shape), compression="gzip"))
+                    scratch = scratch_file.create_dataset(
+                        "provisional", shape=shape, dtype=np.int64, chunks=_chunks(shape)
+                    )
+                    count = decoder.run(
+                        prediction,
+                        options,
+                        scratch,
+                        lambda n: out.create_dataset(
+                            OUTPUT_DATASET, shape=shape, dtype=label_dtype(n), chunks=_chunks(shape), compression="gzip"
+                        ),
+                    )
                 os.remove(scratch_path)
             else:
                 labels = decoder.run(prediction[:], options)
                 count = int(labels.max()) if labels.size else 0
-                out.create_dataset(OUTPUT_DATASET, data=labels.astype(label_dtype(count)), chunks=_chunks(shape),
-                                   compression="gzip")
+                out.create_dataset(
+                    OUTPUT_DATASET, data=labels.astype(label_dtype(count)), chunks=_chunks(shape), compression="gzip"
+                )
             out[OUTPUT_DATASET].attrs["mode"] = mode
             out[OUTPUT_DATASET].attrs["options"] = json.dumps(dataclasses.asdict(options))
             out[OUTPUT_DATASET].attrs["prediction"] = f"{os.path.abspath(prediction_path)}:{dataset}"

@@ -4,6 +4,7 @@
 execution object (stem, stage, down, join, head). :func:`select_execution` is the only place
 that picks one, so a new backend (a GPU kernel, say) is one class and one line here.
 """
+
 import torch
 from torch import nn
 

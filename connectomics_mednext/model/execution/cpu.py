@@ -11,6 +11,7 @@ same network as the blocks' own ``forward`` with:
 
 ``tests/test_fast_paths.py`` checks every path here against :class:`.ReferenceExecution`.
 """
+
 from typing import Optional
 
 import torch
@@ -55,8 +56,9 @@ class CpuExecution(ReferenceExecution):
     def __init__(self, checkpointing: bool = False) -> None:
         super().__init__(checkpointing=checkpointing, channels_last=True)
 
-    def _after_depthwise(self, block: MedNeXtBlock, y: torch.Tensor, shortcut: Optional[torch.Tensor],
-                         into_shortcut: bool) -> torch.Tensor:
+    def _after_depthwise(
+        self, block: MedNeXtBlock, y: torch.Tensor, shortcut: Optional[torch.Tensor], into_shortcut: bool
+    ) -> torch.Tensor:
         """The block from its depthwise conv's output ``y`` on; ``into_shortcut`` lets the result
         overwrite ``shortcut`` without autograd."""
         if _fusable(block) and can_fuse(y):
@@ -103,8 +105,9 @@ class CpuExecution(ReferenceExecution):
         y = depthwise_conv(up.conv1, x)
         if _fusable(up) and can_fuse(y) and is_channels_last(skip):
             fold_bias = up.resample_do_res and up.res_conv.bias is not None
-            out = fused_pointwise_inference(y, None, up.norm, up.conv2, up.conv3,
-                                            extra_bias=up.res_conv.bias if fold_bias else None)
+            out = fused_pointwise_inference(
+                y, None, up.norm, up.conv2, up.conv3, extra_bias=up.res_conv.bias if fold_bias else None
+            )
             if up.resample_do_res:
                 add_pointwise_transpose_product(up.res_conv, out, x)
         else:

@@ -13,6 +13,7 @@ depthwise convolutions that the fast forward kernel computes:
 No multiply-add is spent on the zeros a stride would otherwise insert. The results equal
 PyTorch's up to float rounding.
 """
+
 import itertools
 from typing import Iterator, List, Optional, Tuple
 
@@ -79,8 +80,14 @@ def _transposed_phases(in_size, out_size, kernel, stride, padding) -> Iterator[T
         yield tuple(slice(f, None, s) for f, s in zip(phases, stride)), taps, pads
 
 
-def _transposed_by_phases(x: torch.Tensor, weight: torch.Tensor, bias, stride: Tuple[int, ...],
-                          padding: Tuple[int, ...], size: Optional[Tuple[int, ...]] = None) -> torch.Tensor:
+def _transposed_by_phases(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias,
+    stride: Tuple[int, ...],
+    padding: Tuple[int, ...],
+    size: Optional[Tuple[int, ...]] = None,
+) -> torch.Tensor:
     """A depthwise transposed conv (odd kernel ``>= stride``, padding ``k // 2``) as one small depthwise
     conv per output phase, each on the input grid: ``prod(stride)`` times fewer multiply-adds than
     zero-stuffing. ``size`` is the output's (default ``(n - 1) * s + 1``; one more adds output padding)."""
@@ -128,14 +135,15 @@ def _weight_grad(x: torch.Tensor, grad: torch.Tensor, kernel: Tuple[int, ...], s
                 continue
             phase_input = padded[(slice(None), slice(None)) + tuple(slice(r, None, s) for r, s in zip(phases, stride))]
             taps_grad = conv(phase_input, grad_kernel, groups=channels)[0]
-            grad_w[(slice(None), 0) + tuple(slice(r, None, s) for r, s in zip(phases, stride))] += (
-                taps_grad[(slice(None),) + tuple(slice(0, c) for c in counts)]
-            )
+            grad_w[(slice(None), 0) + tuple(slice(r, None, s) for r, s in zip(phases, stride))] += taps_grad[
+                (slice(None),) + tuple(slice(0, c) for c in counts)
+            ]
     return grad_w
 
 
-def _input_grad(grad: torch.Tensor, weight: torch.Tensor, size: Tuple[int, ...], stride, padding,
-                transposed: bool) -> torch.Tensor:
+def _input_grad(
+    grad: torch.Tensor, weight: torch.Tensor, size: Tuple[int, ...], stride, padding, transposed: bool
+) -> torch.Tensor:
     """Input gradient of a depthwise conv (or transposed conv) of an input of spatial ``size``.
 
     The adjoint of a transposed conv is the strided conv; that of a strided conv is the transposed

@@ -11,6 +11,7 @@ the chain keeps one (voxels, C) tensor for backward where op-by-op autograd keep
 ``2C + 2 * exp_r * C`` values per voxel. The norm's statistics are exact two-pass ones, as in
 :mod:`.norm`.
 """
+
 from typing import Optional, Tuple
 
 import torch
@@ -35,8 +36,9 @@ def _tiles(count: int, rows: Optional[int] = None):
     return [slice(start, min(start + rows, count)) for start in range(0, count, rows)]
 
 
-def _channel_stats(rows: torch.Tensor, eps: float, centre: bool = False,
-                   tile_rows: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+def _channel_stats(
+    rows: torch.Tensor, eps: float, centre: bool = False, tile_rows: Optional[int] = None
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and 1 / std of a (voxels, C) matrix, in two passes (exact for large means).
 
     Args:
@@ -55,8 +57,9 @@ def _channel_stats(rows: torch.Tensor, eps: float, centre: bool = False,
     return mean, torch.rsqrt(square_sum / rows.shape[0] + eps)
 
 
-def _compress_into(target: torch.Tensor, hidden: torch.Tensor, w3t: torch.Tensor, b3: torch.Tensor,
-                   shortcut: Optional[torch.Tensor]) -> None:
+def _compress_into(
+    target: torch.Tensor, hidden: torch.Tensor, w3t: torch.Tensor, b3: torch.Tensor, shortcut: Optional[torch.Tensor]
+) -> None:
     """``target = hidden @ w3t + b3 (+ shortcut)``; ``shortcut`` may be (a view of) ``target`` itself."""
     if shortcut is None:
         torch.addmm(b3, hidden, w3t, out=target)
@@ -102,8 +105,10 @@ class _FusedPointwise(torch.autograd.Function):
         y_rows, grad_rows = _rows(y), _rows(grad)
         grad_y = torch.empty_like(y)
         grad_y_rows = _rows(grad_y)
-        grads = {name: torch.zeros_like(t) for name, t in
-                 (("w2", w2), ("b2", b2), ("w3", w3), ("norm_weight", norm_weight), ("norm_bias", norm_bias))}
+        grads = {
+            name: torch.zeros_like(t)
+            for name, t in (("w2", w2), ("b2", b2), ("w3", w3), ("norm_weight", norm_weight), ("norm_bias", norm_bias))
+        }
         shift = torch.addmv(b2, w2, norm_bias)
         count = y_rows.shape[1]
         for b in range(y.shape[0]):
@@ -137,19 +142,38 @@ class _FusedPointwise(torch.autograd.Function):
             for tile in _tiles(count):
                 grad_y_rows[b, tile].sub_(offset).addcmul_(rows[tile] - mean, slope, value=-1.0)
         grad_b3 = grad_rows.sum((0, 1))
-        return (grad_y, grad if ctx.has_residual else None, grads["norm_weight"], grads["norm_bias"],
-                grads["w2"], grads["b2"], grads["w3"], grad_b3, None)
+        return (
+            grad_y,
+            grad if ctx.has_residual else None,
+            grads["norm_weight"],
+            grads["norm_bias"],
+            grads["w2"],
+            grads["b2"],
+            grads["w3"],
+            grad_b3,
+            None,
+        )
 
 
 def can_fuse(y: torch.Tensor) -> bool:
     """Whether :func:`fused_pointwise` can take ``y``: a channels-last float32 CPU tensor outside autocast."""
-    return (y.device.type == "cpu" and y.dtype == torch.float32 and is_channels_last(y)
-            and not torch.is_autocast_enabled("cpu"))
+    return (
+        y.device.type == "cpu"
+        and y.dtype == torch.float32
+        and is_channels_last(y)
+        and not torch.is_autocast_enabled("cpu")
+    )
 
 
-def fused_pointwise_inference(y: torch.Tensor, shortcut: Optional[torch.Tensor], norm: torch.nn.GroupNorm,
-                              conv2: torch.nn.Module, conv3: torch.nn.Module, into_shortcut: bool = False,
-                              extra_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+def fused_pointwise_inference(
+    y: torch.Tensor,
+    shortcut: Optional[torch.Tensor],
+    norm: torch.nn.GroupNorm,
+    conv2: torch.nn.Module,
+    conv3: torch.nn.Module,
+    into_shortcut: bool = False,
+    extra_bias: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
     """:func:`fused_pointwise` without autograd, with fewer passes over memory.
 
     The rows of ``y`` are centred in place while the variance is summed, and the norm's scale
@@ -185,12 +209,19 @@ def fused_pointwise_inference(y: torch.Tensor, shortcut: Optional[torch.Tensor],
         w2t = (w2 * (norm.weight * rstd)).t()
         for tile in _tiles(rows.shape[0], INFERENCE_TILE_ROWS):
             hidden = F.gelu(torch.addmm(shift, rows[tile], w2t))
-            _compress_into(out_rows[b, tile], hidden, w3t, b3, None if shortcut_rows is None else shortcut_rows[b, tile])
+            _compress_into(
+                out_rows[b, tile], hidden, w3t, b3, None if shortcut_rows is None else shortcut_rows[b, tile]
+            )
     return out
 
 
-def fused_pointwise(y: torch.Tensor, residual: Optional[torch.Tensor], norm: torch.nn.GroupNorm,
-                    conv2: torch.nn.Module, conv3: torch.nn.Module) -> torch.Tensor:
+def fused_pointwise(
+    y: torch.Tensor,
+    residual: Optional[torch.Tensor],
+    norm: torch.nn.GroupNorm,
+    conv2: torch.nn.Module,
+    conv3: torch.nn.Module,
+) -> torch.Tensor:
     """``conv3(gelu(conv2(norm(y)))) + residual`` on row tiles; the same math as the modules.
 
     Args:
@@ -200,5 +231,14 @@ def fused_pointwise(y: torch.Tensor, residual: Optional[torch.Tensor], norm: tor
         conv2: the 1x1 expansion conv.
         conv3: the 1x1 compression conv.
     """
-    return _FusedPointwise.apply(y, residual, norm.weight, norm.bias, conv2.weight.flatten(1), conv2.bias,
-                                 conv3.weight.flatten(1), conv3.bias, norm.eps)
+    return _FusedPointwise.apply(
+        y,
+        residual,
+        norm.weight,
+        norm.bias,
+        conv2.weight.flatten(1),
+        conv2.bias,
+        conv3.weight.flatten(1),
+        conv3.bias,
+        norm.eps,
+    )

@@ -1,4 +1,5 @@
 """Memory-layout helpers shared by the CPU fast paths."""
+
 from typing import Dict, Tuple
 
 import torch

@@ -5,6 +5,7 @@ loses about 1e-4 of precision for activations with a large mean; that breaks par
 reference checkpoints. This version computes exact two-pass statistics and has an explicit
 backward.
 """
+
 from typing import Tuple
 
 import torch

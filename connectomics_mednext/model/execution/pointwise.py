@@ -4,9 +4,10 @@ A channels-last (B, C, *spatial) tensor is, in memory, a (voxels, C) matrix, so 
 convolution is one ``F.linear`` over a view, with no copies. On CPU its backward measured
 faster than oneDNN's 1x1 convolution backward, whose weight-gradient kernel also stalled now
 and then with two threads (seen in oneDNN's jit_avx2_1x1 bwd_weights), so every 1x1 conv of
-the network takes this path on CPU (figures in benchmarks/README.md). Strided ones subsample first; transposed strided ones
-spread their result onto the finer grid, where uncovered voxels hold only the bias.
+the network takes this path on CPU (figures in benchmarks/README.md). Strided ones subsample
+first; transposed strided ones spread their result onto the finer grid, where uncovered voxels hold only the bias.
 """
+
 import torch
 import torch.nn.functional as F
 from torch import nn

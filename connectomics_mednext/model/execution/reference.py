@@ -1,4 +1,5 @@
 """The plain execution: every module runs its own forward, as the reference does."""
+
 from typing import Optional
 
 import torch
