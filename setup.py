@@ -1,4 +1,9 @@
+import re
+
 from setuptools import find_packages, setup
+
+# The version lives in connectomics_mednext/version.py alone; read, not imported (torch may be absent here).
+VERSION = re.search(r'__version__ = "([^"]+)"', open("connectomics_mednext/version.py", encoding="utf-8").read())[1]
 
 # Decoding and scoring (connectomics-mednext-segment, -evaluate): distance transforms and
 # watersheds, connected components, and waterz for affinities.
@@ -8,7 +13,7 @@ ZARR = ["tensorstore"]
 
 setup(
     name="connectomics-mednext",
-    version="0.2.0",
+    version=VERSION,
     description="MedNeXt for volumetric EM segmentation: standalone, or as a PyTorch Connectomics v1.0 plugin.",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",

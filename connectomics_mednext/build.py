@@ -1,6 +1,8 @@
 """``build_mednext(cfg)``: a MedNeXt from a YACS config (PyTC's schema plus our keys)."""
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
 
 from .errors import ConfigError, look_up_option
 from .model import MedNeXt
@@ -132,3 +134,31 @@ def deep_supervision_weights(cfg) -> Optional[List[float]]:
         )
     total = float(sum(weights))
     return [w / total for w in weights]
+
+
+# Words in a parameter name -> the config keys that decide whether it exists.
+PRESENCE_KEYS: List[Tuple[str, str]] = [
+    ("out_", "MODEL.DEEP_SUPERVISION"),
+    ("grn", "MODEL.MEDNEXT.GRN"),
+    ("res_conv", "MODEL.MEDNEXT.DO_RES_UP_DOWN"),
+]
+BLOCK_COUNT_KEYS = "MODEL.MEDNEXT_SIZE or MODEL.MEDNEXT.BLOCK_COUNTS"
+CHANNEL_KEYS = "MODEL.MEDNEXT_SIZE, MODEL.MEDNEXT.N_CHANNELS, MODEL.MEDNEXT.EXP_R, MODEL.IN_PLANES or MODEL.OUT_PLANES"
+KERNEL_KEYS = "MODEL.KERNEL_SIZE (or DATASET.DO_2D)"
+
+
+def config_keys_to_check(name: str, expected: Optional[torch.Tensor], given: Optional[torch.Tensor]) -> str:
+    """The clause naming the config keys that likely differ when weights do not fit the configured network.
+
+    Args:
+        name: the first parameter that does not fit.
+        expected: the configured network's tensor, or None when it lacks the parameter.
+        given: the checkpoint's tensor, or None when it lacks the parameter.
+    """
+    if expected is not None and given is not None:
+        # Same channels but other spatial extent (or rank): the kernel; otherwise the widths.
+        same_channels = expected.dim() == given.dim() and expected.shape[:2] == given.shape[:2]
+        keys = KERNEL_KEYS if same_channels or expected.dim() != given.dim() else CHANNEL_KEYS
+    else:
+        keys = next((key for word, key in PRESENCE_KEYS if word in name), BLOCK_COUNT_KEYS)
+    return f"; check {keys} against the config it was trained with"

@@ -10,26 +10,22 @@ and exit code 2; ``--debug`` shows the traceback too.
 
 import argparse
 import os
-import tempfile
 from typing import List, Optional
 
-from .config import (
-    add_mednext_config,
-    check_config_file,
-    check_native_values,
-    load_native_cfg,
-    merge_config,
-)
+from .config import check_config_file, check_native_values, load_native_cfg
 from .engine.allocator import keep_freed_memory
-from .engine.checkpoint import checkpoint_config
-from .errors import ConfigError, run_reporting_errors
-from .pytc import (
-    PyTCNotAvailable,
-    describe_pytc,
-    import_pytc,
-    register,
-    warn_unused_mednext_keys,
-)
+from .engine.checkpoint import saved_config_file
+from .engine.stop_signals import TrainingStopped
+from .errors import ConfigError, argument_names, run_reporting_errors
+from .pytc import PyTCNotAvailable, describe_pytc, import_pytc, run_pytc
+
+# Library argument -> this command's flag, so that messages name what the user typed.
+FLAGS = {
+    "inference": "--inference",
+    "checkpoint": "--checkpoint",
+    "config_file": "--config-file",
+    "config_base": "--config-base",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,42 +136,6 @@ def check_native_flags(args: argparse.Namespace) -> None:
         raise ConfigError(f"--local_rank is {args.local_rank}, but torchrun set LOCAL_RANK={env_rank}.")
 
 
-def run_pytc(args: argparse.Namespace) -> None:
-    """Register MedNeXt in PyTC, then run PyTC's training or inference as its main.py does.
-
-    Args:
-        args: parsed command-line arguments.
-    """
-    register()
-    import torch
-    from connectomics.config import get_cfg_defaults, load_cfg, save_all_cfg
-    from connectomics.engine import Trainer
-    from connectomics.utils.system import init_devices
-
-    # Our reading first, for one sentence per mistake; then PyTC's own, which also applies its overrides.
-    merge_config(add_mednext_config(get_cfg_defaults()), args.config_file, args.config_base, args.opts)
-    cfg = load_cfg(args, add_cfg_func=add_mednext_config)
-    warn_unused_mednext_keys(cfg)
-    device = init_devices(args, cfg)
-    if args.local_rank in (0, None):
-        print("PyTorch:", torch.__version__)
-        print(cfg)
-        if not os.path.exists(cfg.DATASET.OUTPUT_PATH):
-            os.makedirs(cfg.DATASET.OUTPUT_PATH)
-            save_all_cfg(cfg, cfg.DATASET.OUTPUT_PATH)
-    mode = "test" if args.inference else "train"
-    trainer = Trainer(cfg, device, mode, rank=args.local_rank, checkpoint=args.checkpoint)
-    if cfg.DATASET.DO_CHUNK_TITLE != 0:
-        trainer.run_chunk(mode)
-    elif not args.inference:
-        trainer.train()
-    elif cfg.INFERENCE.DO_SINGLY:
-        trainer.test_singly()
-    else:
-        trainer.test()
-    print(f"Rank: {args.local_rank}. Device: {device}. Process is finished!")
-
-
 def run_native(args: argparse.Namespace) -> None:
     """Train or infer with our engine, from the same flags and YAML.
 
@@ -227,20 +187,20 @@ def run_command(argv: List[str]) -> None:
         argv: command-line arguments, without the program name.
     """
     args = build_parser().parse_args(argv)
-    check_files(args)
-    # This process is ours, so its allocator may be tuned (see engine/allocator.py).
-    keep_freed_memory()
-    run = run_pytc if choose_engine(args.engine) else run_native
-    if args.config_file is not None:
-        run(args)
-        return
-    # Both engines read configs from files: the checkpoint's goes to a temporary one.
-    with tempfile.TemporaryDirectory() as folder:
-        args.config_file = os.path.join(folder, "checkpoint_config.yaml")
-        with open(args.config_file, "w", encoding="utf-8") as handle:
-            handle.write(checkpoint_config(args.checkpoint))
-        _say(f"config: the one saved in {args.checkpoint}")
-        run(args)
+    with argument_names(FLAGS):
+        check_files(args)
+        # This process is ours, so its allocator may be tuned (see engine/allocator.py).
+        keep_freed_memory()
+        run = run_pytc if choose_engine(args.engine) else run_native
+        try:
+            if args.config_file is not None:
+                run(args)
+                return
+            with saved_config_file(args.checkpoint) as args.config_file:
+                _say(f"config: the one saved in {args.checkpoint}")
+                run(args)
+        except TrainingStopped as stopped:
+            raise SystemExit(stopped.exit_code) from None
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -252,4 +212,4 @@ def main(argv: Optional[List[str]] = None) -> None:
     Args:
         argv: command-line arguments; ``None`` reads ``sys.argv``.
     """
-    run_reporting_errors(run_command, argv)
+    run_reporting_errors(run_command, argv, FLAGS)

@@ -7,12 +7,12 @@ adding them to a tree keeps the values already there, so a second call changes n
 
 import os
 import re
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 from yacs.config import CfgNode as CN
 
-from .errors import ConfigError, MissingFileError, closest
+from .errors import ConfigError, MissingFileError, argument, closest
 
 
 def mednext_keys() -> CN:
@@ -340,13 +340,9 @@ def merge_config(cfg: CN, config_file: str, config_base: Optional[str] = None, o
         config_base: an optional base YAML merged first.
         opts: ``KEY VALUE`` pairs.
     """
-    files = [(path, flag) for path, flag in ((config_base, "--config-base"), (config_file, "--config-file")) if path]
-    for path, flag in files:
-        loaded = read_yaml_config(path, flag)
-        try:
-            cfg.merge_from_other_cfg(loaded)
-        except (KeyError, ValueError, AssertionError) as error:
-            raise explain_merge_error(error, path, cfg) from error
+    named = ((config_base, argument("config_base")), (config_file, argument("config_file")))
+    for path, flag in [(path, flag) for path, flag in named if path]:
+        merge_values(cfg, read_yaml_config(path, flag), path)
     opts = list(opts or [])
     if len(opts) % 2:
         raise ConfigError(f"Command-line overrides come in KEY VALUE pairs; {opts[-1]!r} has no value.")
@@ -357,16 +353,35 @@ def merge_config(cfg: CN, config_file: str, config_base: Optional[str] = None, o
     return cfg
 
 
-def load_native_cfg(config_file: str, config_base: Optional[str] = None, opts: Sequence[str] = ()) -> CN:
-    """Native defaults, then ``config_base``, ``config_file`` and command-line ``opts``; frozen.
+def merge_values(cfg: CN, values: Mapping[str, Any], source: str) -> CN:
+    """Merge a nested mapping of config values into ``cfg``, checked as yacs checks YAML files.
+
+    Args:
+        cfg: the tree merged into.
+        values: ``{"SECTION": {"KEY": value}}``.
+        source: what the values came from, for the message (a file, "the overrides").
+    """
+    try:
+        cfg.merge_from_other_cfg(values if isinstance(values, CN) else CN(values))
+    except (KeyError, ValueError, AssertionError) as error:
+        raise explain_merge_error(error, source, cfg) from error
+    return cfg
+
+
+def load_native_cfg(
+    config_file: str, config_base: Optional[str] = None, opts: Sequence[str] = (), freeze: bool = True
+) -> CN:
+    """Native defaults, then ``config_base``, ``config_file`` and command-line ``opts``.
 
     Args:
         config_file: the task YAML.
         config_base: an optional base YAML merged first.
         opts: ``KEY VALUE`` pairs.
+        freeze: return it frozen, as the engine uses it.
     """
     cfg = merge_config(get_native_defaults(), config_file, config_base, opts)
-    cfg.freeze()
+    if freeze:
+        cfg.freeze()
     return cfg
 
 

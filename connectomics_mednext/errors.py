@@ -2,27 +2,74 @@
 
 Each type also derives from the built-in exception a Python caller would expect
 (``ValueError``, ``FileNotFoundError``, ``KeyError``), so library code can catch either.
+
+Library code names a function's argument with :func:`argument`: a Python caller reads the
+argument's own name (``threshold``), and a front end renames it to what its user wrote, a
+flag (``--threshold``) or a config key (``INFERENCE.DECODE``), with :func:`argument_names`.
 """
 
 import difflib
 import importlib
+import re
 import sys
 import traceback
-from typing import Any, Callable, Iterable, List, Mapping, Optional, Union
+from contextlib import contextmanager
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Union
 
 USAGE_ERROR = 2
+# Control characters never occur in the values a message quotes, so they can bracket an argument's name.
+_ARGUMENT = re.compile("\x02([A-Za-z0-9_]+)\x03")
+
+
+def argument(name: str) -> str:
+    """The placeholder for argument ``name`` in a :class:`UserError` message.
+
+    Args:
+        name: the Python argument's name, as a caller of the library function writes it.
+    """
+    return f"\x02{name}\x03"
 
 
 class UserError(Exception):
     """A mistake in the config, on the command line or in an input file; the message names it.
 
     Args:
-        message: one sentence naming the key, flag or file and what was expected.
+        message: one sentence naming the key, flag, file or argument (see :func:`argument`) and
+            what was expected.
     """
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.names: Dict[str, str] = {}
+
+    def name_arguments(self, names: Mapping[str, str]) -> "UserError":
+        """Name the message's arguments as ``names`` says, unless a front end nearer the call did; return self.
+
+        Args:
+            names: argument name -> the flag or config key the user wrote.
+        """
+        for name, shown in names.items():
+            self.names.setdefault(name, shown)
+        return self
 
     def __str__(self) -> str:
         # KeyError's own __str__ would quote the message.
-        return str(self.args[0]) if self.args else ""
+        text = str(self.args[0]) if self.args else ""
+        return _ARGUMENT.sub(lambda match: self.names.get(match.group(1), match.group(1)), text)
+
+
+@contextmanager
+def argument_names(names: Mapping[str, str]) -> Iterator[None]:
+    """Within the block, a :class:`UserError` names its arguments as ``names`` says.
+
+    Args:
+        names: argument name -> the flag or config key the user wrote.
+    """
+    try:
+        yield
+    except UserError as error:
+        error.name_arguments(names)
+        raise
 
 
 class ConfigError(UserError, ValueError):
@@ -95,7 +142,9 @@ def look_up_option(key: str, value: Any, choices: Union[Mapping[Any, Any], Itera
     raise ConfigError(f"{key} must be one of {names}, got {value!r}{suggestion}")
 
 
-def run_reporting_errors(run: Callable[[List[str]], Any], argv: Optional[List[str]] = None) -> Any:
+def run_reporting_errors(
+    run: Callable[[List[str]], Any], argv: Optional[List[str]] = None, flags: Optional[Mapping[str, str]] = None
+) -> Any:
     """Run a command line's ``run(argv)``; print a :class:`UserError` as one line and exit 2.
 
     With ``--debug`` among the arguments the traceback is printed too.
@@ -103,10 +152,12 @@ def run_reporting_errors(run: Callable[[List[str]], Any], argv: Optional[List[st
     Args:
         run: the command, raising on mistakes.
         argv: its arguments; ``None`` reads ``sys.argv``.
+        flags: library argument name -> the command's flag, so that messages name flags.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        return run(argv)
+        with argument_names(flags or {}):
+            return run(argv)
     except UserError as error:
         if "--debug" in argv:
             traceback.print_exc()

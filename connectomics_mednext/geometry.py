@@ -1,13 +1,14 @@
 """``Box``: a half-open box of voxels, the one geometry type of blocks, windows and their overlaps.
 
 Like funlib's ``Roi`` (in voxels, not world units): a begin and an end per axis, intersection,
-shifting and slicing. Inference plans its output blocks as boxes (:func:`plan_blocks`, or
-:func:`plan_aligned_blocks` for chunked outputs, whose blocks must not share a chunk),
-intersects windows with them, and stores them in resume keys.
+shifting and slicing. This module is also the one place output blocks are planned
+(:func:`plan_output_blocks`: near-equal boxes, or whole chunks for chunked outputs, whose
+blocks must not share a chunk); inference intersects windows with them and stores them in
+resume keys.
 """
 
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 Span = Tuple[int, int]
 
@@ -164,3 +165,19 @@ def plan_aligned_blocks(
         z_parts = min(z_chunks, -(-min_blocks // (len(ys) * len(xs))))
         depth = -(-z_chunks // z_parts) * chunk[0]
     return [Box.from_spans((z, y, x)) for z in spans(shape[0], depth, chunk[0]) for y in ys for x in xs]
+
+
+def plan_output_blocks(
+    shape: Sequence[int], block_size: Sequence[int], min_blocks: int = 1, chunk: Optional[Sequence[int]] = None
+) -> List[Box]:
+    """An output's blocks: whole chunks when the output is chunked, else near-equal boxes.
+
+    Args:
+        shape: the output's (z, y, x) shape.
+        block_size: the largest block (z, y, x); 0 on an axis means the whole axis.
+        min_blocks: the fewest blocks wanted (the number of processes sharing the work).
+        chunk: the chunk (z, y, x) blocks must be made of, or None.
+    """
+    if chunk is None:
+        return plan_blocks(shape, block_size, min_blocks)
+    return plan_aligned_blocks(shape, block_size, chunk, min_blocks)

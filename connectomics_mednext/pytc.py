@@ -12,6 +12,7 @@
 Calling ``register()`` again changes nothing.
 """
 
+import argparse
 import importlib
 import importlib.metadata
 import importlib.util
@@ -21,8 +22,10 @@ from collections import OrderedDict
 from types import ModuleType
 from typing import Dict, List
 
+import torch
+
 from .build import build_mednext, deep_supervision_weights
-from .config import add_mednext_config, config_value, mednext_key_defaults
+from .config import add_mednext_config, config_value, mednext_key_defaults, merge_config
 from .losses import DeepSupervisionLoss, resample_modes_for_targets
 from .model.mednext import DS_KEYS
 from .solver import SCHEDULERS, set_adam_eps
@@ -31,9 +34,11 @@ ARCHITECTURE = "mednext"
 _MARKER = "_connectomics_mednext_registered"
 PYTC_MODULES = {
     "defaults": "connectomics.config.defaults",
+    "config": "connectomics.config",
     "trainer": "connectomics.engine.trainer",
     "model_build": "connectomics.model.build",
     "monitor": "connectomics.utils.monitor",
+    "system": "connectomics.utils.system",
 }
 
 
@@ -228,3 +233,36 @@ def _patch_monitor(monitor_class: type) -> None:
         return pytc_visualize(self, volume, label, output, weight, iter_total, suffix, **kwargs)
 
     monitor_class.visualize = visualize
+
+
+def run_pytc(args: argparse.Namespace) -> None:
+    """Register MedNeXt in PyTC, then run PyTC's training or inference as its ``main.py`` does.
+
+    Args:
+        args: the parsed command line of ``scripts/main.py`` (PyTC's flags).
+    """
+    register()
+    modules = import_pytc()
+    pytc_config = modules["config"]
+    # Our reading first, for one sentence per mistake; then PyTC's own, which also applies its overrides.
+    merge_config(add_mednext_config(pytc_config.get_cfg_defaults()), args.config_file, args.config_base, args.opts)
+    cfg = pytc_config.load_cfg(args, add_cfg_func=add_mednext_config)
+    warn_unused_mednext_keys(cfg)
+    device = modules["system"].init_devices(args, cfg)
+    if args.local_rank in (0, None):
+        print("PyTorch:", torch.__version__)
+        print(cfg)
+        if not os.path.exists(cfg.DATASET.OUTPUT_PATH):
+            os.makedirs(cfg.DATASET.OUTPUT_PATH)
+            pytc_config.save_all_cfg(cfg, cfg.DATASET.OUTPUT_PATH)
+    mode = "test" if args.inference else "train"
+    trainer = modules["trainer"].Trainer(cfg, device, mode, rank=args.local_rank, checkpoint=args.checkpoint)
+    if cfg.DATASET.DO_CHUNK_TITLE != 0:
+        trainer.run_chunk(mode)
+    elif not args.inference:
+        trainer.train()
+    elif cfg.INFERENCE.DO_SINGLY:
+        trainer.test_singly()
+    else:
+        trainer.test()
+    print(f"Rank: {args.local_rank}. Device: {device}. Process is finished!")

@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 
 from connectomics_mednext.data.targets import make_target, target_foreground
-from connectomics_mednext.engine.trainer import dice_iou
+from connectomics_mednext.evaluate.voxel import overlap_scores
 from connectomics_mednext.io import open_volume, read_whole
 
 # PNG colour types by channels: grayscale, RGB.
@@ -87,7 +87,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     if args.label:
         target = target_foreground(make_target(read_whole(open_volume(args.label)), args.target_opt))
         print(
-            f"Dice {dice_iou(prediction >= 128, target)['dice']:.4f} (prediction >= 0.5 against target "
+            f"Dice {overlap_scores(prediction >= 128, target)['dice']:.4f} (prediction >= 0.5 against target "
             f"{args.target_opt}; predicting it everywhere scores {2 * target.mean() / (1 + target.mean()):.4f})"
         )
         panels.append(target[z].astype(np.uint8) * 255)

@@ -301,8 +301,8 @@ CASES = [
         "checkpoint of other width",
         INFER + ["MODEL.MEDNEXT.N_CHANNELS", "8"],
         None,
-        r"does not fit the configured network: it has stem\.weight of shape \(4, 1, 1, 1, 1\) where this config's "
-        r"network has \(8, 1, 1, 1, 1\); check MODEL\.MEDNEXT_SIZE, MODEL\.MEDNEXT\.N_CHANNELS",
+        r"does not fit this MedNeXt: mis-shaped keys: stem\.weight \(model \(8, 1, 1, 1, 1\), checkpoint "
+        r"\(4, 1, 1, 1, 1\)\), .*; check MODEL\.MEDNEXT_SIZE, MODEL\.MEDNEXT\.N_CHANNELS",
     ),
     (
         "checkpoint of other kernel",
@@ -314,13 +314,13 @@ CASES = [
         "checkpoint with deep supervision",
         INFER + ["MODEL.DEEP_SUPERVISION", "False"],
         None,
-        r"it has layer out_1\.conv_out\.weight .* which this config's network lacks; check MODEL\.DEEP_SUPERVISION",
+        r"unexpected keys: out_1\.conv_out\.weight.*; check MODEL\.DEEP_SUPERVISION",
     ),
     (
         "checkpoint with other block counts",
         INFER + ["MODEL.MEDNEXT.BLOCK_COUNTS", "[2, 1, 1, 1, 1, 1, 1, 1, 1]"],
         None,
-        r"lacks layer enc_block_0\.1\.conv1\.weight .*; check MODEL\.MEDNEXT_SIZE or MODEL\.MEDNEXT\.BLOCK_COUNTS",
+        r"missing keys: enc_block_0\.1\.conv1\.weight.*; check MODEL\.MEDNEXT_SIZE or MODEL\.MEDNEXT\.BLOCK_COUNTS",
     ),
     ("stride outside the window", INFER + ["INFERENCE.STRIDE", "[0, 8, 8]"], None, r"INFERENCE\.STRIDE \[0, 8, 8\]"),
     (

@@ -280,7 +280,7 @@ def test_two_ranks_write_one_zarr_with_the_bytes_of_one_process(tiny_run, zarr_r
 
 def test_inference_to_zarr_decodes_and_scores_like_hdf5(tiny_run, tmp_path):
     pytest.importorskip("cc3d", reason="decoding needs the segment extra")
-    from connectomics_mednext.evaluate.run import evaluate_files
+    from connectomics_mednext import evaluate
 
     checkpoint = str(tiny_run / "trained" / "checkpoint_00002.pth.tar")
     for name in ("r.zarr", "r.h5"):
@@ -300,13 +300,11 @@ def test_inference_to_zarr_decodes_and_scores_like_hdf5(tiny_run, tmp_path):
     ):
         assert np.array_equal(a["main"][:], b["main"][:])
     label = str(tiny_run / "label.h5")
-    scores = [evaluate_files(label, prediction_path=str(tmp_path / n / "test" / n)) for n in ("r.zarr", "r.h5")]
+    scores = [evaluate(label, prediction=str(tmp_path / n / "test" / n)) for n in ("r.zarr", "r.h5")]
     assert scores[0] == scores[1]
     with h5py.File(label, "r") as f:
         write_store(tmp_path / "labels.zarr" / "main", f["main"][:])
-    from_zarr = evaluate_files(
-        str(tmp_path / "labels.zarr" / "main"), prediction_path=str(tmp_path / "r.h5" / "test" / "r.h5")
-    )
+    from_zarr = evaluate(str(tmp_path / "labels.zarr" / "main"), prediction=str(tmp_path / "r.h5" / "test" / "r.h5"))
     assert from_zarr == scores[1]
 
 

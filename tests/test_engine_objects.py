@@ -19,6 +19,7 @@ from connectomics_mednext.engine.predictor import Predictor, SlidingWindow
 from connectomics_mednext.engine.trainer import Trainer
 from connectomics_mednext.errors import MissingFileError
 from connectomics_mednext.geometry import Box
+from connectomics_mednext.io import to_output_values
 from connectomics_mednext.model.weights import read_checkpoint
 
 
@@ -45,10 +46,12 @@ def test_the_predictor_in_memory_gives_the_bytes_of_the_file(tmp_path):
     activation = make_activation(["sigmoid"], [2])
     predictor = Predictor(model, activation, 2, SlidingWindow((8, 16, 16), (4, 8, 8), **settings))
     in_memory = predictor.predict(image)
+    assert in_memory.dtype == np.float32 and in_memory.shape == (2, 20, 30, 26)
     with h5py.File(
         predict_file(model, [image], str(tmp_path / "p.h5"), (8, 16, 16), (4, 8, 8), 2, activation, **settings), "r"
     ) as f:
-        assert np.array_equal(in_memory, f["vol0"][:])
+        assert np.array_equal(to_output_values(in_memory), f["vol0"][:])
+        assert np.abs(in_memory - f["vol0"][:] / 255.0).max() <= 0.5 / 255 + 1e-6
     assert os.listdir(tmp_path) == ["p.h5"]
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import reference_fixture
 
-from connectomics_mednext import MedNeXt, load_reference_weights, read_checkpoint, upkern_load_weights
+from connectomics_mednext import MedNeXt, load_weights, read_checkpoint, upkern_load_weights
 
 MODEL_FIXTURES = ["s_like_k3_ds_c8.pt", "b_like_k5_grn_c8.pt", "s_like_2d_k3_ds_c8.pt"]
 
@@ -47,7 +47,7 @@ def test_reference_checkpoint_file_with_module_prefix_loads(tmp_path, suffix):
     path = tmp_path / f"model_final_checkpoint{suffix}"
     wrapped = {f"module.{k}": v for k, v in fixture["state_dict"].items()}
     torch.save({"epoch": 3, "state_dict": wrapped, "optimizer_state_dict": {}}, path)
-    model = load_reference_weights(MedNeXt(**fixture["config"]).eval(), path)
+    model = load_weights(MedNeXt(**fixture["config"]).eval(), path, layout="reference")
     with torch.no_grad():
         out = model(fixture["input"])
     assert (out - fixture["outputs"][0]).abs().max().item() < 1e-5
@@ -61,11 +61,12 @@ def test_mismatched_checkpoint_lists_missing_unexpected_and_misshaped_keys():
     state["extra.weight"] = torch.zeros(1)
     del state["stem.bias"]
     with pytest.raises(ValueError) as info:
-        load_reference_weights(MedNeXt(**config), state)
+        load_weights(MedNeXt(**config), state, layout="reference")
     message = str(info.value)
     assert "missing keys: stem.bias" in message
     assert "unexpected keys:" in message and "extra.weight" in message and "out_4.conv_out.weight" in message
-    assert "mis-shaped keys: out_0.conv_out.bias (model (3,), checkpoint (2,))" in message
+    assert "mis-shaped keys: out_0.conv_out.weight (model (8, 3, 1, 1, 1), checkpoint (8, 2, 1, 1, 1))" in message
+    assert "out_0.conv_out.bias (model (3,), checkpoint (2,))" in message
 
 
 def test_missing_checkpoint_file_is_named(tmp_path):

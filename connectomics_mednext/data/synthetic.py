@@ -9,8 +9,9 @@ import argparse
 import os
 from typing import Dict, Sequence
 
-import h5py
 import numpy as np
+
+from ..io import write_volume
 
 
 def _smooth(volume: np.ndarray, passes: int) -> np.ndarray:
@@ -80,8 +81,7 @@ def write_example(folder: str, shape: Sequence[int] = (64, 128, 128), seed: int 
     for split, split_seed in (("train", seed), ("test", seed + 1)):
         volume = make_em_volume(shape, seed=split_seed)
         for name in ("image", "label"):
-            with h5py.File(os.path.join(folder, f"{split}_{name}.h5"), "w") as f:
-                f.create_dataset("main", data=volume[name], compression="gzip")
+            write_volume(os.path.join(folder, f"{split}_{name}.h5"), volume[name])
 
 
 if __name__ == "__main__":

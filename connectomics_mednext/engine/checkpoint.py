@@ -2,24 +2,18 @@
 
 import glob
 import os
-from typing import Any, Dict, List, Optional, Tuple
+import tempfile
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Optional
 
 import torch
 
-from .. import __version__
-from ..errors import CheckpointError
-from ..model.weights import extract_state_dict, load_checkpoint_file
+from ..build import config_keys_to_check
+from ..errors import CheckpointError, argument
+from ..model.weights import load_checkpoint_file, load_weights
+from ..version import __version__
 
 TEMPORARY_SUFFIX = ".tmp"
-# Words in a parameter name -> the config keys that decide whether it exists.
-PRESENCE_KEYS: List[Tuple[str, str]] = [
-    ("out_", "MODEL.DEEP_SUPERVISION"),
-    ("grn", "MODEL.MEDNEXT.GRN"),
-    ("res_conv", "MODEL.MEDNEXT.DO_RES_UP_DOWN"),
-]
-BLOCK_COUNT_KEYS = "MODEL.MEDNEXT_SIZE or MODEL.MEDNEXT.BLOCK_COUNTS"
-CHANNEL_KEYS = "MODEL.MEDNEXT_SIZE, MODEL.MEDNEXT.N_CHANNELS, MODEL.MEDNEXT.EXP_R, MODEL.IN_PLANES or MODEL.OUT_PLANES"
-KERNEL_KEYS = "MODEL.KERNEL_SIZE (or DATASET.DO_2D)"
 
 
 def checkpoint_path(output_dir: str, iteration: int) -> str:
@@ -109,10 +103,10 @@ def load_checkpoint(path: str, mmap: bool = False) -> Dict[str, Any]:
         MissingFileError: ``path`` does not exist.
         CheckpointError: the file is truncated, not a PyTorch checkpoint, or holds no weights.
     """
-    state = load_checkpoint_file(path, mmap=mmap, name="--checkpoint")
+    state = load_checkpoint_file(path, mmap=mmap, name=argument("checkpoint"))
     if not isinstance(state, dict) or "state_dict" not in state:
         raise CheckpointError(
-            f"--checkpoint {path!r} has no 'state_dict' entry; expected a checkpoint written by "
+            f"{argument('checkpoint')} {path!r} has no 'state_dict' entry; expected a checkpoint written by "
             "our engine or PyTorch Connectomics."
         )
     return state
@@ -127,25 +121,31 @@ def checkpoint_config(path: str) -> str:
     state = load_checkpoint(path, mmap=True)  # the weights stay on disk
     if not isinstance(state.get("config"), str):
         raise CheckpointError(
-            f"--checkpoint {path!r} holds no config (PyTorch Connectomics and versions before 0.2 "
-            "save none); give the config it was trained with as --config-file."
+            f"{argument('checkpoint')} {path!r} holds no config (PyTorch Connectomics and versions before 0.2 "
+            "save none); give the config it was trained with as " + argument("config_file") + "."
         )
     return state["config"]
 
 
-def _likely_keys(name: str, expected: Optional[torch.Tensor], given: Optional[torch.Tensor]) -> str:
-    if expected is not None and given is not None:
-        # Same channels but other spatial extent (or rank): the kernel; otherwise the widths.
-        same_channels = expected.dim() == given.dim() and expected.shape[:2] == given.shape[:2]
-        return KERNEL_KEYS if same_channels or expected.dim() != given.dim() else CHANNEL_KEYS
-    for word, key in PRESENCE_KEYS:
-        if word in name:
-            return key
-    return BLOCK_COUNT_KEYS
+@contextmanager
+def saved_config_file(path: str) -> Iterator[str]:
+    """A temporary YAML file holding the config a checkpoint was trained with, removed afterwards.
+
+    Both engines read configs from files, so a config that lives in a checkpoint is read from here.
+
+    Args:
+        path: the checkpoint.
+    """
+    text = checkpoint_config(path)
+    with tempfile.TemporaryDirectory() as folder:
+        config_file = os.path.join(folder, "checkpoint_config.yaml")
+        with open(config_file, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        yield config_file
 
 
 def load_weights_into(model: torch.nn.Module, state: Dict[str, Any], path: str) -> None:
-    """Load ``state['state_dict']`` strictly; on a mismatch name the first layer and the keys that likely differ.
+    """Load a checkpoint's weights strictly; on a mismatch name the keys and the config keys that likely differ.
 
     Args:
         model: the network the config built.
@@ -155,20 +155,5 @@ def load_weights_into(model: torch.nn.Module, state: Dict[str, Any], path: str) 
     Raises:
         CheckpointError: the weights do not fit the network.
     """
-    given = extract_state_dict(state["state_dict"], source=path)
-    expected = model.state_dict()
-    for name in list(expected) + [k for k in given if k not in expected]:
-        mine, theirs = expected.get(name), given.get(name)
-        if mine is not None and theirs is not None and mine.shape == theirs.shape:
-            continue
-        if mine is None:
-            what = f"has layer {name} {tuple(theirs.shape)}, which this config's network lacks"
-        elif theirs is None:
-            what = f"lacks layer {name} {tuple(mine.shape)}, which this config's network has"
-        else:
-            what = f"has {name} of shape {tuple(theirs.shape)} where this config's network has {tuple(mine.shape)}"
-        raise CheckpointError(
-            f"--checkpoint {path!r} does not fit the configured network: it {what}; check "
-            f"{_likely_keys(name, mine, theirs)} against the config it was trained with."
-        )
-    model.load_state_dict(given, strict=True)
+    name = f"{argument('checkpoint')} {path!r}"
+    load_weights(model, state["state_dict"], layout="pytc", name=name, advice=config_keys_to_check)

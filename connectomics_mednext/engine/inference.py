@@ -7,20 +7,21 @@ The predictor (:mod:`.predictor`) streams each ``INFERENCE.IMAGE_NAME`` volume i
 
 import os
 from datetime import timedelta
-from typing import Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.distributed as dist
 
 from ..build import build_mednext
+from ..config import check_native_values, load_native_cfg, merge_values
 from ..data.padding import pad_widths
-from ..errors import ConfigError, look_up_option
+from ..errors import ConfigError, argument, argument_names, closest, look_up_option
 from ..io import check_image_dtype, open_volume, split_names
 from ..log import get_logger
 from ..losses.criterion import ACTIVATIONS, TargetCriterion
 from ..segment.decoders import DECODERS
 from ..segment.run import segment_file
-from .checkpoint import load_checkpoint, load_weights_into
+from .checkpoint import load_checkpoint, load_weights_into, saved_config_file
 from .distributed import default_device, init_distributed
 from .output_folder import make_output_folder
 from .predictor import Activation, PlaneByPlane, Predictor, SlidingWindow
@@ -29,6 +30,12 @@ from .tta import with_test_time_augmentation
 logger = get_logger(__name__)
 # Ranks wait for the slowest one before rank 0 joins the files: that can take hours.
 INFERENCE_TIMEOUT = timedelta(hours=24)
+# What the decoder's arguments are called when INFERENCE.DECODE runs it.
+DECODE_NAMES = {
+    "mode": "INFERENCE.DECODE",
+    "prediction": "the prediction",
+    "output": "the segmentation",
+}
 
 
 def make_activation(output_act: Sequence[str], channels: Sequence[int]) -> Activation:
@@ -113,8 +120,52 @@ def build_predictor(
     network, activation = with_test_time_augmentation(
         network, make_activation(list(inference.OUTPUT_ACT), channels), inference.AUG_NUM, inference.AUG_MODE
     )
-    identity = {"output_act": list(inference.OUTPUT_ACT), "aug_num": inference.AUG_NUM, "aug_mode": inference.AUG_MODE}
-    return Predictor(network, activation, sum(channels), sliding_window, device, identity, rank, world_size)
+    applied = {"output_act": list(inference.OUTPUT_ACT), "aug_num": inference.AUG_NUM, "aug_mode": inference.AUG_MODE}
+    return Predictor(network, activation, sum(channels), sliding_window, device, applied, rank, world_size)
+
+
+def inference_overrides(cfg, overrides: Mapping[str, Any]) -> None:
+    """Merge ``INFERENCE`` keys given in lower case (``stride=[16, 32, 32]``) into ``cfg``, checked as YAML values are.
+
+    Args:
+        cfg: a config, not frozen.
+        overrides: lower-case ``INFERENCE`` key -> value.
+    """
+    keys = {name.lower(): name for name in cfg.INFERENCE}
+    for name in overrides:
+        if name not in keys:
+            hint = closest(name, keys)
+            suggestion = f"; did you mean {hint!r}?" if hint else f"; the INFERENCE keys are {sorted(keys)}."
+            raise ConfigError(f"{name!r} is not an INFERENCE key{suggestion}")
+    merge_values(cfg, {"INFERENCE": {keys[name]: value for name, value in overrides.items()}}, "the overrides")
+
+
+def predictor_from_checkpoint(
+    checkpoint: str,
+    config_file: Optional[str] = None,
+    config_base: Optional[str] = None,
+    device: Optional[Union[str, torch.device]] = None,
+    overrides: Optional[Mapping[str, Any]] = None,
+) -> Predictor:
+    """:meth:`Predictor.from_checkpoint`: the network, weights and ``INFERENCE`` settings a checkpoint describes.
+
+    Args:
+        checkpoint: the ``.pth.tar`` file.
+        config_file: a config to use instead of the checkpoint's.
+        config_base: a base config merged before ``config_file``.
+        device: where the network runs; default the first GPU if there is one, else the CPU.
+        overrides: lower-case ``INFERENCE`` key -> value.
+    """
+    if config_file is None:
+        with saved_config_file(checkpoint) as saved:
+            cfg = load_native_cfg(saved, config_base, freeze=False)
+    else:
+        cfg = load_native_cfg(config_file, config_base, freeze=False)
+    inference_overrides(cfg, overrides or {})
+    cfg.freeze()
+    check_native_values(cfg)
+    model = load_trained_model(cfg, checkpoint)
+    return build_predictor(cfg, model, inference_window(cfg, model), torch.device(device or default_device()))
 
 
 def segmentation_path(prediction: str, index: int, volumes: int) -> str:
@@ -140,7 +191,7 @@ def main_infer(cfg, checkpoint: Optional[str], distributed: bool = False) -> str
         distributed: join torchrun's process group.
     """
     if checkpoint is None:
-        raise ConfigError("--inference needs --checkpoint naming the weights to predict with.")
+        raise ConfigError(f"{argument('inference')} needs {argument('checkpoint')} naming the weights to predict with.")
     inference = cfg.INFERENCE
     if inference.DECODE is not None:
         look_up_option("INFERENCE.DECODE", inference.DECODE, DECODERS)
@@ -164,6 +215,7 @@ def main_infer(cfg, checkpoint: Optional[str], distributed: bool = False) -> str
         if inference.DECODE is not None:
             for index in range(len(volumes)):
                 labels = segmentation_path(output, index, len(volumes))
-                count = segment_file(output, labels, inference.DECODE, dataset=f"vol{index}")
+                with argument_names(DECODE_NAMES):
+                    count = segment_file(output, labels, inference.DECODE, dataset=f"vol{index}")
                 logger.info(f"Segmentation saved as: {labels} ({count} objects, INFERENCE.DECODE {inference.DECODE})")
     return output

@@ -1,17 +1,23 @@
 """Streaming sliding-window prediction: a predictor configured once, then called on volumes.
 
-The output is cut into blocks (:mod:`.blocks`). Within a block, windows run in z order and a
-float buffer covers one window's depth of the block's y-x extent, so peak memory is about
-``(C + 1) * window_z * block_y * block_x * 4`` bytes, plus one input slab and one batch,
-whatever the volume's size. Finished planes leave the buffer as uint8 (probability x 255,
-clipped) for a block target: an array in memory, or a prediction output of
-:mod:`connectomics_mednext.io` (HDF5 or zarr) that records each block's progress, so an
-interrupted run continues where it stopped. Under ``torch.distributed`` each rank takes every
-N-th block.
+The output is cut into blocks (:func:`~connectomics_mednext.geometry.plan_output_blocks`), and
+each block is predicted from the grid windows over it (:mod:`.windows`). Within a block, windows
+run in z order and a float buffer covers one window's depth of the block's y-x extent, so peak
+memory is about ``(C + 1) * window_z * block_y * block_x * 4`` bytes, plus one input slab and
+one batch, whatever the volume's size. Finished planes leave the buffer as probabilities for a
+block target: an array in memory, or a prediction output of :mod:`connectomics_mednext.io`
+(HDF5 or zarr), which stores them as uint8 (probability x 255) and records each block's
+progress, so an interrupted run continues where it stopped. Under ``torch.distributed`` each
+rank takes every N-th block.
+
+In three lines, from a checkpoint our engine wrote::
+
+    predictor = Predictor.from_checkpoint("outputs/run/checkpoint_00200.pth.tar")
+    probabilities = predictor.predict(volume)  # (Z, Y, X) uint8 -> (C, Z, Y, X) float32
 """
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -19,13 +25,13 @@ import torch.distributed as dist
 
 from ..data.intensity import normalise_image
 from ..data.padding import PadWidths, pad_volume
-from ..errors import ConfigError, look_up_option
-from ..geometry import Box, plan_blocks
-from ..io import OUTPUT_DTYPE, open_prediction_output, volume_identity, volume_name
+from ..errors import ConfigError, InputError, argument, look_up_option
+from ..geometry import Box, plan_output_blocks
+from ..io import PredictionOutput, check_image_dtype, open_prediction_output, volume_name
 from .blending import BLENDINGS
-from .blocks import window_starts, windows_over
-from .identity import weights_fingerprint
 from .progress import PredictionProgress
+from .resume_key import prediction_key, weights_fingerprint
+from .windows import window_starts, windows_over
 
 Activation = Callable[[torch.Tensor], torch.Tensor]
 NO_PADDING: PadWidths = ((0, 0), (0, 0), (0, 0))
@@ -66,17 +72,6 @@ class SlidingWindow:
                 f"{list(self.window)} on each axis."
             )
 
-    def resume_fields(self) -> Dict[str, Any]:
-        """The settings that shape the output's bytes, for the resume key."""
-        return {
-            "window": self.window,
-            "stride": self.stride,
-            "blending": self.blending,
-            "pad": self.pad,
-            "pad_mode": self.pad_mode,
-            "unpad": self.unpad,
-        }
-
 
 @dataclass
 class VolumePlan:
@@ -98,20 +93,20 @@ class VolumePlan:
 
 
 class BlockTarget(Protocol):
-    """Where a block's finished planes go."""
+    """Where a block's finished planes go: :class:`ArrayTarget`, or a :class:`~connectomics_mednext.io.BlockWriter`."""
 
     def next_plane(self, number: int) -> int:
         """The first plane of block ``number`` still to predict."""
 
-    def write(self, number: int, box: Box, values: np.ndarray) -> None:
-        """Store ``values`` (C, *box.shape) for the planes ``box`` of block ``number``."""
+    def write(self, number: int, box: Box, probabilities: np.ndarray) -> None:
+        """Store ``probabilities`` (C, *box.shape, in 0..1) for the planes ``box`` of block ``number``."""
 
 
 class ArrayTarget:
-    """A prediction held in memory.
+    """A prediction held in memory, as float probabilities.
 
     Args:
-        array: the (C, Z, Y, X) output.
+        array: the (C, Z, Y, X) float32 output.
         blocks: the output blocks.
     """
 
@@ -121,8 +116,8 @@ class ArrayTarget:
     def next_plane(self, number: int) -> int:
         return self.blocks[number].begin[0]
 
-    def write(self, number: int, box: Box, values: np.ndarray) -> None:
-        self.array[(slice(None),) + box.slices()] = values
+    def write(self, number: int, box: Box, probabilities: np.ndarray) -> None:
+        self.array[(slice(None),) + box.slices()] = probabilities
 
 
 class PlaneByPlane(torch.nn.Module):
@@ -159,8 +154,8 @@ class CountedTarget:
     def next_plane(self, number: int) -> int:
         return self.target.next_plane(number)
 
-    def write(self, number: int, box: Box, values: np.ndarray) -> None:
-        self.target.write(number, box, values)
+    def write(self, number: int, box: Box, probabilities: np.ndarray) -> None:
+        self.target.write(number, box, probabilities)
         self.progress.advance(int(np.prod(box.shape)), box.end[0] == self.blocks[number].end[0])
 
 
@@ -173,10 +168,9 @@ class Predictor:
         channels: output channels.
         sliding_window: window, stride, blending, padding and block settings.
         device: where the model runs.
-        identity: what decides the output beyond the weights, the inputs and ``sliding_window``,
-            as plain data (the activation and test-time augmentation settings). An interrupted
-            file is continued only by a run with the same resume key: this, a hash of the
-            weights, every input's identity and every setting that shapes the bytes.
+        applied: what ``activation`` and ``model`` apply beyond the network's weights, as plain
+            data (the activation and test-time augmentation settings), for the resume key
+            (:mod:`.resume_key`): an interrupted output is continued only by a run whose key is equal.
         rank: this process's rank when ranks share the work of :meth:`predict_to_file`.
         world_size: the number of processes sharing it.
     """
@@ -188,7 +182,7 @@ class Predictor:
         channels: int,
         sliding_window: SlidingWindow,
         device: torch.device = CPU,
-        identity: Optional[Dict[str, Any]] = None,
+        applied: Optional[Dict[str, Any]] = None,
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
@@ -196,16 +190,42 @@ class Predictor:
         self.settings = sliding_window
         self.blend_weights = BLENDINGS[sliding_window.blending](sliding_window.window)
         self.device = device
-        self.identity = dict(identity or {})
+        self.applied = dict(applied or {})
         self.rank, self.world_size = rank, world_size
 
-    def plan(self, volume, min_blocks: int = 1, planner: Callable[..., List[Box]] = plan_blocks) -> VolumePlan:
+    @classmethod
+    def from_checkpoint(
+        cls,
+        checkpoint: str,
+        config_file: Optional[str] = None,
+        config_base: Optional[str] = None,
+        device: Optional[Union[str, torch.device]] = None,
+        **overrides: Any,
+    ) -> "Predictor":
+        """The predictor a trained checkpoint describes: its network, weights and ``INFERENCE`` settings.
+
+        As nnU-Net's predictor reads a trained folder, this reads the config our engine saves in
+        every checkpoint; PyTorch Connectomics' checkpoints hold none, so give ``config_file``.
+
+        Args:
+            checkpoint: the ``.pth.tar`` file.
+            config_file: a config to use instead of the checkpoint's (and ``config_base`` under it).
+            config_base: a base config merged before ``config_file``.
+            device: where the network runs; default the first GPU if there is one, else the CPU.
+            **overrides: ``INFERENCE`` keys in lower case, e.g. ``stride=[16, 32, 32]``,
+                ``samples_per_batch=4``, ``aug_num=0``.
+        """
+        from .inference import predictor_from_checkpoint  # inference builds predictors from configs
+
+        return predictor_from_checkpoint(checkpoint, config_file, config_base, device, overrides)
+
+    def plan(self, volume, min_blocks: int = 1, output: Optional[PredictionOutput] = None) -> VolumePlan:
         """Lay ``volume`` out: padding, output shape, blocks and window starts.
 
         Args:
             volume: a lazy (z, y, x) uint8 input (HDF5 dataset, TIFF stack, chunked store or array).
             min_blocks: the fewest blocks wanted (the processes sharing the work).
-            planner: cuts the output into blocks: ``(shape, block_size, min_blocks) -> boxes``.
+            output: the prediction output whose chunks the blocks must respect; None for an array.
         """
         settings = self.settings
         view = pad_volume(volume, settings.pad, settings.pad_mode, volume_name(volume))
@@ -217,17 +237,29 @@ class Predictor:
         offset = tuple(a for a, _ in settings.pad) if settings.unpad else (0, 0, 0)
         shape = tuple(volume.shape) if settings.unpad else tuple(view.shape)
         starts = [window_starts(n, w, s) for n, w, s in zip(view.shape, settings.window, settings.stride)]
-        return VolumePlan(view, offset, shape, planner(shape, settings.block_size, min_blocks), starts)
+        chunk = None if output is None else output.chunk_shape(shape, settings.block_size, min_blocks)
+        blocks = plan_output_blocks(shape, settings.block_size, min_blocks, chunk)
+        return VolumePlan(view, offset, shape, blocks, starts)
 
     @torch.no_grad()
     def predict(self, volume) -> np.ndarray:
-        """The whole (C, Z, Y, X) uint8 prediction of ``volume`` in memory, computed by this process alone.
+        """The (C, Z, Y, X) float32 probabilities of ``volume``, in memory, computed by this process alone.
+
+        They equal what :meth:`predict_to_file` stores, divided by 255, up to its rounding to uint8.
 
         Args:
-            volume: a lazy (z, y, x) uint8 input.
+            volume: a (Z, Y, X) uint8 volume: a numpy array, a torch tensor, or a lazy volume of
+                :func:`~connectomics_mednext.io.open_volume`.
         """
+        if isinstance(volume, torch.Tensor):
+            volume = volume.detach().cpu().numpy()
+        if len(getattr(volume, "shape", ())) != 3:
+            raise InputError(
+                f"{argument('volume')} has shape {tuple(getattr(volume, 'shape', ()))}; expected a (Z, Y, X) volume."
+            )
+        check_image_dtype(volume, argument("volume"))
         plan = self.plan(volume)
-        array = np.zeros((self.channels,) + plan.shape, dtype=OUTPUT_DTYPE)
+        array = np.zeros((self.channels,) + plan.shape, dtype=np.float32)
         target = ArrayTarget(array, plan.blocks)
         for number in range(len(plan.blocks)):
             self.predict_block(plan, number, target)
@@ -243,22 +275,18 @@ class Predictor:
             volumes: lazy (z, y, x) uint8 inputs.
             output_path: the final file or folder.
         """
-        common = {
-            "weights": weights_fingerprint(self.model),
-            **self.identity,
-            **self.settings.resume_fields(),
-            "channels": self.channels,
-            "dtype": np.dtype(OUTPUT_DTYPE).name,
-            "world_size": self.world_size,
-        }
+        weights = weights_fingerprint(self.model)
         output = open_prediction_output(output_path, self.rank, self.world_size, self._share)
+        world_size = self.world_size if output.per_rank_files else None
         suffix = ".progress.json" if self.world_size == 1 else f".rank{self.rank}.progress.json"
         progress = PredictionProgress(output_path.rstrip("/") + suffix, self.rank, self.world_size)
         plans = []
         try:
             for index, volume in enumerate(volumes):
-                plan = self.plan(volume, self.world_size, output.plan_blocks)
-                key = {**common, "input": volume_identity(volume), "blocks": [b.to_json() for b in plan.blocks]}
+                plan = self.plan(volume, self.world_size, output)
+                key = prediction_key(
+                    weights, self.applied, self.settings, self.channels, volume, plan.blocks, world_size
+                )
                 shape = (self.channels,) + plan.shape
                 target = output.dataset(index, shape, key, plan.blocks, getattr(volume, "voxel_size", None))
                 mine = range(self.rank, len(plan.blocks), self.world_size)
@@ -347,7 +375,7 @@ class Predictor:
                 count = finished - base
                 values = accum[:, :count] / np.maximum(norm[:count], 1e-8)
                 done = region.with_axis(0, (base, finished)).shift(tuple(-o for o in offset))
-                target.write(number, done, np.clip(np.rint(values * 255.0), 0, 255).astype(OUTPUT_DTYPE))
+                target.write(number, done, values)
                 accum[:, :-count], norm[:-count] = accum[:, count:].copy(), norm[count:].copy()
                 accum[:, -count:], norm[-count:] = 0, 0
                 base = finished

@@ -66,3 +66,16 @@ class StopRequest:
         for number, handler in self._previous.items():
             signal.signal(number, handler)
         self._previous = {}
+
+
+class TrainingStopped(Exception):
+    """Training stopped at a stop signal after saving a checkpoint; the command line exits with ``exit_code``.
+
+    Args:
+        message: what was saved and how to resume.
+        exit_code: 128 + the signal's number (1 when another rank was signalled).
+    """
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

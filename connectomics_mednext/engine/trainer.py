@@ -1,7 +1,9 @@
 """Our training loop: PyTC's config, checkpoints and TensorBoard layout, without PyTC.
 
 :class:`Trainer.train` is a list of named steps (forward, agree, save, optimizer step, log,
-validate) that a reader can find and a subclass can change.
+validate) and hooks (:meth:`Trainer.on_train_start`, :meth:`Trainer.on_iteration_end`,
+:meth:`Trainer.on_train_end`, as nnU-Net's trainer has) that a reader can find and a subclass
+can change.
 """
 
 import logging
@@ -20,6 +22,7 @@ from ..build import build_mednext, deep_supervision_weights
 from ..data.sampler import CropSampler
 from ..data.targets import make_target, target_foreground
 from ..errors import ConfigError, UserError, look_up_option
+from ..evaluate.voxel import overlap_scores
 from ..io import check_finite, check_image_dtype, open_volume, read_whole, split_names
 from ..log import add_text_log, get_logger, remove_text_log
 from ..losses import DeepSupervisionLoss, resample_modes_for_targets
@@ -33,10 +36,10 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .distributed import default_device, init_distributed
-from .inference import make_activation
+from .inference import inference_window, make_activation
 from .output_folder import make_output_folder
 from .predictor import PlaneByPlane, Predictor, SlidingWindow
-from .stop_signals import StopRequest
+from .stop_signals import StopRequest, TrainingStopped
 
 logger = get_logger(__name__)
 # Consecutive steps with a NaN or infinite gradient that are skipped before training stops.
@@ -80,19 +83,6 @@ def amp_dtype(cfg, device: torch.device) -> torch.dtype:
     if device.type not in per_device:
         raise ConfigError(f"MODEL.AMP_DTYPE {choice!r} needs a GPU; on {device.type} use 'bfloat16' or 'auto'.")
     return per_device[device.type]
-
-
-def dice_iou(prediction: np.ndarray, truth: np.ndarray) -> Dict[str, float]:
-    """Dice and IoU of two boolean arrays (1.0 when both are empty).
-
-    Args:
-        prediction: the predicted foreground.
-        truth: the true foreground.
-    """
-    intersection = float(np.logical_and(prediction, truth).sum())
-    total = float(prediction.sum() + truth.sum())
-    union = total - intersection
-    return {"dice": 2 * intersection / total if total else 1.0, "iou": intersection / union if union else 1.0}
 
 
 @dataclass
@@ -170,8 +160,10 @@ class Trainer:
             else DeepSupervisionLoss(criterion, weights, resample_modes_for_targets(cfg.MODEL.TARGET_OPT))
         )
         self.sampler = CropSampler(cfg, seed=(seed, rank))  # a different crop stream per rank
-        if cfg.DATASET.VAL_IMAGE_NAME:  # refuse bad validation volumes now, not hours into the run
+        self.validation_window: Optional[SlidingWindow] = None
+        if cfg.DATASET.VAL_IMAGE_NAME:  # refuse bad validation volumes and windows now, not hours into the run
             self._validation_volumes()
+            self.validation_window = inference_window(cfg, self.model)
         self.start_iter = cfg.MODEL.PRE_MODEL_ITER
         self.newest_checkpoint: Optional[str] = None
         self.bad_gradients = 0  # consecutive steps skipped for a non-finite gradient
@@ -220,8 +212,7 @@ class Trainer:
             )
             return None
         text_log = self.open_outputs()
-        self.log_start()
-        self.model.train()
+        self.on_train_start()
         began = time.perf_counter()
         iteration = self.start_iter
         save_due = False
@@ -238,28 +229,59 @@ class Trainer:
                         path = self.save(iteration, crops_state)
                         save_due = False
                     if stopping:
-                        logger.info(
+                        message = (
                             f"Stopped by {stop.name or 'another rank'} at iteration {iteration}: saved "
                             f"{path}; resume with --checkpoint {path}"
                         )
-                        raise SystemExit(stop.exit_code if stop.requested else 1)
+                        logger.info(message)
+                        raise TrainingStopped(message, stop.exit_code if stop.requested else 1)
                     self.optimizer_step(step.loss, iteration + 1)
                     iteration += 1
                     save_due = iteration % self.cfg.SOLVER.ITERATION_SAVE == 0
-                    if self.is_main:
-                        self.log(iteration, step, began)
-                        if self.cfg.DATASET.VAL_IMAGE_NAME and iteration % self.cfg.SOLVER.ITERATION_VAL == 0:
-                            self.log_validation(iteration, self.validate())
+                    self.on_iteration_end(iteration, step, began)
                 path = self.save_final(iteration)
         finally:
             self.close_outputs(text_log)
+        self.on_train_end(iteration, path, step, began)
+        return path
+
+    # Hooks a subclass may override, as nnU-Net's trainer has: at the start, after each
+    # iteration and at the end of training.
+
+    def on_train_start(self) -> None:
+        """After the outputs are open, before the first iteration: the banner, and the model in training mode."""
+        self.log_start()
+        self.model.train()
+
+    def on_iteration_end(self, iteration: int, step: "ForwardStep", began: float) -> None:
+        """After each optimizer step: rank 0 logs, and validates every ``SOLVER.ITERATION_VAL`` iterations.
+
+        Args:
+            iteration: iterations done.
+            step: this iteration's forward step.
+            began: ``time.perf_counter()`` when training began.
+        """
+        if not self.is_main:
+            return
+        self.log(iteration, step, began)
+        if self.cfg.DATASET.VAL_IMAGE_NAME and iteration % self.cfg.SOLVER.ITERATION_VAL == 0:
+            self.log_validation(iteration, self.validate())
+
+    def on_train_end(self, iteration: int, path: str, step: "ForwardStep", began: float) -> None:
+        """After the last checkpoint is saved: the closing summary.
+
+        Args:
+            iteration: iterations done.
+            path: the last checkpoint.
+            step: the last iteration's forward step.
+            began: ``time.perf_counter()`` when training began.
+        """
         elapsed = time.perf_counter() - began
         logger.info(
             f"Training finished at iteration {iteration}: saved {path} ({elapsed / 60:.1f} min, "
             f"{elapsed / max(1, iteration - self.start_iter):.2f} s per iteration, last loss "
             f"{step.loss.item():.5f})"
         )
-        return path
 
     def log_start(self) -> None:
         """Rank 0: what is trained where, from where to where, and where the outputs go."""
@@ -439,21 +461,17 @@ class Trainer:
     def validate(self) -> Dict[str, float]:
         """Dice and IoU of the first target on the validation volume, predicted in memory.
 
+        The sliding window is inference's (``INFERENCE.INPUT_SIZE``, ``STRIDE``, ``BLENDING`` and
+        padding), without test-time flips, which would multiply the time of every validation.
         Channel targets use their first channel at probability 0.5; a semantic target ('9-N')
         is scored as foreground (any class but 0) of the arg-max.
         """
         self.model.eval()
         try:
             image, label = self._validation_volumes()
-            window = tuple(self.cfg.MODEL.INPUT_SIZE)
             network = PlaneByPlane(self.model) if self.cfg.DATASET.DO_2D else self.model
-            predictor = Predictor(
-                network,
-                make_activation(["sigmoid"] * len(self.channels), self.channels),
-                sum(self.channels),
-                SlidingWindow(window, tuple(max(1, w // 2) for w in window)),
-                self.device,
-            )
+            activation = make_activation(["sigmoid"] * len(self.channels), self.channels)
+            predictor = Predictor(network, activation, sum(self.channels), self.validation_window, self.device)
             probabilities = predictor.predict(image)
         finally:
             self.model.train()
@@ -461,8 +479,8 @@ class Trainer:
         if truth.dtype == np.int64:  # semantic: no channel axis
             prediction = probabilities[: self.channels[0]].argmax(0) > 0
         else:
-            prediction = probabilities[0] >= 128
-        return dice_iou(prediction, target_foreground(truth))
+            prediction = probabilities[0] >= 0.5
+        return overlap_scores(prediction, target_foreground(truth))
 
     def log_validation(self, iteration: int, scores: Dict[str, float]) -> None:
         """Rank 0: the validation line and its TensorBoard scalars.

@@ -2,7 +2,15 @@
 
 from .instance import instance_scores
 from .neuron import neuron_scores
-from .run import METRIC_KEYS, evaluate_arrays, evaluate_files
-from .voxel import voxel_scores
+from .run import METRIC_KEYS, evaluate, evaluate_arrays
+from .voxel import overlap_scores, voxel_scores
 
-__all__ = ["METRIC_KEYS", "evaluate_arrays", "evaluate_files", "instance_scores", "neuron_scores", "voxel_scores"]
+__all__ = [
+    "METRIC_KEYS",
+    "evaluate",
+    "evaluate_arrays",
+    "instance_scores",
+    "neuron_scores",
+    "overlap_scores",
+    "voxel_scores",
+]

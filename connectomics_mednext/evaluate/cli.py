@@ -4,8 +4,14 @@ import argparse
 import os
 from typing import Dict, List, Optional
 
-from ..errors import InputError, run_reporting_errors
-from .run import evaluate_files, format_table, write_json
+from ..errors import InputError, argument_names, run_reporting_errors
+from .run import evaluate, format_table, write_json
+
+# evaluate()'s argument names -> this command's flags.
+FLAGS = {
+    name: f"--{name.replace('_', '-')}"
+    for name in ("label", "segmentation", "prediction", "mask", "dataset", "channel", "threshold", "target_opt")
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,16 +55,17 @@ def run(argv: List[str]) -> Dict[str, float]:
     args = build_parser().parse_args(argv)
     if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
         raise InputError(f"--json {args.json!r}: its folder does not exist.")
-    results = evaluate_files(
-        args.label,
-        args.segmentation,
-        args.prediction,
-        args.mask,
-        args.dataset,
-        args.channel,
-        args.threshold,
-        args.target_opt,
-    )
+    with argument_names(FLAGS):
+        results = evaluate(
+            args.label,
+            args.segmentation,
+            args.prediction,
+            args.mask,
+            args.dataset,
+            args.channel,
+            args.threshold,
+            args.target_opt,
+        )
     print(format_table(results))
     if args.json:
         write_json(results, args.json)
@@ -68,4 +75,4 @@ def run(argv: List[str]) -> Dict[str, float]:
 
 def main(argv: Optional[List[str]] = None) -> None:
     """Entry point; a mistake is printed as one line, exit code 2 (``--debug`` adds the traceback)."""
-    run_reporting_errors(run, argv)
+    run_reporting_errors(run, argv, FLAGS)

@@ -1,15 +1,22 @@
-"""Score a segmentation and/or a probability map against a label volume; a table and flat JSON."""
+"""Score a segmentation and/or a probability map against a label volume; a table and flat JSON.
 
-import json
+In Python, arrays or files alike::
+
+    from connectomics_mednext import evaluate
+    scores = evaluate(label, segmentation=labels, prediction=probabilities)
+"""
+
 import math
 import os
-from typing import Dict, Optional
+from typing import Dict, Optional, Union
 
 import numpy as np
+import torch
 
 from ..data.targets import make_target, target_foreground
-from ..errors import InputError
+from ..errors import InputError, argument
 from ..io import close_volume, open_prediction, open_volume, read_whole, split_names
+from ..io.json_files import write_json_atomically
 from .instance import instance_scores, mean_probability
 from .neuron import neuron_scores
 from .voxel import voxel_scores
@@ -32,16 +39,82 @@ METRIC_KEYS = (
 )
 
 
-def _read(path: str, flag: str) -> np.ndarray:
-    (checked,) = split_names(path, "", flag)  # a missing file or container is named with its flag
-    return read_whole(open_volume(checked))
+VolumeSource = Union[str, "os.PathLike[str]", np.ndarray, torch.Tensor]
 
 
-def _same_shape(name: str, array: np.ndarray, label: np.ndarray) -> None:
+def _volume(source: VolumeSource, name: str) -> np.ndarray:
+    """A (Z, Y, X) array from an array or from any volume file :mod:`connectomics_mednext.io` reads."""
+    if isinstance(source, torch.Tensor):
+        return source.detach().cpu().numpy()
+    if isinstance(source, (str, os.PathLike)):
+        (checked,) = split_names(os.fspath(source), "", argument(name))  # a missing file is named with its argument
+        return read_whole(open_volume(checked))
+    return np.asarray(source)
+
+
+def _probability(prediction: VolumeSource, dataset: str, channel: int) -> np.ndarray:
+    """One channel of a prediction file in PyTC's layout, or of a (C, Z, Y, X) array; a (Z, Y, X) array as it is."""
+    if isinstance(prediction, (str, os.PathLike)):
+        volume, source = open_prediction(os.fspath(prediction), dataset), repr(os.fspath(prediction))
+    else:
+        volume = _volume(prediction, "prediction")
+        if volume.ndim == 3:
+            return volume
+        source = argument("prediction")
+    try:
+        if not 0 <= channel < volume.shape[0]:
+            raise InputError(
+                f"{argument('channel')} {channel} does not exist: {source} has {volume.shape[0]} channels."
+            )
+        return np.asarray(volume[channel])
+    finally:
+        close_volume(volume)
+
+
+def _same_shape(name: str, source: VolumeSource, array: np.ndarray, label: np.ndarray) -> None:
     if array.shape != label.shape:
+        path = f" {os.fspath(source)!r}" if isinstance(source, (str, os.PathLike)) else ""
         raise InputError(
-            f"{name} has shape {array.shape} but --label has {label.shape}; they must cover the same voxels."
+            f"{argument(name)}{path} has shape {array.shape} but {argument('label')} has {label.shape}; they must "
+            "cover the same voxels."
         )
+
+
+def evaluate(
+    label: VolumeSource,
+    segmentation: Optional[VolumeSource] = None,
+    prediction: Optional[VolumeSource] = None,
+    mask: Optional[VolumeSource] = None,
+    dataset: str = "vol0",
+    channel: int = 0,
+    threshold: float = 0.5,
+    target_opt: str = "0",
+) -> Dict[str, float]:
+    """Scores of a segmentation and/or a prediction against labels, as a flat dict (keys of :data:`METRIC_KEYS`).
+
+    Each volume is an array (numpy or torch) or a file: labels, segmentation and mask any volume
+    :mod:`connectomics_mednext.io` reads, the prediction in PyTC's layout (HDF5 or zarr).
+
+    Args:
+        label: ground-truth instance (or binary) labels.
+        segmentation: instance labels to score (instance and neuron metrics).
+        prediction: probabilities to score (voxel metrics; they also rank instances for AP): a
+            prediction file or (C, Z, Y, X) array, of which ``channel`` is read, or one (Z, Y, X)
+            channel; uint8 (x 255) or float in 0..1.
+        mask: voxels where it is 0 are ignored by every metric.
+        dataset: the prediction file's dataset.
+        channel: the prediction's channel.
+        threshold: probability threshold of the voxel metrics.
+        target_opt: PyTC TARGET_OPT code that turns the label into the voxel target (0: label > 0).
+    """
+    truth = _volume(label, "label")
+    arrays = {}
+    for name, source in (("mask", mask), ("prediction", prediction), ("segmentation", segmentation)):
+        if source is not None:
+            arrays[name] = _probability(source, dataset, channel) if name == "prediction" else _volume(source, name)
+            _same_shape(name, source, arrays[name], truth)
+    valid = arrays["mask"] > 0 if "mask" in arrays else None
+    return evaluate_arrays(truth, arrays.get("segmentation"), arrays.get("prediction"), valid, threshold, target_opt)
 
 
 def evaluate_arrays(
@@ -64,9 +137,11 @@ def evaluate_arrays(
         target_opt: PyTC TARGET_OPT code that turns the label into the voxel target (0: label > 0).
     """
     if segmentation is None and probability is None:
-        raise InputError("Give --segmentation, --prediction or both to score against --label.")
+        raise InputError(
+            f"Give {argument('segmentation')}, {argument('prediction')} or both to score against {argument('label')}."
+        )
     if not 0.0 <= threshold <= 1.0:
-        raise InputError(f"--threshold is {threshold}, but must lie in 0..1.")
+        raise InputError(f"{argument('threshold')} is {threshold}, but must lie in 0..1.")
     results: Dict[str, float] = {}
     if probability is not None:
         truth = target_foreground(make_target(label, target_opt))
@@ -79,49 +154,6 @@ def evaluate_arrays(
     return {key: results[key] for key in METRIC_KEYS if key in results}
 
 
-def evaluate_files(
-    label_path: str,
-    segmentation_path: Optional[str] = None,
-    prediction_path: Optional[str] = None,
-    mask_path: Optional[str] = None,
-    dataset: str = "vol0",
-    channel: int = 0,
-    threshold: float = 0.5,
-    target_opt: str = "0",
-) -> Dict[str, float]:
-    """:func:`evaluate_arrays` of files: labels, segmentation and mask as any volume :mod:`connectomics_mednext.io`
-    reads, the prediction in PyTC's layout (HDF5 or zarr).
-
-    Args:
-        label_path: ground-truth labels.
-        segmentation_path: instance labels to score.
-        prediction_path: a probability map in PyTC's layout to score.
-        mask_path: voxels where this volume is 0 are ignored by every metric.
-        dataset: the prediction's dataset.
-        channel: the prediction's channel.
-        threshold: probability threshold of the voxel metrics.
-        target_opt: PyTC TARGET_OPT code that turns the label into the voxel target.
-    """
-    label = _read(label_path, "--label")
-    mask = segmentation = probability = None
-    if mask_path is not None:
-        mask = _read(mask_path, "--mask") > 0
-        _same_shape(f"--mask {mask_path!r}", mask, label)
-    if prediction_path is not None:
-        prediction = open_prediction(prediction_path, dataset)
-        if not 0 <= channel < prediction.shape[0]:
-            raise InputError(
-                f"--channel {channel} does not exist: {prediction_path!r} has {prediction.shape[0]} channels."
-            )
-        probability = prediction[channel]
-        close_volume(prediction)
-        _same_shape(f"--prediction {prediction_path!r}", probability, label)
-    if segmentation_path is not None:
-        segmentation = _read(segmentation_path, "--segmentation")
-        _same_shape(f"--segmentation {segmentation_path!r}", segmentation, label)
-    return evaluate_arrays(label, segmentation, probability, mask, threshold, target_opt)
-
-
 def format_table(results: Dict[str, float]) -> str:
     """The metrics as a two-column text table."""
     lines = [f"{'metric':<16}value"]
@@ -130,9 +162,6 @@ def format_table(results: Dict[str, float]) -> str:
 
 
 def write_json(results: Dict[str, float], path: str) -> None:
-    """Write the flat JSON (NaN, for a metric without instances, as null), atomically."""
+    """Write the flat JSON (NaN, for a metric without instances, as null), atomically, in the table's order."""
     clean = {key: (None if isinstance(value, float) and math.isnan(value) else value) for key, value in results.items()}
-    partial = path + ".partial"
-    with open(partial, "w", encoding="utf-8") as handle:
-        json.dump(clean, handle, indent=2)
-    os.replace(partial, path)
+    write_json_atomically(path, clean, indent=2, sort_keys=False)

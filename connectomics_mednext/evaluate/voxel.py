@@ -14,6 +14,17 @@ def _iou_dice(true_positive: float, predicted: float, actual: float) -> Dict[str
     return {"iou": true_positive / union if union else 1.0, "dice": 2 * true_positive / total if total else 1.0}
 
 
+def overlap_scores(prediction: np.ndarray, truth: np.ndarray) -> Dict[str, float]:
+    """IoU and Dice of a boolean prediction against a boolean truth (1.0 when both are empty).
+
+    Args:
+        prediction: the predicted foreground.
+        truth: the true foreground.
+    """
+    true_positive = float(np.logical_and(prediction, truth).sum())
+    return _iou_dice(true_positive, float(np.count_nonzero(prediction)), float(np.count_nonzero(truth)))
+
+
 def voxel_scores(
     probability: np.ndarray,
     truth: np.ndarray,

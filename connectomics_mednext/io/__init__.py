@@ -6,12 +6,13 @@ precomputed); :func:`split_names` turns PyTC's ``@``-joined names into paths. Wr
 in the format its name asks for.
 """
 
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Type
 
 from .chunked import ChunkedVolume, open_chunked
-from .hdf5 import Hdf5Prediction, open_hdf5
+from .hdf5 import Hdf5Prediction, create_volume, open_hdf5, scratch_dataset, write_volume, written_hdf5
 from .identity import volume_identity
-from .resume import OUTPUT_DTYPE, changed_fields
+from .prediction_output import OUTPUT_DTYPE, BlockWriter, PredictionOutput, to_output_values
+from .resume import changed_fields
 from .volumes import (
     check_finite,
     check_image_dtype,
@@ -26,12 +27,12 @@ from .volumes import (
 from .zarr_prediction import ZarrPrediction
 
 # Output name suffix -> prediction format; any other name is HDF5, as PyTC writes.
-PREDICTION_OUTPUTS: Dict[str, Callable[..., Any]] = {".zarr": ZarrPrediction}
+PREDICTION_OUTPUTS: Dict[str, Type[PredictionOutput]] = {".zarr": ZarrPrediction}
 
 
 def open_prediction_output(
     output_path: str, rank: int = 0, world_size: int = 1, share: Callable[[Any], Any] = lambda value: value
-):
+) -> PredictionOutput:
     """The prediction output ``output_path`` names: zarr for ``.zarr``, else HDF5.
 
     Args:
@@ -45,23 +46,30 @@ def open_prediction_output(
 
 
 __all__ = [
+    "BlockWriter",
     "ChunkedVolume",
     "Hdf5Prediction",
     "OUTPUT_DTYPE",
     "PREDICTION_OUTPUTS",
+    "PredictionOutput",
     "ZarrPrediction",
     "changed_fields",
     "check_finite",
     "check_image_dtype",
     "check_same_shape",
     "close_volume",
+    "create_volume",
     "open_chunked",
     "open_hdf5",
     "open_prediction_output",
     "open_prediction",
     "open_volume",
     "read_whole",
+    "scratch_dataset",
     "split_names",
+    "to_output_values",
     "volume_identity",
     "volume_name",
+    "write_volume",
+    "written_hdf5",
 ]

@@ -10,15 +10,17 @@ ranks' files; the output gets its final name only when complete.
 import glob
 import json
 import os
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from contextlib import contextmanager
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import h5py
 import numpy as np
 
 from ..errors import InputError, MissingDatasetError
-from ..geometry import Box, plan_blocks
+from ..geometry import Box
 from ..log import get_logger
-from .resume import OUTPUT_DTYPE, as_stored, changed_fields, restart_line
+from .prediction_output import OUTPUT_DTYPE, BlockWriter, Plans, PredictionOutput
+from .resume import as_stored, changed_fields, restart_line
 
 logger = get_logger(__name__)
 
@@ -65,12 +67,93 @@ def _chunks(shape: Sequence[int]) -> Tuple[int, ...]:
     return (1, min(shape[1], 16), min(shape[2], 256), min(shape[3], 256))
 
 
-class BlockDataset:
+def volume_chunks(shape: Sequence[int]) -> Tuple[int, int, int]:
+    """The (z, y, x) chunks of a label or image volume: 16 planes of at most 256 x 256.
+
+    Args:
+        shape: the volume's (z, y, x) shape.
+    """
+    return (min(shape[0], 16), min(shape[1], 256), min(shape[2], 256))
+
+
+@contextmanager
+def written_hdf5(path: str, key: str) -> Iterator[h5py.File]:
+    """An HDF5 file written as ``<path>.partial`` and renamed to ``path`` when the block ends without error.
+
+    A failure removes the partial file, so nothing half-written ever bears the final name.
+
+    Args:
+        path: the final file.
+        key: the flag, key or argument that named it, for the message when its folder is missing.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise InputError(f"{key} {path!r}: folder {folder!r} does not exist.")
+    partial = path + ".partial"
+    try:
+        with h5py.File(partial, "w") as handle:
+            yield handle
+        os.replace(partial, path)
+    except BaseException:
+        if os.path.exists(partial):
+            os.remove(partial)
+        raise
+
+
+@contextmanager
+def scratch_dataset(path: str, shape: Sequence[int], dtype: Any) -> Iterator[h5py.Dataset]:
+    """A chunked on-disk (z, y, x) dataset for intermediate values, deleted when the block ends.
+
+    Args:
+        path: the scratch file.
+        shape: its (z, y, x) shape.
+        dtype: its values' type.
+    """
+    try:
+        with h5py.File(path, "w") as handle:
+            yield handle.create_dataset("scratch", shape=tuple(shape), dtype=dtype, chunks=volume_chunks(shape))
+    finally:
+        if os.path.exists(path):
+            os.remove(path)
+
+
+def create_volume(handle: h5py.File, name: str, shape: Sequence[int], dtype: Any, data: Optional[np.ndarray] = None):
+    """A gzip-compressed (z, y, x) dataset in an open file, filled with ``data`` when given.
+
+    Args:
+        handle: the file, opened for writing.
+        name: the dataset.
+        shape: its (z, y, x) shape.
+        dtype: its values' type.
+        data: its values, or None to write it later.
+    """
+    shape = tuple(shape)
+    return handle.create_dataset(
+        name, shape=shape, dtype=dtype, data=data, chunks=volume_chunks(shape), compression="gzip"
+    )
+
+
+def write_volume(path: str, array: np.ndarray, dataset: str = "main", key: str = "path") -> None:
+    """Write a (z, y, x) array as a gzip-compressed HDF5 file, complete or not at all.
+
+    Args:
+        path: the file.
+        array: the values.
+        dataset: the dataset's name.
+        key: what named ``path``, for messages.
+    """
+    with written_hdf5(path, key) as handle:
+        create_volume(handle, dataset, array.shape, array.dtype, array)
+
+
+class BlockDataset(BlockWriter):
     """One output dataset and its per-block progress: where each block resumes, and block writes.
 
     Args:
         dataset: the (C, Z, Y, X) dataset, with ``done_z`` attributes.
     """
+
+    per_rank_files = True
 
     def __init__(self, dataset: h5py.Dataset) -> None:
         self.dataset = dataset
@@ -79,7 +162,7 @@ class BlockDataset:
         """The first plane of block ``number`` not yet written."""
         return int(self.dataset.attrs["done_z"][number])
 
-    def write(self, number: int, box: Box, values: np.ndarray) -> None:
+    def write_values(self, number: int, box: Box, values: np.ndarray) -> None:
         """Write the planes ``box`` of block ``number`` and record them as done, durably.
 
         Args:
@@ -94,7 +177,7 @@ class BlockDataset:
         self.dataset.file.flush()
 
 
-class Hdf5Prediction:
+class Hdf5Prediction(PredictionOutput):
     """This rank's unfinished prediction file.
 
     Args:
@@ -124,10 +207,9 @@ class Hdf5Prediction:
             os.remove(self.path)
             return h5py.File(self.path, "a")
 
-    @staticmethod
-    def plan_blocks(shape: Sequence[int], block_size: Sequence[int], min_blocks: int) -> List[Box]:
-        """Near-equal blocks (see :func:`~connectomics_mednext.geometry.plan_blocks`)."""
-        return plan_blocks(shape, block_size, min_blocks)
+    def chunk_shape(self, shape: Sequence[int], block_size: Sequence[int], min_blocks: int) -> None:
+        """None: each rank writes a file of its own, so blocks need not be whole chunks."""
+        return None
 
     def dataset(
         self,
@@ -176,7 +258,7 @@ class Hdf5Prediction:
     def close(self) -> None:
         self.file.close()
 
-    def publish(self, plans: List[Tuple[Tuple[int, ...], List[Box]]]) -> None:
+    def publish(self, plans: Plans) -> None:
         """Rank 0, once every rank is done: join the ranks' files if there are several, then name the file.
 
         Args:
@@ -188,7 +270,7 @@ class Hdf5Prediction:
         for leftover in glob.glob(glob.escape(self.output_path) + ".rank*.partial"):
             os.remove(leftover)
 
-    def _join_ranks(self, plans: List[Tuple[Tuple[int, ...], List[Box]]]) -> None:
+    def _join_ranks(self, plans: Plans) -> None:
         """Copy every block from the file of the rank that predicted it into ``<output>.partial``.
 
         Args:

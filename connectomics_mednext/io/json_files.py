@@ -17,14 +17,18 @@ def read_json(path: str) -> Optional[Dict[str, Any]]:
         return json.load(handle)
 
 
-def write_json_atomically(path: str, data: Dict[str, Any]) -> None:
+def write_json_atomically(
+    path: str, data: Dict[str, Any], indent: Optional[int] = None, sort_keys: bool = True
+) -> None:
     """Write ``data`` as JSON so that a reader sees the old file or the new one, never half of it.
 
     Args:
         path: the file.
         data: plain data.
+        indent: as ``json.dump``'s; None writes one line.
+        sort_keys: write the keys sorted, else in ``data``'s order.
     """
     temporary = f"{path}.tmp{os.getpid()}"
     with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, sort_keys=True)
+        json.dump(data, handle, sort_keys=sort_keys, indent=indent)
     os.replace(temporary, path)

@@ -1,12 +1,10 @@
-"""What predictions in any format share: their dtype and the resume-key comparison."""
+"""How a prediction output compares the resume key it was started with to this run's.
+
+The key itself is assembled in :mod:`connectomics_mednext.engine.resume_key`.
+"""
 
 import json
 from typing import Any, Dict, List
-
-import numpy as np
-
-# Probability x 255, clipped, as PyTC writes it.
-OUTPUT_DTYPE = np.uint8
 
 
 def changed_fields(stored: Dict[str, Any], wanted: Dict[str, Any]) -> List[str]:

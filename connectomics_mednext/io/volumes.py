@@ -12,7 +12,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 import h5py
 import numpy as np
 
-from ..errors import ConfigError, InputError, MissingDatasetError, MissingFileError
+from ..errors import ConfigError, InputError, MissingDatasetError, MissingFileError, argument
 from .chunked import ChunkedVolume, is_chunked_name, open_chunked, split_container
 from .hdf5 import open_hdf5, open_hdf5_volume
 from .tiff import TIFF_SUFFIXES, TiffVolume
@@ -131,18 +131,20 @@ def open_prediction(path: str, dataset: str = "vol0"):
     """
     if split_container(path) is not None and path.rstrip("/").lower().endswith(".zarr"):
         if not os.path.isdir(path):
-            raise MissingFileError(f"--prediction: folder {path!r} does not exist.")
-        volume = open_chunked(f"{path.rstrip('/')}/{dataset}", "--prediction", ndim=4)
+            raise MissingFileError(f"{argument('prediction')}: folder {path!r} does not exist.")
+        volume = open_chunked(f"{path.rstrip('/')}/{dataset}", argument("prediction"), ndim=4)
     else:
         if not os.path.isfile(path):
-            raise MissingFileError(f"--prediction: file {path!r} does not exist.")
-        handle = open_hdf5(path, "--prediction")
+            raise MissingFileError(f"{argument('prediction')}: file {path!r} does not exist.")
+        handle = open_hdf5(path, argument("prediction"))
         if dataset not in handle:
-            raise MissingDatasetError(f"--prediction {path!r} has no dataset {dataset!r}; it holds {list(handle)}.")
+            raise MissingDatasetError(
+                f"{argument('prediction')} {path!r} has no dataset {dataset!r}; it holds {list(handle)}."
+            )
         volume = handle[dataset]
     if volume.ndim != 4 or volume.dtype != np.uint8:
         raise InputError(
-            f"--prediction {path!r}:{dataset} is {volume.dtype} of shape {volume.shape}; expected PyTC's "
+            f"{argument('prediction')} {path!r}:{dataset} is {volume.dtype} of shape {volume.shape}; expected PyTC's "
             "(C, Z, Y, X) uint8 layout (probability x 255)."
         )
     return volume

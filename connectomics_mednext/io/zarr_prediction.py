@@ -4,7 +4,7 @@
 multiscale metadata for the full-resolution level, so viewers (napari, Neuroglancer, webKnossos)
 and any zarr reader open it. While it is written it is ``result.zarr.partial``:
 
-- output blocks are whole chunks (:func:`~connectomics_mednext.geometry.plan_aligned_blocks`),
+- output blocks are whole chunks (:func:`~connectomics_mednext.geometry.plan_output_blocks`),
   so no two ranks ever write the same chunk and no rank joins anything;
 - each finished block leaves a done marker, ``.progress/vol<i>/<block>.done``, as daisy does,
   and ``.progress/vol<i>/resume_key.json`` records what the array is a prediction of: a rerun
@@ -20,24 +20,23 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .. import __version__
 from ..errors import InputError
-from ..geometry import Box, plan_aligned_blocks
+from ..geometry import Box
 from ..log import get_logger
+from ..version import __version__
 from .chunked import create_zarr_array
 from .json_files import read_json, write_json_atomically
-from .resume import OUTPUT_DTYPE, as_stored, changed_fields, restart_line
+from .prediction_output import OUTPUT_DTYPE, BlockWriter, Plans, PredictionOutput
+from .resume import as_stored, changed_fields, restart_line
 
 logger = get_logger(__name__)
 
 PROGRESS = ".progress"
 # The largest chunk (z, y, x) of a prediction: 32 planes suit both streaming in z and viewers.
 CHUNK = (32, 256, 256)
-# The resume key's fields that do not change a zarr output: ranks share one array.
-RANK_FIELDS = ("world_size",)
 
 
-class ZarrBlocks:
+class ZarrBlocks(BlockWriter):
     """One output array and its done markers: where each block resumes, and block writes.
 
     Args:
@@ -61,7 +60,7 @@ class ZarrBlocks:
         block = self.blocks[number]
         return block.end[0] if self.done(number) else block.begin[0]
 
-    def write(self, number: int, box: Box, values: np.ndarray) -> None:
+    def write_values(self, number: int, box: Box, values: np.ndarray) -> None:
         """Write the planes ``box`` of block ``number``; the block's last planes leave its marker.
 
         Args:
@@ -75,7 +74,7 @@ class ZarrBlocks:
                 pass
 
 
-class ZarrPrediction:
+class ZarrPrediction(PredictionOutput):
     """This run's zarr prediction, shared by every rank.
 
     Args:
@@ -119,8 +118,7 @@ class ZarrPrediction:
         if not os.path.isfile(os.path.join(self.path, ".zgroup")):
             write_json_atomically(os.path.join(self.path, ".zgroup"), {"zarr_format": 2})
 
-    @staticmethod
-    def chunk_shape(shape: Sequence[int], block_size: Sequence[int], min_blocks: int) -> Tuple[int, int, int]:
+    def chunk_shape(self, shape: Sequence[int], block_size: Sequence[int], min_blocks: int) -> Tuple[int, int, int]:
         """The (z, y, x) chunk of a prediction: at most :data:`CHUNK`, the shape and the block size,
         and, when the depth is not blocked, thin enough in z to give every rank a block.
 
@@ -132,18 +130,8 @@ class ZarrPrediction:
         chunk = [min(n, c, b) if b > 0 else min(n, c) for n, c, b in zip(shape, CHUNK, block_size)]
         if block_size[0] <= 0:
             chunk[0] = min(chunk[0], -(-shape[0] // min_blocks))
+        self.chunks[tuple(shape)] = tuple(chunk)
         return tuple(chunk)
-
-    def plan_blocks(self, shape: Sequence[int], block_size: Sequence[int], min_blocks: int) -> List[Box]:
-        """Blocks of whole chunks (see :func:`plan_aligned_blocks`).
-
-        Args:
-            shape: the output's (z, y, x) shape.
-            block_size: the largest block (z, y, x); 0 is the whole axis.
-            min_blocks: the processes sharing the work.
-        """
-        chunk = self.chunks[tuple(shape)] = self.chunk_shape(shape, block_size, min_blocks)
-        return plan_aligned_blocks(shape, block_size, chunk, min_blocks)
 
     def dataset(
         self,
@@ -164,7 +152,7 @@ class ZarrPrediction:
         """
         name = f"vol{index}"
         folder, progress = os.path.join(self.path, name), os.path.join(self.path, PROGRESS, name)
-        wanted = as_stored({k: v for k, v in key.items() if k not in RANK_FIELDS})
+        wanted = as_stored(key)
         chunks = (shape[0],) + self.chunks[tuple(shape[1:])]
         self.voxel_sizes[name] = voxel_size
 
@@ -200,7 +188,7 @@ class ZarrPrediction:
     def close(self) -> None:
         """Nothing to flush: every block write has completed when it returns."""
 
-    def publish(self, plans: List[Tuple[Tuple[int, ...], List[Box]]]) -> None:
+    def publish(self, plans: Plans) -> None:
         """Rank 0, once every rank is done: check every block's marker, mark the group complete and name it.
 
         Args:

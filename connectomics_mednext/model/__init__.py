@@ -10,9 +10,10 @@ from .blocks import (
 )
 from .mednext import MedNeXt
 from .presets import PRESETS, create_mednext_v1, preset_kwargs
-from .weights import load_reference_weights, read_checkpoint, upkern_load_weights
+from .weights import LAYOUTS, load_weights, read_checkpoint, read_weights, upkern_load_weights
 
 __all__ = [
+    "LAYOUTS",
     "LayerNorm",
     "MedNeXt",
     "MedNeXtBlock",
@@ -22,8 +23,9 @@ __all__ = [
     "PRESETS",
     "create_mednext_v1",
     "global_response_norm",
-    "load_reference_weights",
+    "load_weights",
     "preset_kwargs",
     "read_checkpoint",
+    "read_weights",
     "upkern_load_weights",
 ]

@@ -1,6 +1,6 @@
 """Predictions -> instance labels: connected components and watersheds, for either engine's output."""
 
 from .decoders import DECODERS, SegmentOptions
-from .run import segment_file
+from .run import segment, segment_file, segment_options
 
-__all__ = ["DECODERS", "SegmentOptions", "segment_file"]
+__all__ = ["DECODERS", "SegmentOptions", "segment", "segment_file", "segment_options"]

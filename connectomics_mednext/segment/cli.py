@@ -3,7 +3,7 @@
 import argparse
 from typing import List, Optional
 
-from ..errors import run_reporting_errors
+from ..errors import argument_names, run_reporting_errors
 from .decoders import DECODERS, SegmentOptions, resolution_tuple
 from .run import segment_file
 
@@ -35,6 +35,13 @@ OPTION_FLAGS = [
     ("affinity_low", float, "affinity: edges below never join fragments"),
     ("affinity_high", float, "affinity: edges above always join fragments"),
 ]
+
+
+# segment_file's and SegmentOptions' argument names -> this command's flags.
+FLAGS = {
+    name: f"--{name.replace('_', '-')}"
+    for name in ["prediction", "output", "mode", "dataset", "max_memory"] + [name for name, _, _ in OPTION_FLAGS]
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,13 +84,14 @@ def options_from(args: argparse.Namespace) -> SegmentOptions:
 
 
 def run(argv: List[str]) -> int:
-    """Parse ``argv``, decode, print one line; errors propagate."""
+    """Parse ``argv``, decode, print one line; errors propagate, naming flags."""
     args = build_parser().parse_args(argv)
-    count = segment_file(args.prediction, args.output, args.mode, options_from(args), args.dataset, args.max_memory)
+    with argument_names(FLAGS):
+        count = segment_file(args.prediction, args.output, args.mode, options_from(args), args.dataset, args.max_memory)
     print(f"Wrote {args.output}: {count} objects ({args.mode}).")
     return count
 
 
 def main(argv: Optional[List[str]] = None) -> None:
     """Entry point; a mistake is printed as one line, exit code 2 (``--debug`` adds the traceback)."""
-    run_reporting_errors(run, argv)
+    run_reporting_errors(run, argv, FLAGS)

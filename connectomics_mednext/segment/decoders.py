@@ -20,7 +20,7 @@ from typing import Callable, Dict, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import ConfigError, InputError, import_extra, look_up_option
+from ..errors import ConfigError, InputError, argument, import_extra, look_up_option
 from .components import SEGMENT_EXTRA, import_cc3d, label_components
 
 
@@ -74,15 +74,17 @@ class SegmentOptions:
         for name in probabilities:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                raise ConfigError(f"--{name.replace('_', '-')} is {value}, but must lie in 0..1.")
-        look_up_option("--connectivity", self.connectivity, (6, 18, 26))
+                raise ConfigError(f"{argument(name)} is {value}, but must lie in 0..1.")
+        look_up_option(argument("connectivity"), self.connectivity, (6, 18, 26))
         for name in ("min_size", "seed_min_size", "slab_planes", "channel"):
             if getattr(self, name) < 0:
-                raise ConfigError(f"--{name.replace('_', '-')} is {getattr(self, name)}, but must be 0 or more.")
+                raise ConfigError(f"{argument(name)} is {getattr(self, name)}, but must be 0 or more.")
         if len(self.resolution) != 3 or any(r <= 0 for r in self.resolution):
-            raise ConfigError(f"--resolution is {list(self.resolution)}, but must be 3 positive sizes (z, y, x).")
+            resolution = list(self.resolution)
+            raise ConfigError(f"{argument('resolution')} is {resolution}, but must be 3 positive sizes (z, y, x).")
         if self.affinity_low >= self.affinity_high:
-            raise ConfigError(f"--affinity-low {self.affinity_low} must be below --affinity-high {self.affinity_high}.")
+            low, high = argument("affinity_low"), argument("affinity_high")
+            raise ConfigError(f"{low} {self.affinity_low} must be below {high} {self.affinity_high}.")
 
 
 def _byte(probability: float) -> int:
@@ -155,8 +157,8 @@ def decode_boundary(prediction: np.ndarray, options: SegmentOptions) -> np.ndarr
     seeds = _seeds(distance >= options.seed_distance, options)
     if not seeds.any():
         raise InputError(
-            f"No voxel is {options.seed_distance} nm from a boundary (--seed-distance), so there are "
-            "no seeds; lower --seed-distance or check --resolution."
+            f"No voxel is {options.seed_distance} nm from a boundary ({argument('seed_distance')}), so there are "
+            f"no seeds; lower {argument('seed_distance')} or check {argument('resolution')}."
         )
     labels = segmentation.watershed(boundary.astype(np.float32), seeds)
     return _consecutive(_remove_small(labels.astype(np.int64), options.min_size))
@@ -183,7 +185,7 @@ class Decoder:
 
     Args:
         channels: the prediction channels it needs (a minimum for ``binary`` and ``boundary``,
-            which read ``--channel``).
+            which read ``channel``).
         exact: whether the channel count must equal ``channels``.
         run: the decoder.
         streams: runs slab by slab through ``(prediction, options, scratch, create_output)``; otherwise
@@ -215,17 +217,17 @@ def check_channels(mode: str, channels: int, options: SegmentOptions, source: st
     Args:
         mode: a key of :data:`DECODERS`.
         channels: the prediction's channel count.
-        options: the options (for ``--channel``).
+        options: the options (for ``channel``).
         source: the prediction's name, for the message.
     """
     decoder = DECODERS[mode]
     if decoder.exact and channels != decoder.channels:
         raise InputError(
-            f"--mode {mode} decodes {decoder.targets} ({decoder.channels} channels), but {source} has "
+            f"{argument('mode')} {mode} decodes {decoder.targets} ({decoder.channels} channels), but {source} has "
             f"{channels} channels."
         )
     if not decoder.exact and options.channel >= channels:
-        raise InputError(f"--channel {options.channel} does not exist: {source} has {channels} channels.")
+        raise InputError(f"{argument('channel')} {options.channel} does not exist: {source} has {channels} channels.")
 
 
 def label_dtype(count: int) -> np.dtype:
@@ -234,6 +236,6 @@ def label_dtype(count: int) -> np.dtype:
 
 
 def resolution_tuple(values: Sequence[float]) -> Tuple[float, float, float]:
-    """``--resolution`` as a (z, y, x) tuple (one value means isotropic)."""
+    """``resolution`` as a (z, y, x) tuple (one value means isotropic)."""
     values = tuple(float(v) for v in values)
     return values * 3 if len(values) == 1 else values

@@ -3,7 +3,7 @@
 import os
 from typing import Optional
 
-from ..errors import InputError
+from ..errors import InputError, argument
 
 GIB = 1024**3
 
@@ -27,14 +27,14 @@ def check_memory(mode: str, voxels: int, bytes_per_voxel: int, limit_gib: Option
         mode: the decoding mode, for the message.
         voxels: the volume's voxel count.
         bytes_per_voxel: the mode's peak memory per voxel.
-        limit_gib: the memory allowed (``--max-memory``); None takes what the system has available.
+        limit_gib: the memory allowed (``max_memory``); None takes what the system has available.
     """
     need = voxels * bytes_per_voxel
     have = available_bytes() if limit_gib is None else int(limit_gib * GIB)
     if need > have:
-        source = "--max-memory allows" if limit_gib is not None else "the machine has"
+        source = f"{argument('max_memory')} allows" if limit_gib is not None else "the machine has"
         raise InputError(
-            f"--mode {mode} holds the whole volume in memory and needs about {need / GIB:.1f} GiB for "
+            f"{argument('mode')} {mode} holds the whole volume in memory and needs about {need / GIB:.1f} GiB for "
             f"{voxels} voxels ({bytes_per_voxel} bytes each), but {source} {have / GIB:.1f} GiB; crop the "
-            "volume, or decode a binary map with --mode binary, which works slab by slab."
+            f"volume, or decode a binary map with {argument('mode')} binary, which works slab by slab."
         )

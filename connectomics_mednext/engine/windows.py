@@ -1,7 +1,7 @@
 """Where the sliding window goes: window starts along each axis, and the windows over a span.
 
 Windows lie on one grid over the whole (padded) volume. The output is cut into blocks
-(:func:`~connectomics_mednext.geometry.plan_blocks`); a block
+(:func:`~connectomics_mednext.geometry.plan_output_blocks`); a block
 is predicted from exactly the grid windows that overlap it, so every voxel blends the same
 windows in the same order whatever the blocks are, and blocked, distributed or resumed runs
 give the same bytes as one pass over the volume. Windows that overlap two blocks are run for
