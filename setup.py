@@ -23,7 +23,8 @@ setup(
     install_requires=["torch>=2.1", "yacs", "pyyaml", "numpy", "h5py", "tensorboard"],
     extras_require={
         # zarr-python only checks, in the tests, that our zarr output opens in another reader.
-        "test": ["pytest", "tifffile", "zarr"] + SEGMENT + ZARR,
+        # ruff lints; MONAI checks our loader of its MedNeXt checkpoints.
+        "test": ["pytest", "ruff==0.17.6", "tifffile", "zarr", "monai"] + SEGMENT + ZARR,
         "tiff": ["tifffile"],
         "segment": SEGMENT,
         "zarr": ZARR,

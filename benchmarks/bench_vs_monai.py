@@ -14,7 +14,6 @@ what we quote: this machine is noisy.
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 from typing import Dict, List
@@ -22,35 +21,13 @@ from typing import Dict, List
 import torch
 
 from connectomics_mednext.engine.allocator import keep_freed_memory
-from connectomics_mednext.model.mednext import NUM_LEVELS
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from timing import as_list, make_train_step, peak_memory_mib, summarise, time_repeated  # noqa: E402
 
-# Our (reference) names -> MONAI names; MONAI numbers decoder parts from the bottleneck up.
-RENAMES = [
-    (r"^enc_block_(\d)\.", lambda m: f"enc_stages.{m.group(1)}."),
-    (r"^down_(\d)\.", lambda m: f"down_blocks.{m.group(1)}."),
-    (r"^up_(\d)\.", lambda m: f"up_blocks.{NUM_LEVELS - 1 - int(m.group(1))}."),
-    (r"^dec_block_(\d)\.", lambda m: f"dec_stages.{NUM_LEVELS - 1 - int(m.group(1))}."),
-    (r"^out_([1-4])\.", lambda m: f"out_blocks.{NUM_LEVELS - int(m.group(1))}."),
-]
-
-
-def to_monai_state_dict(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Rename our (reference) state_dict keys to MONAI's, dropping ``dummy_tensor``."""
-    renamed = {}
-    for key, value in state.items():
-        if key == "dummy_tensor":
-            continue
-        for pattern, replacement in RENAMES:
-            key = re.sub(pattern, replacement, key)
-        renamed[key] = value
-    return renamed
-
 
 def build_pair(model_id: str, kernel: int):
-    """Our preset, MONAI's equivalent, and whether they hold the same weights.
+    """Our preset, MONAI's equivalent, and whether they hold the same weights (MONAI's, loaded into ours).
 
     MONAI routes expansion ratios to the down blocks differently from the reference (its
     ``down_i`` uses the encoder ratio of stage ``i``, the reference's that of stage ``i + 1``),
@@ -59,7 +36,8 @@ def build_pair(model_id: str, kernel: int):
     """
     from monai.networks.nets import MedNeXt as MonaiMedNeXt
 
-    from connectomics_mednext import create_mednext_v1
+    from connectomics_mednext import create_mednext_v1, load_weights
+    from connectomics_mednext.errors import CheckpointError
     from connectomics_mednext.model.presets import preset_kwargs
 
     torch.manual_seed(0)
@@ -82,12 +60,11 @@ def build_pair(model_id: str, kernel: int):
         blocks_bottleneck=blocks[4],
         blocks_up=blocks[5:],
     )
-    renamed = to_monai_state_dict(ours.state_dict())
-    theirs_state = theirs.state_dict()
-    same_weights = set(renamed) == set(theirs_state) and all(renamed[k].shape == theirs_state[k].shape for k in renamed)
-    if same_weights:
-        theirs.load_state_dict(renamed, strict=True)
-    return ours, theirs, same_weights
+    try:  # MONAI's weights into ours, through the product's MONAI layout filter
+        load_weights(ours, theirs.state_dict(), layout="monai")
+    except CheckpointError:
+        return ours, theirs, False
+    return ours, theirs, True
 
 
 def check_same_outputs(model_id: str, kernel: int, size: int = 32):

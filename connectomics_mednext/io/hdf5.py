@@ -153,8 +153,6 @@ class BlockDataset(BlockWriter):
         dataset: the (C, Z, Y, X) dataset, with ``done_z`` attributes.
     """
 
-    per_rank_files = True
-
     def __init__(self, dataset: h5py.Dataset) -> None:
         self.dataset = dataset
 
@@ -186,6 +184,8 @@ class Hdf5Prediction(PredictionOutput):
         world_size: the number of processes sharing the work.
         share: unused; every rank writes a file of its own.
     """
+
+    per_rank_files = True
 
     def __init__(
         self, output_path: str, rank: int = 0, world_size: int = 1, share: Callable[[Any], Any] = lambda value: value
