@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from timing import as_list, make_train_step, peak_memory_mib, summarise, time_repeated  # noqa: E402
 
 
-def build_pair(model_id: str, kernel: int):
+def build_pair(size: str, kernel: int):
     """Our preset, MONAI's equivalent, and whether they hold the same weights (MONAI's, loaded into ours).
 
     MONAI routes expansion ratios to the down blocks differently from the reference (its
@@ -38,13 +38,13 @@ def build_pair(model_id: str, kernel: int):
 
     from connectomics_mednext import create_mednext_v1, load_weights
     from connectomics_mednext.errors import CheckpointError
-    from connectomics_mednext.model.presets import preset_kwargs
+    from connectomics_mednext.model.sizes import size_kwargs
 
     torch.manual_seed(0)
-    ours = create_mednext_v1(1, 2, model_id, kernel_size=kernel, deep_supervision=True, checkpoint_style=None)
-    exp_r = preset_kwargs(model_id)["exp_r"]
+    ours = create_mednext_v1(1, 2, size, kernel_size=kernel, deep_supervision=True, checkpoint_style=None)
+    exp_r = size_kwargs(size)["exp_r"]
     exp_r = [exp_r] * 9 if isinstance(exp_r, int) else exp_r
-    blocks = preset_kwargs(model_id)["block_counts"]
+    blocks = size_kwargs(size)["block_counts"]
     theirs = MonaiMedNeXt(
         spatial_dims=3,
         init_filters=32,
@@ -67,12 +67,12 @@ def build_pair(model_id: str, kernel: int):
     return ours, theirs, True
 
 
-def check_same_outputs(model_id: str, kernel: int, size: int = 32):
+def check_same_outputs(size: str, kernel: int, side: int = 32):
     """Max abs difference between our and MONAI's full-resolution eval output (None without shared weights)."""
-    ours, theirs, same_weights = build_pair(model_id, kernel)
+    ours, theirs, same_weights = build_pair(size, kernel)
     if not same_weights:
         return None
-    x = torch.randn(1, 1, size, size, size)
+    x = torch.randn(1, 1, side, side, side)
     with torch.no_grad():
         a = as_list(ours.eval()(x))[0]
         b = as_list(theirs.eval()(x))[0]
@@ -163,7 +163,7 @@ def interleaved(workers: Dict[str, Worker], command: str, warmup: int, repeats: 
     return {name: summarise(values) for name, values in times.items()}
 
 
-def compare(args: argparse.Namespace, forwarded: List[str], model_id: str, kernel: int) -> Dict[str, Dict]:
+def compare(args: argparse.Namespace, forwarded: List[str], size: str, kernel: int) -> Dict[str, Dict]:
     """Time ours and MONAI's, interleaved run by run.
 
     Returns, per implementation, ``train_step``, ``train_peak_memory_mib``, ``window`` and, with
@@ -172,7 +172,7 @@ def compare(args: argparse.Namespace, forwarded: List[str], model_id: str, kerne
     Args:
         args: the parsed command line.
         forwarded: the command-line arguments the workers get.
-        model_id: the preset ('S', 'B', ...).
+        size: the MedNeXt size ('S', 'B', ...).
         kernel: the kernel size.
     """
     workers = {
@@ -185,7 +185,7 @@ def compare(args: argparse.Namespace, forwarded: List[str], model_id: str, kerne
                 "--impl",
                 impl,
                 "--model",
-                model_id,
+                size,
                 "--kernel",
                 str(kernel),
             ]
@@ -258,15 +258,15 @@ def main(argv: List[str] = None) -> None:
 
     forwarded = list(argv if argv is not None else sys.argv[1:])
     rows = []
-    for model_id in args.models:
+    for size in args.models:
         for kernel in args.kernels:
-            difference = check_same_outputs(model_id, kernel)
+            difference = check_same_outputs(size, kernel)
             if difference is not None and difference > 1e-4:
-                raise SystemExit(f"MedNeXt-{model_id} k{kernel}: ours and MONAI's outputs differ by {difference:.2e}.")
-            pair = compare(args, forwarded, model_id, kernel)
+                raise SystemExit(f"MedNeXt-{size} k{kernel}: ours and MONAI's outputs differ by {difference:.2e}.")
+            pair = compare(args, forwarded, size, kernel)
             rows.append(
                 {
-                    "model": model_id,
+                    "model": size,
                     "kernel": kernel,
                     "same_weights": difference is not None,
                     "max_abs_difference": difference,

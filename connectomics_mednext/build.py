@@ -7,11 +7,13 @@ import torch
 from .errors import ConfigError, look_up_option
 from .model import MedNeXt
 from .model.blocks import odd_kernel
-from .model.mednext import CHECKPOINT_STYLES, NUM_LEVELS, NUM_STAGES
-from .model.presets import PRESETS, preset_kwargs
+from .model.mednext import ACTIVATION_CHECKPOINTING_STYLES, NUM_LEVELS, NUM_STAGES
+from .model.sizes import SIZES, size_kwargs
 
 # YAML cannot say None, so the config names it 'none'.
-CONFIG_CHECKPOINT_STYLES: Dict[str, Optional[str]] = {str(style).lower(): style for style in CHECKPOINT_STYLES}
+CONFIG_ACTIVATION_CHECKPOINTING: Dict[str, Optional[str]] = {
+    str(style).lower(): style for style in ACTIVATION_CHECKPOINTING_STYLES
+}
 
 
 def _kernel(value: Any, ndim: int) -> Any:
@@ -54,14 +56,16 @@ def mednext_kwargs(cfg) -> Dict[str, Any]:
         cfg: a config holding PyTC's MODEL/DATASET keys and :func:`add_mednext_config`'s keys.
     """
     model_cfg, node = cfg.MODEL, cfg.MODEL.MEDNEXT
-    look_up_option("MODEL.MEDNEXT_SIZE", model_cfg.MEDNEXT_SIZE, PRESETS)
-    look_up_option("MODEL.MEDNEXT.CHECKPOINT_STYLE", node.CHECKPOINT_STYLE, ["preset", *CONFIG_CHECKPOINT_STYLES])
+    look_up_option("MODEL.MEDNEXT_SIZE", model_cfg.MEDNEXT_SIZE, SIZES)
+    look_up_option(
+        "MODEL.MEDNEXT.CHECKPOINT_STYLE", node.CHECKPOINT_STYLE, ["preset", *CONFIG_ACTIVATION_CHECKPOINTING]
+    )
     dim = "2d" if cfg.DATASET.DO_2D else "3d"
-    kwargs = preset_kwargs(model_cfg.MEDNEXT_SIZE)
+    kwargs = size_kwargs(model_cfg.MEDNEXT_SIZE)
     overrides = {"n_channels": node.N_CHANNELS, "exp_r": node.EXP_R, "block_counts": node.BLOCK_COUNTS}
     kwargs.update({name: value for name, value in overrides.items() if value is not None})
     if node.CHECKPOINT_STYLE != "preset":
-        kwargs["checkpoint_style"] = CONFIG_CHECKPOINT_STYLES[node.CHECKPOINT_STYLE]
+        kwargs["checkpoint_style"] = CONFIG_ACTIVATION_CHECKPOINTING[node.CHECKPOINT_STYLE]
     kwargs.update(
         in_channels=model_cfg.IN_PLANES,
         n_classes=model_cfg.OUT_PLANES,

@@ -22,6 +22,7 @@ from .pytc import PyTCNotAvailable, describe_pytc, import_pytc, run_pytc
 # Library argument -> this command's flag, so that messages name what the user typed.
 FLAGS = {
     "inference": "--inference",
+    "distributed": "--distributed",
     "checkpoint": "--checkpoint",
     "config_file": "--config-file",
     "config_base": "--config-base",

@@ -18,24 +18,26 @@ from .errors import ConfigError, MissingFileError, argument, closest
 def mednext_keys() -> CN:
     """The keys this package adds, with their defaults, as a tree of their own.
 
-    Keys that take an int or a list default to ``None`` ("the preset's"), because YACS refuses
+    Keys that take an int or a list default to ``None`` ("the size's"), because YACS refuses
     to merge an int into a list default and vice versa.
     """
     _C = CN()
     _C.MODEL = CN()
-    _C.MODEL.MEDNEXT_SIZE = "S"  # MedNeXt preset: 'S', 'B', 'M' or 'L'
+    _C.MODEL.MEDNEXT_SIZE = "S"  # MedNeXt size: 'S', 'B', 'M' or 'L'
     _C.MODEL.KERNEL_SIZE = None  # depthwise kernel: 3, 5 or 7; [z, y, x] per axis; or 9 per-stage values. None: 3
     _C.MODEL.DEEP_SUPERVISION = False  # add the 1/2..1/16 heads and train them with the deep-supervision loss
 
     _C.MODEL.MEDNEXT = CN()
-    _C.MODEL.MEDNEXT.N_CHANNELS = None  # channels of the first stage. None: the preset's (32)
-    _C.MODEL.MEDNEXT.EXP_R = None  # expansion ratio, an int or 9 ints. None: the preset's
-    _C.MODEL.MEDNEXT.BLOCK_COUNTS = None  # blocks in each of the 9 stages. None: the preset's
+    _C.MODEL.MEDNEXT.N_CHANNELS = None  # channels of the first stage. None: the size's (32)
+    _C.MODEL.MEDNEXT.EXP_R = None  # expansion ratio, an int or 9 ints. None: the size's
+    _C.MODEL.MEDNEXT.BLOCK_COUNTS = None  # blocks in each of the 9 stages. None: the size's
     _C.MODEL.MEDNEXT.NORM = "group"  # block norm: 'group' (one group per channel) or 'layer'
     _C.MODEL.MEDNEXT.GRN = False  # global response normalisation in the blocks
     _C.MODEL.MEDNEXT.DO_RES = True  # residual connections inside blocks
     _C.MODEL.MEDNEXT.DO_RES_UP_DOWN = True  # residual 1x1 convs in the down and up blocks
-    _C.MODEL.MEDNEXT.CHECKPOINT_STYLE = "preset"  # 'preset', 'none' or 'outside_block' (gradient checkpointing)
+    # Activation checkpointing (memory for recomputation; nothing to do with checkpoint files): 'preset' (the
+    # size's: on for M and L), 'none' or 'outside_block'.
+    _C.MODEL.MEDNEXT.CHECKPOINT_STYLE = "preset"
     _C.MODEL.MEDNEXT.STRIDES = None  # per-level downsampling: 4 entries, each an int or [z, y, x]. None: 2
     _C.MODEL.MEDNEXT.DS_WEIGHTS = None  # loss weight per scale, full resolution first. None: 1, 1/2, ... normalised
     # Our engine's MIXED_PRECESION type: 'auto' (float16 on GPU, bfloat16 on CPU), 'bfloat16' or 'float16' (GPU).

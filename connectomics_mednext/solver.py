@@ -11,7 +11,7 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from .errors import CheckpointError, look_up_option
+from .errors import CheckpointError, argument, look_up_option
 from .model.blocks import LayerNorm
 
 
@@ -226,19 +226,19 @@ def resume_solver(
         set(s) - {"params"} != set(f) for s, f in zip(saved_groups, fresh_groups)
     ):
         raise CheckpointError(
-            f"--checkpoint {source!r} holds the state of another optimizer; set SOLVER.NAME and "
+            f"{argument('checkpoint')} {source!r} holds the state of another optimizer; set SOLVER.NAME and "
             "the SOLVER.WEIGHT_DECAY_* keys as when it was trained."
         )
     if set(scheduler_state) != set(fresh_schedule):
         raise CheckpointError(
-            f"--checkpoint {source!r} holds the state of another LR scheduler; set "
+            f"{argument('checkpoint')} {source!r} holds the state of another LR scheduler; set "
             "SOLVER.LR_SCHEDULER_NAME as when it was trained."
         )
     try:
         optimizer.load_state_dict(optimizer_state)
     except ValueError as error:
         raise CheckpointError(
-            f"--checkpoint {source!r} holds an optimizer state that does not fit this network ({error})."
+            f"{argument('checkpoint')} {source!r} holds an optimizer state that does not fit this network ({error})."
         ) from error
     changes: Dict[str, str] = {}
     for group, fresh in zip(optimizer.param_groups, fresh_groups):

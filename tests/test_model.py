@@ -24,10 +24,10 @@ REFERENCE_PARAMS = {
 }
 
 
-@pytest.mark.parametrize("model_id,kernel", sorted(REFERENCE_PARAMS))
-def test_preset_parameter_counts_equal_the_reference(model_id, kernel):
-    model = create_mednext_v1(1, 2, model_id, kernel_size=kernel, deep_supervision=True)
-    assert sum(p.numel() for p in model.parameters()) == REFERENCE_PARAMS[(model_id, kernel)]
+@pytest.mark.parametrize("size,kernel", sorted(REFERENCE_PARAMS))
+def test_preset_parameter_counts_equal_the_reference(size, kernel):
+    model = create_mednext_v1(1, 2, size, kernel_size=kernel, deep_supervision=True)
+    assert sum(p.numel() for p in model.parameters()) == REFERENCE_PARAMS[(size, kernel)]
 
 
 def test_preset_without_deep_supervision_has_no_extra_heads():
@@ -36,10 +36,10 @@ def test_preset_without_deep_supervision_has_no_extra_heads():
 
 
 def test_preset_aliases_and_overrides():
-    model = create_mednext_v1(num_channels=3, num_classes=13, model_id="M", checkpoint_style=None)
+    model = create_mednext_v1(num_channels=3, num_classes=13, size="M", checkpoint_style=None)
     assert model.stem.in_channels == 3 and model.checkpoint_style is None
     assert create_mednext_v1(1, 2, "L").checkpoint_style == "outside_block"
-    with pytest.raises(ValueError, match="model_id must be one of"):
+    with pytest.raises(ValueError, match="size must be one of"):
         create_mednext_v1(1, 2, "X")
     with pytest.raises(ValueError, match="alias"):
         create_mednext_v1(1, 2, "S", num_channels=3)

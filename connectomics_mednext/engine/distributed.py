@@ -7,7 +7,7 @@ from typing import Optional, Tuple
 import torch
 import torch.distributed as dist
 
-from ..errors import ConfigError
+from ..errors import ConfigError, argument
 
 
 def default_device() -> torch.device:
@@ -26,7 +26,7 @@ def init_distributed(timeout: Optional[timedelta] = None) -> Tuple[int, int, tor
     ]
     if missing:
         raise ConfigError(
-            f"--distributed needs torchrun's environment ({', '.join(missing)} missing); launch with "
+            f"{argument('distributed')} needs torchrun's environment ({', '.join(missing)} missing); launch with "
             "python -m torch.distributed.run --nproc_per_node=N scripts/main.py --distributed ..."
         )
     local_rank = int(os.environ["LOCAL_RANK"])

@@ -1,4 +1,4 @@
-"""MedNeXt network, presets and weight loading; no config or PyTC imports."""
+"""MedNeXt network, its sizes and weight loading; no config or PyTC imports."""
 
 from .blocks import (
     LayerNorm,
@@ -9,7 +9,7 @@ from .blocks import (
     global_response_norm,
 )
 from .mednext import MedNeXt
-from .presets import PRESETS, create_mednext_v1, preset_kwargs
+from .sizes import SIZES, create_mednext_v1, size_kwargs
 from .weights import LAYOUTS, load_weights, read_checkpoint, read_weights, upkern_load_weights
 
 __all__ = [
@@ -20,11 +20,11 @@ __all__ = [
     "MedNeXtDownBlock",
     "MedNeXtUpBlock",
     "OutBlock",
-    "PRESETS",
+    "SIZES",
     "create_mednext_v1",
     "global_response_norm",
     "load_weights",
-    "preset_kwargs",
+    "size_kwargs",
     "read_checkpoint",
     "read_weights",
     "upkern_load_weights",

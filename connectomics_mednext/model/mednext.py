@@ -39,7 +39,8 @@ def _ordered_dict(outputs: List[torch.Tensor]) -> "OrderedDict[str, torch.Tensor
 # Containers for the deep-supervision outputs, full resolution first. PyTC's loss,
 # visualizer and test-time augmentor accept a Tensor or an OrderedDict, never a list.
 DS_OUTPUTS: Dict[str, Callable[[List[torch.Tensor]], object]] = {"dict": _ordered_dict, "list": list}
-CHECKPOINT_STYLES = (None, "outside_block")
+# Activation checkpointing (recompute in the backward pass to save memory), not checkpoint files.
+ACTIVATION_CHECKPOINTING_STYLES = (None, "outside_block")
 
 
 def _per_stage(value, count: int, name: str) -> list:
@@ -131,7 +132,7 @@ class MedNeXt(nn.Module):
         for name, value in (("in_channels", in_channels), ("n_channels", n_channels), ("n_classes", n_classes)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}.")
-        look_up_option("checkpoint_style", checkpoint_style, CHECKPOINT_STYLES)
+        look_up_option("checkpoint_style", checkpoint_style, ACTIVATION_CHECKPOINTING_STYLES)
         look_up_option("ds_output", ds_output, DS_OUTPUTS)
         block_counts = list(block_counts)
         if len(block_counts) != NUM_STAGES or not all(isinstance(b, int) and b >= 1 for b in block_counts):

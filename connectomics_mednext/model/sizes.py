@@ -1,12 +1,16 @@
-"""MedNeXt v1 presets S/B/M/L and the reference factory ``create_mednext_v1``."""
+"""MedNeXt v1 sizes S/B/M/L (``MODEL.MEDNEXT_SIZE``) and the reference factory ``create_mednext_v1``.
+
+The reference calls a size a "model id" (``create_mednext_v1``'s third argument); here it is a
+size everywhere, as in the config key.
+"""
 
 from typing import Any, Dict, Optional
 
 from ..errors import look_up_option
 from .mednext import MedNeXt
 
-# Every preset uses 32 base channels, GroupNorm and all residual connections.
-PRESETS: Dict[str, Dict[str, Any]] = {
+# Every size uses 32 base channels, GroupNorm and all residual connections.
+SIZES: Dict[str, Dict[str, Any]] = {
     "S": dict(exp_r=2, block_counts=[2] * 9, checkpoint_style=None),
     "B": dict(exp_r=[2, 3, 4, 4, 4, 4, 4, 3, 2], block_counts=[2] * 9, checkpoint_style=None),
     "M": dict(
@@ -20,33 +24,33 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         checkpoint_style="outside_block",
     ),
 }
-PRESET_COMMON: Dict[str, Any] = dict(n_channels=32, do_res=True, do_res_up_down=True, norm_type="group")
+SIZE_COMMON: Dict[str, Any] = dict(n_channels=32, do_res=True, do_res_up_down=True, norm_type="group")
 
 
-def preset_kwargs(model_id: str) -> Dict[str, Any]:
-    """The MedNeXt keyword arguments of preset ``model_id`` ('S', 'B', 'M' or 'L').
+def size_kwargs(size: str) -> Dict[str, Any]:
+    """The MedNeXt keyword arguments of size ``size``.
 
     Args:
-        model_id: preset name.
+        size: 'S', 'B', 'M' or 'L'.
     """
-    return {**PRESET_COMMON, **look_up_option("model_id", model_id, PRESETS)}
+    return {**SIZE_COMMON, **look_up_option("size", size, SIZES)}
 
 
 def create_mednext_v1(
     num_input_channels: Optional[int] = None,
     num_classes: Optional[int] = None,
-    model_id: str = "S",
+    size: str = "S",
     kernel_size=3,
     deep_supervision: bool = False,
     num_channels: Optional[int] = None,
     **overrides: Any,
 ) -> MedNeXt:
-    """Build a MedNeXt v1 preset, as the reference's ``create_mednext_v1`` does.
+    """Build a MedNeXt v1 of one size, as the reference's ``create_mednext_v1`` does.
 
     Args:
         num_input_channels: input image channels.
         num_classes: output channels.
-        model_id: 'S', 'B', 'M' or 'L'.
+        size: 'S', 'B', 'M' or 'L' (the reference's ``model_id``).
         kernel_size: depthwise kernel (3, 5, 7, a per-axis tuple, or 9 per-stage values).
         deep_supervision: add the 1/2..1/16 heads.
         num_channels: alias of ``num_input_channels`` (the MedNeXt README uses it).
@@ -61,7 +65,7 @@ def create_mednext_v1(
         num_input_channels = num_channels
     if num_input_channels is None or num_classes is None:
         raise ValueError("create_mednext_v1 needs num_input_channels (or num_channels) and num_classes.")
-    kwargs = preset_kwargs(model_id)
+    kwargs = size_kwargs(size)
     kwargs.update(kernel_size=kernel_size, deep_supervision=deep_supervision)
     kwargs.update(overrides)
     return MedNeXt(in_channels=num_input_channels, n_classes=num_classes, **kwargs)
