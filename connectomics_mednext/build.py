@@ -1,5 +1,6 @@
 """``build_mednext(cfg)``: a MedNeXt from a YACS config (PyTC's schema plus our keys)."""
 
+import json
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
@@ -90,7 +91,39 @@ ARGUMENT_KEYS: Dict[str, str] = {
     "n_classes": "MODEL.OUT_PLANES",
     "norm_type": "MODEL.MEDNEXT.NORM",
     "strides": "MODEL.MEDNEXT.STRIDES",
+    "kernel_size": "MODEL.KERNEL_SIZE",
+    "deep_supervision": "MODEL.DEEP_SUPERVISION",
+    "grn": "MODEL.MEDNEXT.GRN",
+    "do_res_up_down": "MODEL.MEDNEXT.DO_RES_UP_DOWN",
+    "do_res": "MODEL.MEDNEXT.DO_RES",
+    "dim": "DATASET.DO_2D",
 }
+# MedNeXt arguments that change how the network runs, not what it computes.
+EXECUTION_ARGUMENTS = ("checkpoint_style",)
+
+
+def network_description(cfg) -> Dict[str, Any]:
+    """What decides the network's outputs besides its weights, as plain data: its MedNeXt arguments.
+
+    Args:
+        cfg: a config holding PyTC's MODEL/DATASET keys and :func:`add_mednext_config`'s keys.
+    """
+    kwargs = {k: v for k, v in mednext_kwargs(cfg).items() if k not in EXECUTION_ARGUMENTS}
+    return json.loads(json.dumps(kwargs))  # tuples as lists, as a stored key reads back
+
+
+def network_differences(trained: Dict[str, Any], configured: Dict[str, Any]) -> List[str]:
+    """One "KEY a (trained) vs b (configured)" phrase per config key whose network argument differs.
+
+    Args:
+        trained: :func:`network_description` of the config the weights were trained with.
+        configured: that of the config at hand.
+    """
+    return [
+        f"{ARGUMENT_KEYS.get(name, name)} {trained.get(name)!r} (trained) vs {configured.get(name)!r}"
+        for name in sorted(set(trained) | set(configured))
+        if trained.get(name) != configured.get(name)
+    ]
 
 
 def build_mednext(cfg) -> MedNeXt:

@@ -11,6 +11,7 @@ import re
 import h5py
 import numpy as np
 import pytest
+import torch
 from conftest import BASE, TINY_SHAPE
 
 from connectomics_mednext import cli
@@ -72,6 +73,15 @@ def _truncated_checkpoint(folder, data):
 
 CHECKPOINT = "{data}/trained/checkpoint_00001.pth.tar"
 INFER = ["--inference", "--checkpoint", CHECKPOINT]
+# A checkpoint as PyTorch Connectomics writes it: weights, no config; only the weights' fit can be checked.
+PYTC_INFER = ["--inference", "--checkpoint", "{case}/pytc.pth.tar"]
+
+
+def _pytc_checkpoint(case, data):
+    state = torch.load(f"{data}/trained/checkpoint_00001.pth.tar", weights_only=True)
+    del state["config"]
+    torch.save(state, case / "pytc.pth.tar")
+
 
 # (id, extra arguments, files to make first, regex the one-line message must match)
 CASES = [
@@ -299,28 +309,36 @@ CASES = [
     ),
     (
         "checkpoint of other width",
-        INFER + ["MODEL.MEDNEXT.N_CHANNELS", "8"],
-        None,
+        PYTC_INFER + ["MODEL.MEDNEXT.N_CHANNELS", "8"],
+        _pytc_checkpoint,
         r"does not fit this MedNeXt: mis-shaped keys: stem\.weight \(model \(8, 1, 1, 1, 1\), checkpoint "
         r"\(4, 1, 1, 1, 1\)\), .*; check MODEL\.MEDNEXT_SIZE, MODEL\.MEDNEXT\.N_CHANNELS",
     ),
     (
         "checkpoint of other kernel",
-        INFER + ["MODEL.KERNEL_SIZE", "5"],
-        None,
+        PYTC_INFER + ["MODEL.KERNEL_SIZE", "5"],
+        _pytc_checkpoint,
         r"enc_block_0\.0\.conv1\.weight .*check MODEL\.KERNEL_SIZE",
     ),
     (
         "checkpoint with deep supervision",
-        INFER + ["MODEL.DEEP_SUPERVISION", "False"],
-        None,
+        PYTC_INFER + ["MODEL.DEEP_SUPERVISION", "False"],
+        _pytc_checkpoint,
         r"unexpected keys: out_1\.conv_out\.weight.*; check MODEL\.DEEP_SUPERVISION",
     ),
     (
         "checkpoint with other block counts",
-        INFER + ["MODEL.MEDNEXT.BLOCK_COUNTS", "[2, 1, 1, 1, 1, 1, 1, 1, 1]"],
-        None,
+        PYTC_INFER + ["MODEL.MEDNEXT.BLOCK_COUNTS", "[2, 1, 1, 1, 1, 1, 1, 1, 1]"],
+        _pytc_checkpoint,
         r"missing keys: enc_block_0\.1\.conv1\.weight.*; check MODEL\.MEDNEXT_SIZE or MODEL\.MEDNEXT\.BLOCK_COUNTS",
+    ),
+    (
+        "config of another network than the checkpoint's",
+        INFER + ["MODEL.MEDNEXT.DO_RES", "False", "MODEL.MEDNEXT.N_CHANNELS", "8"],
+        None,
+        r"--checkpoint .*checkpoint_00001\.pth\.tar' was trained with another network: MODEL\.MEDNEXT\.DO_RES True "
+        r"\(trained\) vs False; MODEL\.MEDNEXT\.N_CHANNELS 4 \(trained\) vs 8; predict with the config it was trained "
+        r"with \(without --config-file, the one it holds\)\.$",
     ),
     ("stride outside the window", INFER + ["INFERENCE.STRIDE", "[0, 8, 8]"], None, r"INFERENCE\.STRIDE \[0, 8, 8\]"),
     (

@@ -105,6 +105,35 @@ def test_a_changed_computation_is_not_resumed(field, first, change, tiny_run, tm
         assert not (f["vol0"][:, :KILLED_AT] == MARK).all()  # nothing of the old run is left
 
 
+def _strip_config(checkpoint):
+    """Make a checkpoint as PyTorch Connectomics writes it: weights, no config."""
+    state = torch.load(checkpoint, weights_only=True)
+    del state["config"]
+    torch.save(state, checkpoint)
+
+
+# (the network argument named in the message, the config change): weights that fit both networks.
+NETWORK_CHANGES = [
+    ("do_res", ["MODEL.MEDNEXT.DO_RES", "False"]),
+    ("norm_type", ["MODEL.MEDNEXT.NORM", "layer"]),
+    ("strides", ["MODEL.MEDNEXT.STRIDES", "[[1, 2, 2], 2, 2, 2]"]),
+]
+
+
+@pytest.mark.parametrize("field,change", NETWORK_CHANGES, ids=[c[0] for c in NETWORK_CHANGES])
+def test_another_network_with_the_same_weights_is_not_resumed(field, change, tiny_run, tmp_path, capsys):
+    data = _case(tiny_run, tmp_path)
+    out, weights = tmp_path / "out", tmp_path / "weights.pth.tar"
+    _strip_config(weights)  # else the checkpoint's own config refuses the other network at once
+    _as_if_killed(_infer(tiny_run, out, weights, *data))
+    capsys.readouterr()
+    result = _infer(tiny_run, out, weights, *data, *change)
+    said = capsys.readouterr().out
+    assert f"vol0 was started with other network.{field}; starting it afresh" in said
+    with h5py.File(result, "r") as f:
+        assert not (f["vol0"][:, :KILLED_AT] == MARK).all()
+
+
 def test_the_same_computation_is_resumed(tiny_run, tmp_path, capsys):
     data = _case(tiny_run, tmp_path)
     out, weights = tmp_path / "out", tmp_path / "weights.pth.tar"

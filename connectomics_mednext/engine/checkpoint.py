@@ -8,8 +8,9 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import torch
 
-from ..build import config_keys_to_check
-from ..errors import CheckpointError, argument
+from ..build import config_keys_to_check, network_description, network_differences
+from ..config import load_native_cfg
+from ..errors import CheckpointError, ConfigError, argument
 from ..model.weights import load_checkpoint_file, load_weights
 from ..version import __version__
 
@@ -157,3 +158,26 @@ def load_weights_into(model: torch.nn.Module, state: Dict[str, Any], path: str) 
     """
     name = f"{argument('checkpoint')} {path!r}"
     load_weights(model, state["state_dict"], layout="pytc", name=name, advice=config_keys_to_check)
+
+
+def check_trained_network(cfg, path: str) -> None:
+    """Refuse a config whose network differs from the one a checkpoint was trained with, naming the keys.
+
+    Weights can fit another network (other strides, norms or residuals leave their shapes
+    alone), so the config saved in the checkpoint is compared key by key. PyTorch
+    Connectomics' checkpoints hold no config; for them the weights' fit is all there is.
+
+    Args:
+        cfg: the config that will build the network.
+        path: the checkpoint.
+    """
+    if not isinstance(load_checkpoint(path, mmap=True).get("config"), str):
+        return
+    with saved_config_file(path) as saved:
+        trained = load_native_cfg(saved, freeze=False)
+    differences = network_differences(network_description(trained), network_description(cfg))
+    if differences:
+        raise ConfigError(
+            f"{argument('checkpoint')} {path!r} was trained with another network: {'; '.join(differences)}; "
+            f"predict with the config it was trained with (without {argument('config_file')}, the one it holds)."
+        )

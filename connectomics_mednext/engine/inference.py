@@ -12,7 +12,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import torch
 import torch.distributed as dist
 
-from ..build import build_mednext
+from ..build import build_mednext, network_description
 from ..config import check_native_values, load_native_cfg, merge_values
 from ..data.padding import pad_widths
 from ..errors import ConfigError, argument, argument_names, closest, look_up_option
@@ -21,7 +21,7 @@ from ..log import get_logger
 from ..losses.criterion import ACTIVATIONS, TargetCriterion
 from ..segment.decoders import DECODERS
 from ..segment.run import segment_file
-from .checkpoint import load_checkpoint, load_weights_into, saved_config_file
+from .checkpoint import check_trained_network, load_checkpoint, load_weights_into, saved_config_file
 from .distributed import default_device, init_distributed
 from .output_folder import make_output_folder
 from .predictor import Activation, PlaneByPlane, Predictor, SlidingWindow
@@ -120,7 +120,12 @@ def build_predictor(
     network, activation = with_test_time_augmentation(
         network, make_activation(list(inference.OUTPUT_ACT), channels), inference.AUG_NUM, inference.AUG_MODE
     )
-    applied = {"output_act": list(inference.OUTPUT_ACT), "aug_num": inference.AUG_NUM, "aug_mode": inference.AUG_MODE}
+    applied = {
+        "network": network_description(cfg),
+        "output_act": list(inference.OUTPUT_ACT),
+        "aug_num": inference.AUG_NUM,
+        "aug_mode": inference.AUG_MODE,
+    }
     return Predictor(network, activation, sum(channels), sliding_window, device, applied, rank, world_size)
 
 
@@ -164,6 +169,7 @@ def predictor_from_checkpoint(
     inference_overrides(cfg, overrides or {})
     cfg.freeze()
     check_native_values(cfg)
+    check_trained_network(cfg, checkpoint)
     model = load_trained_model(cfg, checkpoint)
     return build_predictor(cfg, model, inference_window(cfg, model), torch.device(device or default_device()))
 
@@ -199,6 +205,7 @@ def main_infer(cfg, checkpoint: Optional[str], distributed: bool = False) -> str
     volumes = [open_volume(name) for name in names]
     for volume in volumes:
         check_image_dtype(volume, "INFERENCE.IMAGE_NAME")
+    check_trained_network(cfg, checkpoint)
     model = load_trained_model(cfg, checkpoint)
     # A window the network cannot take is refused before any process group exists.
     sliding_window = inference_window(cfg, model)
