@@ -387,6 +387,47 @@ def load_native_cfg(
     return cfg
 
 
+# Keys that say where files are read or written. A config saved in a checkpoint that someone
+# shares must not choose them: without a config file, they come from the command line, or the
+# current folder.
+PATH_KEYS = (
+    "DATASET.INPUT_PATH",
+    "DATASET.IMAGE_NAME",
+    "DATASET.LABEL_NAME",
+    "DATASET.VALID_MASK_NAME",
+    "DATASET.VAL_IMAGE_NAME",
+    "DATASET.VAL_LABEL_NAME",
+    "DATASET.VAL_VALID_MASK_NAME",
+    "DATASET.OUTPUT_PATH",
+    "INFERENCE.IMAGE_NAME",
+    "INFERENCE.OUTPUT_PATH",
+    "INFERENCE.OUTPUT_NAME",
+)
+# What those keys read when a checkpoint's config leaves them out: the current folder, PyTC's output name.
+PATH_DEFAULTS = {"DATASET.INPUT_PATH": "", "DATASET.OUTPUT_PATH": ".", "INFERENCE.OUTPUT_PATH": ""}
+
+
+def without_paths(text: str) -> str:
+    """A config's YAML text with :data:`PATH_KEYS` at :data:`PATH_DEFAULTS` or left out (their defaults).
+
+    Args:
+        text: YAML of a config tree (``cfg.dump()``).
+    """
+    data = yaml.safe_load(text) or {}
+    for key in PATH_KEYS:
+        section, name = key.split(".")
+        data.get(section, {}).pop(name, None)
+    for key, value in PATH_DEFAULTS.items():
+        section, name = key.split(".")
+        data.setdefault(section, {})[name] = value
+    return yaml.safe_dump(data)
+
+
+def _file_name(value: Any) -> bool:
+    """A file or folder name that stays inside its folder: no separator, not '.', '..' or empty."""
+    return isinstance(value, str) and value not in ("", ".", "..") and "/" not in value and os.sep not in value
+
+
 def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
@@ -435,6 +476,12 @@ NATIVE_VALUE_RULES: List[Tuple[str, Callable[[CN, Any], bool], str]] = [
         "MONITOR.LOG_OPT",
         lambda cfg, v: len(v) == 3 and all(isinstance(n, int) and n >= 0 for n in v),
         "three non-negative ints [print iteration lines, TensorBoard, text log]",
+    ),
+    (
+        "INFERENCE.OUTPUT_NAME",
+        lambda cfg, v: _file_name(v),
+        "a file or folder name inside INFERENCE.OUTPUT_PATH (no '/', '..' or absolute path; put folders in "
+        "INFERENCE.OUTPUT_PATH)",
     ),
     (
         "INFERENCE.OUTPUT_SIZE",

@@ -61,9 +61,9 @@ def _zarr(folder, name, array):
     store[...] = array
 
 
-def _file_in_the_way(folder):
+def _file_in_the_way(folder, name):
     pytest.importorskip("tensorstore", reason="chunked stores need the zarr extra")
-    (folder / "file.txt").write_text("a file where the store's folder would go")
+    (folder / name).write_text("a file where the store's folder would go")
 
 
 def _truncated_checkpoint(folder, data):
@@ -278,9 +278,43 @@ CASES = [
     ),
     (
         "zarr store that cannot be written",
-        INFER + ["INFERENCE.OUTPUT_NAME", "{case}/file.txt/p.zarr"],
-        lambda c, d: _file_in_the_way(c),
-        r"INFERENCE\.OUTPUT_NAME .*file\.txt/p\.zarr\.partial.* cannot be created",
+        INFER + ["INFERENCE.OUTPUT_PATH", "{case}", "INFERENCE.OUTPUT_NAME", "p.zarr"],
+        lambda c, d: _file_in_the_way(c, "p.zarr.partial"),
+        r"INFERENCE\.OUTPUT_NAME .*p\.zarr\.partial.* cannot be created",
+    ),
+    (
+        "output name outside its folder",
+        INFER + ["INFERENCE.OUTPUT_NAME", "../escaped.h5"],
+        None,
+        r"^error: INFERENCE\.OUTPUT_NAME is '\.\./escaped\.h5', but our engine needs a file or folder name inside "
+        r"INFERENCE\.OUTPUT_PATH \(no '/', '\.\.' or absolute path; put folders in INFERENCE\.OUTPUT_PATH\)\.$",
+    ),
+    (
+        "absolute output name",
+        INFER + ["INFERENCE.OUTPUT_NAME", "/tmp/r.h5"],
+        None,
+        r"INFERENCE\.OUTPUT_NAME is '/tmp/r",
+    ),
+    ("output name in a subfolder", INFER + ["INFERENCE.OUTPUT_NAME", "sub/dir/r.h5"], None, r"OUTPUT_NAME is 'sub/dir"),
+    ("empty output name", INFER + ["INFERENCE.OUTPUT_NAME", "''"], None, r"INFERENCE\.OUTPUT_NAME is '', but"),
+    (
+        "output name of a file that is not ours",
+        INFER + ["INFERENCE.OUTPUT_PATH", "{case}", "INFERENCE.OUTPUT_NAME", "notes.txt"],
+        lambda c, d: (c / "notes.txt").write_text("my notes"),
+        r"^error: INFERENCE\.OUTPUT_NAME '.*notes\.txt' exists and is not a prediction of ours; other files are "
+        r"never replaced: remove it or choose another name\.$",
+    ),
+    (
+        "output name of a folder",
+        INFER + ["INFERENCE.OUTPUT_PATH", "{case}", "INFERENCE.OUTPUT_NAME", "results"],
+        lambda c, d: (c / "results").mkdir(),
+        r"INFERENCE\.OUTPUT_NAME '.*results' is a folder; expected the name of a file for a prediction\.$",
+    ),
+    (
+        "zarr output name of a folder that is not ours",
+        INFER + ["INFERENCE.OUTPUT_PATH", "{case}", "INFERENCE.OUTPUT_NAME", "mine.zarr"],
+        lambda c, d: (c / "mine.zarr").mkdir(),
+        r"INFERENCE\.OUTPUT_NAME '.*mine\.zarr' exists and is not a zarr prediction of ours",
     ),
     (
         "wrong TIFF layout",

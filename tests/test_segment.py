@@ -240,3 +240,39 @@ def test_a_missing_extra_is_named(monkeypatch, module, call, message):
     monkeypatch.setitem(sys.modules, module, None)  # import fails as if it were not installed
     with pytest.raises(MissingExtraError, match=message):
         call()
+
+
+def test_an_unfinished_prediction_is_refused_by_segment_and_evaluate(tmp_path, capsys):
+    from connectomics_mednext.evaluate import cli as evaluate_cli
+
+    partial = write_prediction(tmp_path / "result.h5.partial", np.zeros((1, 4, 8, 8), np.float32))
+    unmarked = tmp_path / "result.zarr"
+    (unmarked / "vol0").mkdir(parents=True)  # a group without our complete mark
+    with h5py.File(tmp_path / "label.h5", "w") as f:
+        f.create_dataset("main", data=np.zeros((4, 8, 8), np.uint16))
+    for prediction, why in ((partial, "is an unfinished prediction"), (str(unmarked), "has no complete mark")):
+        code, err = _segment(
+            ["--prediction", prediction, "--mode", "binary", "--output", str(tmp_path / "s.h5")], capsys
+        )
+        assert code == 2 and f"error: --prediction {prediction!r} {why}" in err
+        with pytest.raises(SystemExit) as exit_info:
+            evaluate_cli.main(["--label", str(tmp_path / "label.h5"), "--prediction", prediction])
+        assert exit_info.value.code == 2 and f"error: --prediction {prediction!r} {why}" in capsys.readouterr().err
+    assert not (tmp_path / "s.h5").exists()
+
+
+def test_segment_replaces_its_own_labels_but_no_other_file(tmp_path, capsys):
+    path = write_prediction(tmp_path / "p.h5", np.ones((1, 4, 8, 8), np.float32))
+    output = tmp_path / "s.h5"
+    argv = ["--prediction", path, "--mode", "binary", "--output", str(output)]
+    for _ in range(2):  # a rerun replaces what segment wrote
+        segment_cli.main(argv)
+    assert read_labels(output).max() == 1
+    output.write_text("my notes")
+    code, err = _segment(argv, capsys)
+    assert code == 2 and "exists and is not a segmentation of ours; other files are never replaced" in err
+    assert output.read_text() == "my notes"
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f.create_dataset("main", data=np.zeros((4, 8, 8), np.uint8))  # HDF5, but not our labels
+    code, err = _segment([*argv[:-1], str(tmp_path / "other.h5")], capsys)
+    assert code == 2 and "--output" in err and "is not a segmentation of ours" in err

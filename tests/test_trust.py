@@ -382,6 +382,8 @@ def test_inference_takes_the_config_from_the_checkpoint(tiny_run, tmp_path, caps
             "--inference",
             "--checkpoint",
             checkpoint,
+            "INFERENCE.IMAGE_NAME",
+            str(tiny_run / "image.h5"),
             "INFERENCE.OUTPUT_PATH",
             str(tmp_path / "from_checkpoint"),
         ]
@@ -389,6 +391,27 @@ def test_inference_takes_the_config_from_the_checkpoint(tiny_run, tmp_path, caps
     assert f"config: the one saved in {checkpoint}" in capsys.readouterr().out
     with h5py.File(with_yaml, "r") as a, h5py.File(tmp_path / "from_checkpoint" / "result.h5", "r") as b:
         assert np.array_equal(a["vol0"][:], b["vol0"][:])
+
+
+def test_a_checkpoints_config_chooses_no_file_to_read_or_write(tiny_run, tmp_path, capsys, monkeypatch):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "notes.txt").write_text("my notes")
+    state = torch.load(tiny_run / "trained" / "checkpoint_00002.pth.tar", weights_only=True)
+    state["config"] = state["config"].replace("OUTPUT_NAME: result.h5", "OUTPUT_NAME: notes.txt")
+    state["config"] = re.sub(r"  OUTPUT_PATH: .*test\n", f"  OUTPUT_PATH: {victim}\n", state["config"])
+    assert f"OUTPUT_PATH: {victim}" in state["config"] and "OUTPUT_NAME: notes.txt" in state["config"]
+    torch.save(state, tmp_path / "shared.pth.tar")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    argv = ["--engine", "native", "--inference", "--checkpoint", str(tmp_path / "shared.pth.tar")]
+    with pytest.raises(SystemExit):  # the checkpoint's INFERENCE.IMAGE_NAME is not used either
+        cli.main(argv)
+    assert "error: INFERENCE.IMAGE_NAME is not set" in capsys.readouterr().err
+    cli.run_command(argv + ["INFERENCE.IMAGE_NAME", str(tiny_run / "image.h5")])
+    assert (victim / "notes.txt").read_text() == "my notes" and sorted(os.listdir(victim)) == ["notes.txt"]
+    assert sorted(os.listdir(work)) == ["result.h5"]
 
 
 def test_a_checkpoint_without_a_config_asks_for_one(tiny_run, tmp_path, capsys):

@@ -9,7 +9,7 @@ from typing import Any, Dict, Iterator, List, Optional
 import torch
 
 from ..build import config_keys_to_check, network_description, network_differences
-from ..config import load_native_cfg
+from ..config import load_native_cfg, without_paths
 from ..errors import CheckpointError, ConfigError, argument
 from ..model.weights import load_checkpoint_file, load_weights
 from ..version import __version__
@@ -130,14 +130,17 @@ def checkpoint_config(path: str) -> str:
 
 @contextmanager
 def saved_config_file(path: str) -> Iterator[str]:
-    """A temporary YAML file holding the config a checkpoint was trained with, removed afterwards.
+    """A temporary YAML file holding the config a checkpoint was trained with, less its paths; removed afterwards.
 
     Both engines read configs from files, so a config that lives in a checkpoint is read from here.
+    It supplies the network and the inference settings, never where files are read or written
+    (:data:`~connectomics_mednext.config.PATH_KEYS`): a shared checkpoint cannot point a run at
+    someone's files. Those come from the command line, or default to the current folder.
 
     Args:
         path: the checkpoint.
     """
-    text = checkpoint_config(path)
+    text = without_paths(checkpoint_config(path))
     with tempfile.TemporaryDirectory() as folder:
         config_file = os.path.join(folder, "checkpoint_config.yaml")
         with open(config_file, "w", encoding="utf-8") as handle:

@@ -213,7 +213,8 @@ def main_infer(cfg, checkpoint: Optional[str], distributed: bool = False) -> str
     output = os.path.join(inference.OUTPUT_PATH, inference.OUTPUT_NAME)
     rank, world_size, device = init_distributed(INFERENCE_TIMEOUT) if distributed else (0, 1, default_device())
     try:
-        build_predictor(cfg, model, sliding_window, device, rank, world_size).predict_to_file(volumes, output)
+        with argument_names({"output_path": "INFERENCE.OUTPUT_NAME"}):
+            build_predictor(cfg, model, sliding_window, device, rank, world_size).predict_to_file(volumes, output)
     finally:
         if distributed:
             dist.destroy_process_group()

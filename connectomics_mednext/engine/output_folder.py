@@ -12,6 +12,7 @@ def make_output_folder(path: str, key: str) -> None:
         path: the folder.
         key: its config key, for the message.
     """
+    path = path or "."  # an empty path is the current folder, as os.path.join reads it
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as error:

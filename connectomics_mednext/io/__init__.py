@@ -9,7 +9,15 @@ in the format its name asks for.
 from typing import Any, Callable, Dict, Type
 
 from .chunked import ChunkedVolume, open_chunked
-from .hdf5 import Hdf5Prediction, create_volume, open_hdf5, scratch_dataset, write_volume, written_hdf5
+from .hdf5 import (
+    Hdf5Prediction,
+    check_replaceable,
+    create_volume,
+    open_hdf5,
+    scratch_dataset,
+    write_volume,
+    written_hdf5,
+)
 from .identity import volume_identity
 from .prediction_output import OUTPUT_DTYPE, BlockWriter, PredictionOutput, to_output_values
 from .resume import changed_fields
@@ -55,6 +63,7 @@ __all__ = [
     "ZarrPrediction",
     "changed_fields",
     "check_finite",
+    "check_replaceable",
     "check_image_dtype",
     "check_same_shape",
     "close_volume",

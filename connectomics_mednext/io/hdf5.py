@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import h5py
 import numpy as np
 
-from ..errors import InputError, MissingDatasetError
+from ..errors import InputError, MissingDatasetError, argument
 from ..geometry import Box
 from ..log import get_logger
 from .prediction_output import OUTPUT_DTYPE, BlockWriter, Plans, PredictionOutput
@@ -117,6 +117,37 @@ def scratch_dataset(path: str, shape: Sequence[int], dtype: Any) -> Iterator[h5p
             os.remove(path)
 
 
+def check_replaceable(path: str, key: str, what: str, ours: Callable[[h5py.File], bool]) -> None:
+    """Refuse to replace a file unless it is an HDF5 file of ours; refuse a folder where a file is wanted.
+
+    Args:
+        path: the output file, which may exist.
+        key: the flag, key or argument that named it, for the message.
+        what: what the output is, for the message ("a prediction").
+        ours: whether an open HDF5 file is one we wrote.
+    """
+    if not os.path.lexists(path):
+        return
+    if os.path.isdir(path):
+        raise InputError(f"{key} {path!r} is a folder; expected the name of a file for {what}.")
+    try:
+        with h5py.File(path, "r") as handle:
+            mine = ours(handle)
+    except OSError:
+        mine = False
+    if not mine:
+        raise InputError(
+            f"{key} {path!r} exists and is not {what} of ours; other files are never replaced: remove it or choose "
+            "another name."
+        )
+
+
+def is_our_prediction(handle: h5py.File) -> bool:
+    """Whether an HDF5 file is a prediction our engine wrote: ``vol<i>`` datasets with their resume keys."""
+    volumes = [name for name in handle if name.startswith("vol") and isinstance(handle[name], h5py.Dataset)]
+    return bool(volumes) and all("resume_key" in handle[name].attrs for name in volumes)
+
+
 def create_volume(handle: h5py.File, name: str, shape: Sequence[int], dtype: Any, data: Optional[np.ndarray] = None):
     """A gzip-compressed (z, y, x) dataset in an open file, filled with ``data`` when given.
 
@@ -193,6 +224,7 @@ class Hdf5Prediction(PredictionOutput):
         self.output_path = output_path
         self.world_size = world_size
         self.path = output_path + (".partial" if world_size == 1 else f".rank{rank}.partial")
+        check_replaceable(output_path, argument("output_path"), "a prediction", is_our_prediction)
         self.file = self._open()
 
     def _open(self) -> h5py.File:

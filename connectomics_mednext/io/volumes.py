@@ -16,6 +16,7 @@ from ..errors import ConfigError, InputError, MissingDatasetError, MissingFileEr
 from .chunked import ChunkedVolume, is_chunked_name, open_chunked, split_container
 from .hdf5 import open_hdf5, open_hdf5_volume
 from .tiff import TIFF_SUFFIXES, TiffVolume
+from .zarr_prediction import is_complete_prediction
 
 # Voxels read at a time when a whole volume is scanned (for NaNs or its value range).
 SCAN_VOXELS = 1 << 24
@@ -129,9 +130,19 @@ def open_prediction(path: str, dataset: str = "vol0"):
         path: what either engine wrote (``INFERENCE.OUTPUT_PATH/OUTPUT_NAME``).
         dataset: its dataset or array (``vol0`` for the first input volume).
     """
+    if path.rstrip("/").endswith(".partial"):
+        raise InputError(
+            f"{argument('prediction')} {path!r} is an unfinished prediction: its run was stopped or is still "
+            "writing; run the same inference again to complete it, then use the file without '.partial'."
+        )
     if split_container(path) is not None and path.rstrip("/").lower().endswith(".zarr"):
         if not os.path.isdir(path):
             raise MissingFileError(f"{argument('prediction')}: folder {path!r} does not exist.")
+        if not is_complete_prediction(path):
+            raise InputError(
+                f"{argument('prediction')} {path!r} has no complete mark: it is not a finished prediction of ours "
+                "(an interrupted run leaves '.partial'; run the same inference again to complete it)."
+            )
         volume = open_chunked(f"{path.rstrip('/')}/{dataset}", argument("prediction"), ndim=4)
     else:
         if not os.path.isfile(path):

@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, argument
 from ..geometry import Box
 from ..log import get_logger
 from ..version import __version__
@@ -34,6 +34,16 @@ logger = get_logger(__name__)
 PROGRESS = ".progress"
 # The largest chunk (z, y, x) of a prediction: 32 planes suit both streaming in z and viewers.
 CHUNK = (32, 256, 256)
+
+
+def is_complete_prediction(folder: str) -> bool:
+    """Whether ``folder`` is a zarr prediction of ours that every block was written into (its complete mark).
+
+    Args:
+        folder: a ``.zarr`` group.
+    """
+    attributes = read_json(os.path.join(folder, ".zattrs")) if os.path.isdir(folder) else None
+    return bool((attributes or {}).get("connectomics_mednext", {}).get("complete"))
 
 
 class ZarrBlocks(BlockWriter):
@@ -111,6 +121,11 @@ class ZarrPrediction(PredictionOutput):
             raise InputError(message)
 
     def _create_group(self) -> None:
+        if os.path.lexists(self.output_path) and not is_complete_prediction(self.output_path):
+            raise InputError(
+                f"{argument('output_path')} {self.output_path!r} exists and is not a zarr prediction of ours; "
+                "other files are never replaced: remove it or choose another name."
+            )
         try:
             os.makedirs(os.path.join(self.path, PROGRESS), exist_ok=True)
         except OSError as error:

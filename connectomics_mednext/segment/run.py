@@ -17,7 +17,15 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, InputError, argument, closest, look_up_option
-from ..io import close_volume, create_volume, open_prediction, scratch_dataset, to_output_values, written_hdf5
+from ..io import (
+    check_replaceable,
+    close_volume,
+    create_volume,
+    open_prediction,
+    scratch_dataset,
+    to_output_values,
+    written_hdf5,
+)
 from .decoders import DECODERS, Decoder, SegmentOptions, check_channels, label_dtype, resolution_tuple
 from .memory import check_memory
 
@@ -41,6 +49,11 @@ def segment_options(**options: Any) -> SegmentOptions:
         value = options["resolution"]
         options["resolution"] = resolution_tuple([value] if np.isscalar(value) else value)
     return SegmentOptions(**options)
+
+
+def is_our_segmentation(handle) -> bool:
+    """Whether an open HDF5 file holds labels :func:`segment_file` wrote (``main`` with its decoding mode)."""
+    return OUTPUT_DATASET in handle and "mode" in handle[OUTPUT_DATASET].attrs
 
 
 def _prediction_volume(prediction: PredictionSource, dataset: str) -> Tuple[Any, str, bool]:
@@ -150,6 +163,7 @@ def segment_file(
     options = options or SegmentOptions()
     options.check()
     look_up_option(argument("mode"), mode, DECODERS)
+    check_replaceable(output_path, argument("output"), "a segmentation", is_our_segmentation)
     prediction = open_prediction(prediction_path, dataset)
     try:
         decoder = _checked(prediction, mode, options, repr(prediction_path), max_memory_gib)
