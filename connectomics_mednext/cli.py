@@ -14,7 +14,7 @@ from typing import List, Optional
 
 from .config import check_config_file, check_native_values, load_native_cfg
 from .engine.allocator import keep_freed_memory
-from .engine.checkpoint import saved_config_file
+from .engine.checkpoint import NEWEST, saved_config_file
 from .engine.stop_signals import TrainingStopped
 from .errors import ConfigError, argument_names, run_reporting_errors
 from .pytc import PyTCNotAvailable, describe_pytc, import_pytc, run_pytc
@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=str,
         default=None,
         help="with --inference: the weights to predict with; without: the checkpoint to resume "
-        "training from (weights, optimizer, scheduler, iteration and crop generators)",
+        "training from (weights, optimizer, scheduler, iteration and crop generators); 'last' resumes the newest "
+        "in DATASET.OUTPUT_PATH, or starts afresh when there is none (for scheduler requeues)",
     )
     parser.add_argument(
         "--manual-seed",
@@ -108,7 +109,10 @@ def check_files(args: argparse.Namespace) -> None:
     for flag, path in (("--config-file", args.config_file), ("--config-base", args.config_base)):
         if path is not None:
             check_config_file(path, flag)
-    if args.checkpoint is not None and not os.path.isfile(args.checkpoint):
+    if args.checkpoint == NEWEST:
+        if args.inference:
+            raise ConfigError(f"--checkpoint {NEWEST} resumes training; with --inference name the checkpoint file.")
+    elif args.checkpoint is not None and not os.path.isfile(args.checkpoint):
         raise ConfigError(f"--checkpoint: file {args.checkpoint!r} does not exist.")
     if args.config_file is None and not (args.inference and args.checkpoint):
         raise ConfigError(
@@ -193,6 +197,8 @@ def run_command(argv: List[str]) -> None:
         # This process is ours, so its allocator may be tuned (see engine/allocator.py).
         keep_freed_memory()
         run = run_pytc if choose_engine(args.engine) else run_native
+        if run is run_pytc and args.checkpoint == NEWEST:
+            raise ConfigError(f"--checkpoint {NEWEST} is our engine's; PyTorch Connectomics needs the checkpoint file.")
         try:
             if args.config_file is not None:
                 run(args)

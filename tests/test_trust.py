@@ -443,3 +443,41 @@ def test_the_grad_scaler_state_is_saved_and_restored(tiny_run, tmp_path):
     resumed.scaler = torch.amp.GradScaler("cpu")
     resumed._resume(torch.load(path, weights_only=True), path)
     assert resumed.scaler.get_scale() == 1024.0 and resumed.scaler.get_growth_interval() == 7
+
+
+def test_a_fresh_run_never_replaces_another_runs_checkpoints(tiny_run, tmp_path, capsys):
+    out = tmp_path / "out"
+    _train(tiny_run, out, overrides=["SOLVER.ITERATION_TOTAL", "2", "SOLVER.ITERATION_SAVE", "1"])
+    before = {name: (out / name).read_bytes() for name in os.listdir(out) if name.endswith(".pth.tar")}
+    assert sorted(before) == ["checkpoint_00001.pth.tar", "checkpoint_00002.pth.tar"]
+    newest = str(out / "checkpoint_00002.pth.tar")
+    for flags in ([], ["--checkpoint", str(tiny_run / "trained" / "checkpoint_00001.pth.tar")]):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(tiny_argv(tiny_run, *flags, out=out, overrides=["SOLVER.ITERATION_TOTAL", "3"]))
+        assert exit_info.value.code == 2
+        assert (
+            capsys.readouterr()
+            .err.strip()
+            .endswith(
+                f"holds the checkpoints of another run (newest {newest!r}), which "
+                + ("a fresh run" if not flags else f"a run resumed from {flags[1]!r}")
+                + f" would replace; resume it with --checkpoint {newest} (or --checkpoint last), or choose another "
+                "DATASET.OUTPUT_PATH."
+            )
+        )
+    assert {name: (out / name).read_bytes() for name in before} == before
+    assert sorted(n for n in os.listdir(out) if n.endswith(".pth.tar")) == sorted(before)
+
+
+def test_checkpoint_last_is_the_requeue_command(tiny_run, tmp_path, capsys):
+    out = tmp_path / "out"
+    requeue = ["--checkpoint", "last"]
+    _train(tiny_run, out, *requeue, overrides=["SOLVER.ITERATION_TOTAL", "1"])  # nothing yet: a fresh start
+    assert "--checkpoint last: no checkpoint yet in" in capsys.readouterr().out
+    _train(tiny_run, out, *requeue, overrides=["SOLVER.ITERATION_TOTAL", "2"])  # the same command, requeued
+    said = capsys.readouterr().out
+    assert f"--checkpoint last: resuming {out / 'checkpoint_00001.pth.tar'}" in said
+    assert "iterations 1 to 2" in said and torch.load(out / "checkpoint_00002.pth.tar")["iteration"] == 2
+    with pytest.raises(SystemExit):
+        cli.main(tiny_argv(tiny_run, "--inference", *requeue, out=out))
+    assert "--checkpoint last resumes training; with --inference name the checkpoint file." in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 import glob
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List, Optional
@@ -20,6 +21,66 @@ TEMPORARY_SUFFIX = ".tmp"
 def checkpoint_path(output_dir: str, iteration: int) -> str:
     """``<output_dir>/checkpoint_<iteration:05d>.pth.tar``, PyTC's name."""
     return os.path.join(output_dir, "checkpoint_%05d.pth.tar" % iteration)
+
+
+# The --checkpoint value that resumes from the newest checkpoint of DATASET.OUTPUT_PATH, or starts
+# afresh when there is none: what a scheduler's requeue of the same command needs (nnU-Net's --c).
+NEWEST = "last"
+CHECKPOINT_NAME = re.compile(r"checkpoint_(\d+)\.pth\.tar$")
+
+
+def run_checkpoints(output_dir: str) -> List[str]:
+    """The checkpoints a run left in ``output_dir``, oldest iteration first.
+
+    Args:
+        output_dir: the training output folder.
+    """
+    if not os.path.isdir(output_dir or "."):
+        return []
+    names = [name for name in os.listdir(output_dir or ".") if CHECKPOINT_NAME.match(name)]
+    return [os.path.join(output_dir, name) for name in sorted(names, key=_iteration)]
+
+
+def resolve_newest(checkpoint: Optional[str], output_dir: str) -> Optional[str]:
+    """``checkpoint``, or for :data:`NEWEST` the newest checkpoint in ``output_dir`` (None when it has none).
+
+    Args:
+        checkpoint: what ``--checkpoint`` says.
+        output_dir: ``DATASET.OUTPUT_PATH``.
+    """
+    if checkpoint != NEWEST:
+        return checkpoint
+    found = run_checkpoints(output_dir)
+    return found[-1] if found else None
+
+
+def _iteration(name: str) -> int:
+    return int(CHECKPOINT_NAME.search(name).group(1))
+
+
+def check_output_folder(output_dir: str, checkpoint: Optional[str]) -> None:
+    """Refuse to train into a folder that holds checkpoints of another run, which saves would replace.
+
+    A run resumed from one of the folder's own checkpoints continues that run; anything else
+    would write its checkpoints between, or over, the other run's.
+
+    Args:
+        output_dir: ``DATASET.OUTPUT_PATH``.
+        checkpoint: the checkpoint resumed from, or None for a fresh start.
+    """
+    found = run_checkpoints(output_dir)
+    if not found:
+        return
+    if checkpoint is not None and os.path.isfile(checkpoint):
+        if os.path.samefile(os.path.dirname(os.path.abspath(checkpoint)), output_dir or "."):
+            return
+    newest = found[-1]
+    start = "a fresh run" if checkpoint is None else f"a run resumed from {checkpoint!r}"
+    raise ConfigError(
+        f"DATASET.OUTPUT_PATH {output_dir!r} holds the checkpoints of another run (newest {newest!r}), which "
+        f"{start} would replace; resume it with {argument('checkpoint')} {newest} (or {argument('checkpoint')} "
+        f"{NEWEST}), or choose another DATASET.OUTPUT_PATH."
+    )
 
 
 def save_checkpoint(

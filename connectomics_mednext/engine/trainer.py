@@ -29,10 +29,13 @@ from ..losses import DeepSupervisionLoss, resample_modes_for_targets
 from ..losses.criterion import TargetCriterion
 from ..solver import build_native_solver, resume_solver
 from .checkpoint import (
+    NEWEST,
+    check_output_folder,
     checkpoint_path,
     load_checkpoint,
     load_weights_into,
     remove_stale_temporaries,
+    resolve_newest,
     save_checkpoint,
 )
 from .distributed import default_device, init_distributed
@@ -526,10 +529,23 @@ def main_train(cfg, checkpoint: Optional[str] = None, distributed: bool = False,
 
     Args:
         cfg: the frozen config.
-        checkpoint: a checkpoint to resume from.
+        checkpoint: a checkpoint to resume from; ``"last"`` (:data:`~.checkpoint.NEWEST`) resumes the newest
+            in ``DATASET.OUTPUT_PATH``, or starts afresh when there is none.
         distributed: join torchrun's process group.
         seed: seeds weight initialisation (the same on every rank) and each rank's crops.
     """
+    if checkpoint == NEWEST:
+        checkpoint = resolve_newest(checkpoint, cfg.DATASET.OUTPUT_PATH)
+        logger.info(
+            f"--checkpoint {NEWEST}: "
+            + (
+                f"resuming {checkpoint}"
+                if checkpoint
+                else f"no checkpoint yet in {cfg.DATASET.OUTPUT_PATH!r}, starting afresh"
+            )
+        )
+    # Every rank checks, so that none starts a process group the others leave.
+    check_output_folder(cfg.DATASET.OUTPUT_PATH, checkpoint)
     rank, world_size, device = init_distributed() if distributed else (0, 1, default_device())
     try:
         torch.manual_seed(seed)
