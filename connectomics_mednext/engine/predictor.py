@@ -27,7 +27,7 @@ from ..data.intensity import normalise_image
 from ..data.padding import PadWidths, pad_volume
 from ..errors import ConfigError, InputError, argument, look_up_option
 from ..geometry import Box, plan_output_blocks
-from ..io import PredictionOutput, check_image_dtype, open_prediction_output, volume_name
+from ..io import OutputLock, PredictionOutput, check_image_dtype, on_rank_zero, open_prediction_output, volume_name
 from .blending import BLENDINGS
 from .progress import PredictionProgress
 from .resume_key import prediction_key, weights_fingerprint
@@ -271,10 +271,22 @@ class Predictor:
 
         With several ranks every rank calls this; the output is complete when rank 0 returns.
 
+        Rank 0 holds ``<output_path>.lock`` meanwhile, so a second run on the same output is refused
+        at once (:class:`~connectomics_mednext.io.OutputLock`).
+
         Args:
             volumes: lazy (z, y, x) uint8 inputs.
             output_path: the final file or folder.
         """
+        lock = OutputLock(output_path.rstrip("/") + ".lock", argument("output_path"), output_path)
+        on_rank_zero(self.rank, self._share, lock.acquire)
+        try:
+            return self._write_prediction(volumes, output_path)
+        finally:
+            lock.release()
+
+    def _write_prediction(self, volumes: Sequence, output_path: str) -> str:
+        """:meth:`predict_to_file`'s work, under its lock."""
         weights = weights_fingerprint(self.model)
         output = open_prediction_output(output_path, self.rank, self.world_size, self._share)
         world_size = self.world_size if output.per_rank_files else None

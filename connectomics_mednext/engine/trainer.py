@@ -23,7 +23,7 @@ from ..data.sampler import CropSampler
 from ..data.targets import make_target, target_foreground
 from ..errors import ConfigError, UserError, look_up_option
 from ..evaluate.voxel import overlap_scores
-from ..io import check_finite, check_image_dtype, open_volume, read_whole, split_names
+from ..io import OutputLock, check_finite, check_image_dtype, open_volume, read_whole, split_names
 from ..log import add_text_log, get_logger, remove_text_log
 from ..losses import DeepSupervisionLoss, resample_modes_for_targets
 from ..losses.criterion import TargetCriterion
@@ -544,17 +544,26 @@ def main_train(cfg, checkpoint: Optional[str] = None, distributed: bool = False,
                 else f"no checkpoint yet in {cfg.DATASET.OUTPUT_PATH!r}, starting afresh"
             )
         )
-    # Every rank checks, so that none starts a process group the others leave.
-    check_output_folder(cfg.DATASET.OUTPUT_PATH, checkpoint)
-    rank, world_size, device = init_distributed() if distributed else (0, 1, default_device())
+    # Rank 0 writes the folder, so it alone holds its lock; under torchrun a rank that fails ends them all.
+    output = cfg.DATASET.OUTPUT_PATH
+    lock = OutputLock(os.path.join(output, ".lock"), "DATASET.OUTPUT_PATH", output)
+    if int(os.environ.get("RANK", "0") if distributed else 0) == 0:
+        make_output_folder(output, "DATASET.OUTPUT_PATH")
+        lock.acquire()
     try:
-        torch.manual_seed(seed)
-        path = Trainer(cfg, device, checkpoint, rank, world_size, seed).train()
-        if distributed:
-            # Rank 0 writes the last checkpoint while the others are done; tearing gloo down
-            # under a peer that is still busy can abort that peer.
-            dist.barrier()
-        return path
+        # Every rank checks, so that none starts a process group the others leave.
+        check_output_folder(output, checkpoint)
+        rank, world_size, device = init_distributed() if distributed else (0, 1, default_device())
+        try:
+            torch.manual_seed(seed)
+            path = Trainer(cfg, device, checkpoint, rank, world_size, seed).train()
+            if distributed:
+                # Rank 0 writes the last checkpoint while the others are done; tearing gloo down
+                # under a peer that is still busy can abort that peer.
+                dist.barrier()
+            return path
+        finally:
+            if distributed:
+                dist.destroy_process_group()
     finally:
-        if distributed:
-            dist.destroy_process_group()
+        lock.release()

@@ -19,7 +19,8 @@ from .hdf5 import (
     written_hdf5,
 )
 from .identity import volume_identity
-from .prediction_output import OUTPUT_DTYPE, BlockWriter, PredictionOutput, to_output_values
+from .locks import OutputLock
+from .prediction_output import OUTPUT_DTYPE, BlockWriter, PredictionOutput, on_rank_zero, to_output_values
 from .resume import changed_fields
 from .volumes import (
     check_finite,
@@ -58,6 +59,7 @@ __all__ = [
     "ChunkedVolume",
     "Hdf5Prediction",
     "OUTPUT_DTYPE",
+    "OutputLock",
     "PREDICTION_OUTPUTS",
     "PredictionOutput",
     "ZarrPrediction",
@@ -68,6 +70,7 @@ __all__ = [
     "check_same_shape",
     "close_volume",
     "create_volume",
+    "on_rank_zero",
     "open_chunked",
     "open_hdf5",
     "open_prediction_output",

@@ -7,16 +7,39 @@ interrupted run continues where it stopped, and gets its final name only when co
 """
 
 from abc import ABC, abstractmethod
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..errors import InputError
 from ..geometry import Box
 
 # Probability x 255, clipped, as PyTC writes it.
 OUTPUT_DTYPE = np.uint8
 # Per volume: the (C, Z, Y, X) shape and the output blocks.
 Plans = List[Tuple[Tuple[int, ...], List[Box]]]
+
+
+def on_rank_zero(rank: int, share: Callable[[Any], Any], work: Callable[[], None]) -> None:
+    """Run ``work`` on rank 0; when it fails, every rank raises (rank 0 its own error), so that none waits.
+
+    Args:
+        rank: this process's rank.
+        share: returns rank 0's value on every rank (a broadcast); the identity for one process.
+        work: what rank 0 does.
+    """
+    failure: Optional[BaseException] = None
+    message = None
+    if rank == 0:
+        try:
+            work()
+        except Exception as error:
+            failure, message = error, str(error) or type(error).__name__
+    message = share(message)
+    if failure is not None:
+        raise failure
+    if message is not None:
+        raise InputError(message)
 
 
 def to_output_values(probabilities: np.ndarray) -> np.ndarray:

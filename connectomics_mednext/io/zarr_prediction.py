@@ -26,7 +26,7 @@ from ..log import get_logger
 from ..version import __version__
 from .chunked import create_zarr_array
 from .json_files import read_json, write_json_atomically
-from .prediction_output import OUTPUT_DTYPE, BlockWriter, Plans, PredictionOutput
+from .prediction_output import OUTPUT_DTYPE, BlockWriter, Plans, PredictionOutput, on_rank_zero
 from .resume import as_stored, changed_fields, restart_line
 
 logger = get_logger(__name__)
@@ -103,22 +103,7 @@ class ZarrPrediction(PredictionOutput):
         self.rank, self.world_size, self.share = rank, world_size, share
         self.voxel_sizes: Dict[str, Optional[Tuple[float, ...]]] = {}
         self.chunks: Dict[Tuple[int, ...], Tuple[int, int, int]] = {}  # by output (z, y, x) shape
-        self._on_rank_zero(self._create_group)
-
-    def _on_rank_zero(self, work: Callable[[], None]) -> None:
-        """Run ``work`` on rank 0; when it fails, every rank raises (rank 0 its own error), so none waits."""
-        failure: Optional[BaseException] = None
-        message = None
-        if self.rank == 0:
-            try:
-                work()
-            except Exception as error:
-                failure, message = error, str(error) or type(error).__name__
-        message = self.share(message)
-        if failure is not None:
-            raise failure
-        if message is not None:
-            raise InputError(message)
+        on_rank_zero(self.rank, self.share, self._create_group)
 
     def _create_group(self) -> None:
         if os.path.lexists(self.output_path) and not is_complete_prediction(self.output_path):
@@ -187,7 +172,7 @@ class ZarrPrediction(PredictionOutput):
             create_zarr_array(folder, shape, OUTPUT_DTYPE, chunks)
             write_json_atomically(os.path.join(progress, "resume_key.json"), wanted)
 
-        self._on_rank_zero(prepare)
+        on_rank_zero(self.rank, self.share, prepare)
         array = create_zarr_array(folder, shape, OUTPUT_DTYPE, chunks)  # reopens what rank 0 made
         return ZarrBlocks(array, progress, blocks)
 
