@@ -10,6 +10,7 @@ flag (``--threshold``) or a config key (``INFERENCE.DECODE``), with :func:`argum
 
 import difflib
 import importlib
+import os
 import re
 import sys
 import traceback
@@ -90,6 +91,22 @@ class MissingDatasetError(UserError, KeyError):
 
 class MissingExtraError(UserError, ImportError):
     """An optional dependency is missing; the message names the pip extra that brings it."""
+
+
+class WriteError(UserError, OSError):
+    """An output could not be written (a full disk, a quota, permissions); nothing incomplete was published."""
+
+
+def failure_reason(error: BaseException) -> str:
+    """The cause of a failed read or write in a few words: the system's for its errno, else the first line.
+
+    Args:
+        error: what the read or write raised.
+    """
+    number = getattr(error, "errno", None)
+    if isinstance(number, int) and number > 0:
+        return os.strerror(number)
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 class CheckpointError(UserError, ValueError):

@@ -1,6 +1,7 @@
 """PyTC-layout checkpoints (``checkpoint_%05d.pth.tar``): written atomically and durably, read with clear errors."""
 
 import glob
+import io
 import os
 import re
 import tempfile
@@ -11,7 +12,7 @@ import torch
 
 from ..build import config_keys_to_check, network_description, network_differences
 from ..config import load_native_cfg, without_paths
-from ..errors import CheckpointError, ConfigError, argument
+from ..errors import CheckpointError, ConfigError, WriteError, argument, failure_reason
 from ..model.weights import load_checkpoint_file, load_weights
 from ..version import __version__
 
@@ -125,10 +126,19 @@ def save_checkpoint(
     if scaler is not None:
         state["scaler"] = scaler.state_dict()
     temporary = path + TEMPORARY_SUFFIX
-    with open(temporary, "wb") as handle:
-        torch.save(state, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
+    # Serialised in memory first: a file that cannot be written then fails with the system's reason
+    # (torch's own writer reports a full disk as an internal position mismatch).
+    payload = io.BytesIO()
+    torch.save(state, payload)
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(payload.getbuffer())
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as error:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise WriteError(f"The checkpoint {path!r} could not be saved ({failure_reason(error)})") from error
     os.replace(temporary, path)
     _fsync_folder(os.path.dirname(path) or ".")
 

@@ -25,7 +25,15 @@ import torch.distributed as dist
 
 from ..data.intensity import normalise_image
 from ..data.padding import PadWidths, pad_volume
-from ..errors import ConfigError, InputError, argument, look_up_option
+from ..errors import (
+    ConfigError,
+    InputError,
+    UserError,
+    WriteError,
+    argument,
+    failure_reason,
+    look_up_option,
+)
 from ..geometry import Box, plan_output_blocks
 from ..io import OutputLock, PredictionOutput, check_image_dtype, on_rank_zero, open_prediction_output, volume_name
 from .blending import BLENDINGS
@@ -83,6 +91,7 @@ class VolumePlan:
         shape: the output's (z, y, x) shape.
         blocks: the output blocks, in output coordinates.
         starts: the window starts along each axis of ``view``.
+        name: the input's file, for messages.
     """
 
     view: Any
@@ -90,6 +99,7 @@ class VolumePlan:
     shape: Tuple[int, int, int]
     blocks: List[Box]
     starts: List[List[int]]
+    name: str
 
 
 class BlockTarget(Protocol):
@@ -118,6 +128,15 @@ class ArrayTarget:
 
     def write(self, number: int, box: Box, probabilities: np.ndarray) -> None:
         self.array[(slice(None),) + box.slices()] = probabilities
+
+
+def _write_error(output_path: str, error: OSError) -> WriteError:
+    """One sentence for a prediction output that could not be written."""
+    return WriteError(
+        f"{argument('output_path')} {output_path!r} could not be written ({failure_reason(error)}); nothing "
+        "was published: free space (or fix the cause) and run the same command again, which continues from the "
+        "last complete block."
+    )
 
 
 class PlaneByPlane(torch.nn.Module):
@@ -239,7 +258,7 @@ class Predictor:
         starts = [window_starts(n, w, s) for n, w, s in zip(view.shape, settings.window, settings.stride)]
         chunk = None if output is None else output.chunk_shape(shape, settings.block_size, min_blocks)
         blocks = plan_output_blocks(shape, settings.block_size, min_blocks, chunk)
-        return VolumePlan(view, offset, shape, blocks, starts)
+        return VolumePlan(view, offset, shape, blocks, starts, volume_name(volume))
 
     @torch.no_grad()
     def predict(self, volume) -> np.ndarray:
@@ -306,16 +325,25 @@ class Predictor:
                 for number in mine:
                     self.predict_block(plan, number, CountedTarget(target, progress, plan.blocks))
                 plans.append((shape, plan.blocks))
+            output.close()
+        except UserError:
+            output.close_or_discard()
+            raise
+        except OSError as error:  # reads fail as InputError (predict_block): this is a write
+            output.close_or_discard(write_failed=True)
+            raise _write_error(output_path, error) from error
         except BaseException:
             output.close_or_discard()
             raise
         finally:
             progress.close()
-        output.close()
         if self.world_size > 1:
             dist.barrier()
         if self.rank == 0:
-            output.publish(plans)
+            try:
+                output.publish(plans)
+            except OSError as error:
+                raise _write_error(output_path, error) from error
         return output_path
 
     @staticmethod
@@ -366,7 +394,13 @@ class Predictor:
         for row, z in enumerate(rows):
             buffer = region.with_axis(0, (base, base + depth))
             remaining = region.with_axis(0, (base, z_end))
-            slab = normalise_image(plan.view[(slice(z, z + window[0]),) + reach])
+            try:
+                slab = normalise_image(plan.view[(slice(z, z + window[0]),) + reach])
+            except OSError as error:
+                raise InputError(
+                    f"{plan.name!r} could not be read at planes {z}..{z + window[0]} of its padded view "
+                    f"({failure_reason(error)}): is the file damaged?"
+                ) from error
             for first in range(0, len(corners), self.settings.batch_size):
                 chunk = corners[first : first + self.settings.batch_size]
                 batch = np.stack(

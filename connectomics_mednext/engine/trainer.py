@@ -21,7 +21,7 @@ from torch.utils.tensorboard import SummaryWriter
 from ..build import build_mednext, deep_supervision_weights
 from ..data.sampler import CropSampler
 from ..data.targets import make_target, target_foreground
-from ..errors import ConfigError, UserError, look_up_option
+from ..errors import ConfigError, UserError, WriteError, argument, look_up_option
 from ..evaluate.voxel import overlap_scores
 from ..io import OutputLock, check_finite, check_image_dtype, open_volume, read_whole, split_names
 from ..log import add_text_log, get_logger, remove_text_log
@@ -364,9 +364,19 @@ class Trainer:
             raise self._diverged(f"The weights became NaN or infinite by iteration {iteration}")
         path = checkpoint_path(self.output_dir, iteration)
         if self.is_main:
-            save_checkpoint(
-                path, iteration, self.model, self.optimizer, self.scheduler, states, self.cfg.dump(), self.scaler
-            )
+            try:
+                save_checkpoint(
+                    path, iteration, self.model, self.optimizer, self.scheduler, states, self.cfg.dump(), self.scaler
+                )
+            except WriteError as error:
+                newest = self.newest_checkpoint
+                kept = (
+                    f"the previous checkpoint {newest!r} is intact: free space and resume with "
+                    f"{argument('checkpoint')} {newest}"
+                    if newest
+                    else "no earlier checkpoint exists: free space and run again"
+                )
+                raise WriteError(f"{error}; {kept}.") from error
             logger.info(f"[Iteration {iteration:05d}] saved {path}")
         self.newest_checkpoint = path
         return path

@@ -10,13 +10,14 @@ ranks' files; the output gets its final name only when complete.
 import glob
 import json
 import os
+import re
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import h5py
 import numpy as np
 
-from ..errors import InputError, MissingDatasetError, argument
+from ..errors import InputError, MissingDatasetError, UserError, WriteError, argument, failure_reason
 from ..geometry import Box
 from ..log import get_logger
 from .prediction_output import OUTPUT_DTYPE, BlockWriter, Plans, PredictionOutput
@@ -77,6 +78,43 @@ def volume_chunks(shape: Sequence[int]) -> Tuple[int, int, int]:
 
 
 @contextmanager
+def hdf5_writes() -> Iterator[None]:
+    """Within the block, a write that fails (HDF5 reports some as RuntimeError) raises OSError with its errno."""
+    try:
+        yield
+    except (OSError, RuntimeError) as error:
+        code = re.search(r"errno = (\d+)", str(error))
+        if (isinstance(error, OSError) and error.errno) or (isinstance(error, RuntimeError) and not code):
+            raise
+        raise OSError(int(code.group(1)) if code else None, str(error).splitlines()[0]) from error
+
+
+def abandon(handle: h5py.File) -> None:
+    """Close a file whose writes failed, without letting HDF5 retry them; the caller removes the file.
+
+    HDF5 keeps unwritten data and metadata and tries again on close and at exit, where a full
+    disk makes the library crash the process. Its descriptor is pointed at /dev/null first, so
+    every retry succeeds into nothing.
+
+    Args:
+        handle: an open file.
+    """
+    if not handle.id.valid:
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, handle.id.get_vfd_handle())
+    finally:
+        os.close(null)
+    try:
+        handle.close()
+    except (OSError, RuntimeError):
+        # After some failed flushes HDF5's own bookkeeping refuses the close; its retries at exit
+        # now write into /dev/null and succeed.
+        pass
+
+
+@contextmanager
 def written_hdf5(path: str, key: str) -> Iterator[h5py.File]:
     """An HDF5 file written as ``<path>.partial`` and renamed to ``path`` when the block ends without error.
 
@@ -90,13 +128,19 @@ def written_hdf5(path: str, key: str) -> Iterator[h5py.File]:
     if not os.path.isdir(folder):
         raise InputError(f"{key} {path!r}: folder {folder!r} does not exist.")
     partial = path + ".partial"
+    handle = h5py.File(partial, "w")
     try:
-        with h5py.File(partial, "w") as handle:
+        with hdf5_writes():
             yield handle
+            handle.close()
         os.replace(partial, path)
-    except BaseException:
-        if os.path.exists(partial):
-            os.remove(partial)
+    except BaseException as error:
+        abandon(handle)
+        os.remove(partial)
+        if isinstance(error, OSError) and error.errno and not isinstance(error, UserError):  # a failed write
+            raise WriteError(
+                f"{key} {path!r} could not be written ({failure_reason(error)}); nothing was written."
+            ) from error
         raise
 
 
@@ -109,12 +153,12 @@ def scratch_dataset(path: str, shape: Sequence[int], dtype: Any) -> Iterator[h5p
         shape: its (z, y, x) shape.
         dtype: its values' type.
     """
+    handle = h5py.File(path, "w")
     try:
-        with h5py.File(path, "w") as handle:
-            yield handle.create_dataset("scratch", shape=tuple(shape), dtype=dtype, chunks=volume_chunks(shape))
+        yield handle.create_dataset("scratch", shape=tuple(shape), dtype=dtype, chunks=volume_chunks(shape))
     finally:
-        if os.path.exists(path):
-            os.remove(path)
+        abandon(handle)  # its values are not needed, whether or not every write succeeded
+        os.remove(path)
 
 
 def check_replaceable(path: str, key: str, what: str, ours: Callable[[h5py.File], bool]) -> None:
@@ -199,11 +243,17 @@ class BlockDataset(BlockWriter):
             box: the (z, y, x) voxels written, from the block's next plane on.
             values: (C, *box.shape) values.
         """
-        self.dataset[(slice(None),) + box.slices()] = values
-        done = self.dataset.attrs["done_z"]
-        done[number] = box.end[0]
-        self.dataset.attrs["done_z"] = done
-        self.dataset.file.flush()
+        handle = self.dataset.file
+        with hdf5_writes():
+            self.dataset[(slice(None),) + box.slices()] = values
+            # The data reaches the disk before the mark that says it is there: a crash or a full disk
+            # between the two leaves planes that are computed again, never a mark over missing data.
+            handle.flush()
+            os.fsync(handle.id.get_vfd_handle())
+            done = self.dataset.attrs["done_z"]
+            done[number] = box.end[0]
+            self.dataset.attrs["done_z"] = done
+            handle.flush()
 
 
 class Hdf5Prediction(PredictionOutput):
@@ -279,8 +329,17 @@ class Hdf5Prediction(PredictionOutput):
                 dataset.attrs["resolution"] = np.asarray(voxel_size, dtype=np.float64)
         return BlockDataset(out[name])
 
-    def close_or_discard(self) -> None:
-        """Close after a failure; delete the file when it holds no finished plane."""
+    def close_or_discard(self, write_failed: bool = False) -> None:
+        """Close after a failure; delete the file when it holds no finished plane, or when a write to it failed.
+
+        Args:
+            write_failed: a write failed, so the file may be corrupt; a rerun starts it afresh.
+        """
+        if write_failed:
+            abandon(self.file)
+            if os.path.exists(self.path):
+                os.remove(self.path)
+            return
         datasets = [d for d in self.file.values() if "first_z" in d.attrs]
         finished = any(np.any(d.attrs["done_z"] != d.attrs["first_z"]) for d in datasets)
         self.file.close()
@@ -288,7 +347,13 @@ class Hdf5Prediction(PredictionOutput):
             os.remove(self.path)
 
     def close(self) -> None:
-        self.file.close()
+        """Close the file; one whose last writes fail is abandoned (see :func:`abandon`) and the error raised."""
+        try:
+            with hdf5_writes():
+                self.file.close()
+        except OSError:
+            abandon(self.file)
+            raise
 
     def publish(self, plans: Plans) -> None:
         """Rank 0, once every rank is done: join the ranks' files if there are several, then name the file.
@@ -305,26 +370,38 @@ class Hdf5Prediction(PredictionOutput):
     def _join_ranks(self, plans: Plans) -> None:
         """Copy every block from the file of the rank that predicted it into ``<output>.partial``.
 
+        The ranks' files stay until the output is published, so a failed join is simply run again.
+
         Args:
             plans: per volume, the (C, Z, Y, X) shape and the blocks.
         """
         parts = [h5py.File(f"{self.output_path}.rank{r}.partial", "r") for r in range(self.world_size)]
+        out = h5py.File(self.output_path + ".partial", "w")
         try:
-            with h5py.File(self.output_path + ".partial", "w") as out:
-                for index, (shape, blocks) in enumerate(plans):
-                    name = f"vol{index}"
-                    joined = out.create_dataset(name, shape=shape, dtype=OUTPUT_DTYPE, chunks=_chunks(shape))
-                    for number, block in enumerate(blocks):
-                        part = parts[number % self.world_size][name]
-                        if int(part.attrs["done_z"][number]) < block.end[0]:
-                            raise RuntimeError(f"Block {number} of {name} is unfinished in {part.file.filename!r}.")
-                        for z in range(block.begin[0], block.end[0], MERGE_PLANES):
-                            planes = block.with_axis(0, (z, min(z + MERGE_PLANES, block.end[0])))
-                            where = (slice(None),) + planes.slices()
-                            joined[where] = part[where]
-                    for attribute in ("resume_key", "resolution"):
-                        if attribute in parts[0][name].attrs:
-                            joined.attrs[attribute] = parts[0][name].attrs[attribute]
+            with hdf5_writes():
+                self._copy_blocks(parts, out, plans)
+                out.close()
+        except BaseException:
+            abandon(out)
+            os.remove(self.output_path + ".partial")
+            raise
         finally:
             for part in parts:
                 part.close()
+
+    def _copy_blocks(self, parts: List[h5py.File], out: h5py.File, plans: Plans) -> None:
+        """Each block from the rank's file that predicted it into ``out``."""
+        for index, (shape, blocks) in enumerate(plans):
+            name = f"vol{index}"
+            joined = out.create_dataset(name, shape=shape, dtype=OUTPUT_DTYPE, chunks=_chunks(shape))
+            for number, block in enumerate(blocks):
+                part = parts[number % self.world_size][name]
+                if int(part.attrs["done_z"][number]) < block.end[0]:
+                    raise RuntimeError(f"Block {number} of {name} is unfinished in {part.file.filename!r}.")
+                for z in range(block.begin[0], block.end[0], MERGE_PLANES):
+                    planes = block.with_axis(0, (z, min(z + MERGE_PLANES, block.end[0])))
+                    where = (slice(None),) + planes.slices()
+                    joined[where] = part[where]
+            for attribute in ("resume_key", "resolution"):
+                if attribute in parts[0][name].attrs:
+                    joined.attrs[attribute] = parts[0][name].attrs[attribute]

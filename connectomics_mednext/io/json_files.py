@@ -29,6 +29,11 @@ def write_json_atomically(
         sort_keys: write the keys sorted, else in ``data``'s order.
     """
     temporary = f"{path}.tmp{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, sort_keys=sort_keys, indent=indent)
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, sort_keys=sort_keys, indent=indent)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise

@@ -118,8 +118,13 @@ class PredictionOutput(ABC):
         """
 
     @abstractmethod
-    def close_or_discard(self) -> None:
-        """After a failure: keep what a rerun can continue, remove what it cannot."""
+    def close_or_discard(self, write_failed: bool = False) -> None:
+        """After a failure: keep what a rerun can continue, remove what it cannot.
+
+        Args:
+            write_failed: the failure was a write to this output (a full disk), which may have left
+                it inconsistent.
+        """
 
     @abstractmethod
     def close(self) -> None:

@@ -15,6 +15,7 @@ and any zarr reader open it. While it is written it is ``result.zarr.partial``:
 """
 
 import os
+import re
 import shutil
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -78,7 +79,11 @@ class ZarrBlocks(BlockWriter):
             box: the (z, y, x) voxels written.
             values: (C, *box.shape) values.
         """
-        self.array[(slice(None),) + box.slices()].write(values).result()
+        try:
+            self.array[(slice(None),) + box.slices()].write(values).result()
+        except ValueError as error:  # tensorstore reports its I/O failures so
+            code = re.search(r"os_error_code='(\d+)'", str(error))
+            raise OSError(int(code.group(1)) if code else None, str(error).splitlines()[0]) from error
         if box.end[0] == self.blocks[number].end[0]:
             with open(self._marker(number), "w", encoding="utf-8"):
                 pass
@@ -176,8 +181,12 @@ class ZarrPrediction(PredictionOutput):
         array = create_zarr_array(folder, shape, OUTPUT_DTYPE, chunks)  # reopens what rank 0 made
         return ZarrBlocks(array, progress, blocks)
 
-    def close_or_discard(self) -> None:
-        """After a failure: keep what finished blocks there are (a rerun continues them)."""
+    def close_or_discard(self, write_failed: bool = False) -> None:
+        """After a failure: keep what finished blocks there are (a rerun continues them).
+
+        Args:
+            write_failed: a write failed; a block's marker follows its data, so the markers stay true.
+        """
         if self.rank == 0 and self.world_size == 1:
             markers = [
                 n for _, _, files in os.walk(os.path.join(self.path, PROGRESS)) for n in files if n.endswith(".done")
