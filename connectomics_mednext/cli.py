@@ -127,6 +127,10 @@ def check_native_flags(args: argparse.Namespace) -> None:
     Args:
         args: parsed command-line arguments.
     """
+    if args.manual_seed is not None and args.manual_seed < 0:
+        raise ConfigError(
+            f"--manual-seed is {args.manual_seed}, but must be 0 or more (numpy's generators refuse negative seeds)."
+        )
     if args.local_world_size != 1:
         raise ConfigError(
             f"--local_world_size is {args.local_world_size}, but our engine drives one device per "

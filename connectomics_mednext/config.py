@@ -259,6 +259,28 @@ def check_config_file(path: str, flag: str) -> None:
         raise MissingFileError(f"{flag}: file {path!r} does not exist.")
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader that refuses a key given twice in one mapping (YAML keeps the last, silently)."""
+
+
+def _unique_mapping(loader: UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"the key {key!r} is given twice in one mapping (also at line {seen[key] + 1})",
+                key_node.start_mark,
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep)
+
+
+UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def read_yaml_config(path: str, flag: str) -> CN:
     """The mapping of keys in a YAML config file, read as data only.
 
@@ -269,7 +291,7 @@ def read_yaml_config(path: str, flag: str) -> CN:
     check_config_file(path, flag)
     try:
         with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
+            data = yaml.load(handle, Loader=UniqueKeyLoader)  # safe_load's loader, without silent duplicates
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -432,6 +454,16 @@ def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _increasing_iterations(value: Any) -> bool:
+    """Positive ints, each above the one before (YAML 1.1 reads ``2e3`` as a string, which this refuses)."""
+    steps = list(value)
+    return all(_positive_int(s) for s in steps) and all(a < b for a, b in zip(steps, steps[1:]))
+
+
 def _inference_output_size(cfg: CN, value: Any) -> bool:
     return value is None or list(value) == list(cfg.INFERENCE.INPUT_SIZE or cfg.MODEL.INPUT_SIZE)
 
@@ -463,6 +495,31 @@ NATIVE_VALUE_RULES: List[Tuple[str, Callable[[CN, Any], bool], str]] = [
     ),
     ("SYSTEM.PARALLEL", lambda cfg, v: v in ("DP", "DDP"), "'DP' or 'DDP'"),
     ("SOLVER.ITERATION_TOTAL", lambda cfg, v: _positive_int(v), "a positive number of iterations"),
+    ("SOLVER.BASE_LR", lambda cfg, v: _number(v) and v > 0, "a learning rate above 0"),
+    (
+        "SOLVER.CLIP_GRADIENTS.CLIP_VALUE",
+        lambda cfg, v: not cfg.SOLVER.CLIP_GRADIENTS.ENABLED or (_number(v) and v > 0),
+        "a threshold above 0 while clipping is enabled (a negative one would turn the gradients uphill)",
+    ),
+    (
+        "SOLVER.BETAS",
+        lambda cfg, v: len(v) == 2 and all(_number(b) and 0 <= b < 1 for b in v),
+        "two numbers in [0, 1) (Adam's beta1 and beta2)",
+    ),
+    ("SOLVER.MOMENTUM", lambda cfg, v: _number(v) and v >= 0, "a momentum of 0 or more"),
+    ("SOLVER.WEIGHT_DECAY", lambda cfg, v: _number(v) and v >= 0, "a weight decay of 0 or more"),
+    ("SOLVER.GAMMA", lambda cfg, v: _number(v) and v > 0, "a decay factor above 0"),
+    (
+        "SOLVER.STEPS",
+        lambda cfg, v: _increasing_iterations(v),
+        "increasing positive iteration counts, e.g. [30000, 35000]",
+    ),
+    ("AUGMENTOR.ELASTIC.SIGMA", lambda cfg, v: _number(v) and v > 0, "a smoothness above 0 (pixels)"),
+    (
+        "AUGMENTOR.CUTBLUR.DOWN_RATIO_MIN",
+        lambda cfg, v: _number(v) and 1 <= v <= cfg.AUGMENTOR.CUTBLUR.DOWN_RATIO_MAX,
+        "a ratio of at least 1 and at most AUGMENTOR.CUTBLUR.DOWN_RATIO_MAX",
+    ),
     ("SOLVER.ITERATION_SAVE", lambda cfg, v: _positive_int(v), "a positive number of iterations between checkpoints"),
     ("SOLVER.ITERATION_VAL", lambda cfg, v: _positive_int(v), "a positive number of iterations between validations"),
     ("SOLVER.SAMPLES_PER_BATCH", lambda cfg, v: _positive_int(v), "a batch of at least 1 sample"),

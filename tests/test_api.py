@@ -99,9 +99,25 @@ def test_segment_and_evaluate_name_the_arguments_a_caller_wrote(predicted):
     with pytest.raises(InputError, match=r"^prediction is float64; expected probabilities in 0\.\.1"):
         segment(written * 2.0, "binary")
     with pytest.raises(InputError, match=r"^threshold is 1\.5, but must lie in 0\.\.1\.$"):
-        evaluate(np.ones((2, 3, 4)), prediction=np.zeros((2, 3, 4)), threshold=1.5)
+        evaluate(np.ones((2, 3, 4), np.uint8), prediction=np.zeros((2, 3, 4)), threshold=1.5)
     with pytest.raises(InputError, match=r"^segmentation has shape \(2, 3, 3\) but label has \(2, 3, 4\)"):
-        evaluate(np.ones((2, 3, 4)), segmentation=np.ones((2, 3, 3)))
+        evaluate(np.ones((2, 3, 4), np.uint8), segmentation=np.ones((2, 3, 3)))
+    with pytest.raises(InputError, match=r"^label is float64; expected integer ids \(0 is background\)\.$"):
+        evaluate(np.ones((2, 3, 4)), segmentation=np.ones((2, 3, 4), np.uint8))
+    with pytest.raises(InputError, match=r"^segmentation holds the negative id -1; ids must be 0 or more\.$"):
+        evaluate(np.ones((2, 3, 4), np.uint8), segmentation=-np.ones((2, 3, 4), np.int32))
+    with pytest.raises(InputError, match=r"^mask is 0 everywhere: no voxel would be scored\.$"):
+        evaluate(np.ones((2, 3, 4), np.uint8), segmentation=np.ones((2, 3, 4), np.uint8), mask=np.zeros((2, 3, 4)))
+
+
+def test_ids_above_2_to_the_53_are_scored_exactly():
+    base = np.uint64(2**60)
+    truth = np.zeros((4, 8, 8), np.uint64)
+    truth[:, :4], truth[:, 4:] = base + np.uint64(1), base + np.uint64(2)  # equal as float64
+    split = truth.copy()
+    assert evaluate(truth, segmentation=truth)["arand"] == 0.0 and evaluate(truth, segmentation=split)["f1"] == 1.0
+    merged = np.full_like(truth, base + np.uint64(1))
+    assert evaluate(truth, segmentation=merged)["voi_merge"] == pytest.approx(1.0)
 
 
 def test_inference_decode_names_the_config_key(tiny_run, tmp_path, capsys):

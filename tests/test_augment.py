@@ -178,3 +178,21 @@ def test_other_additional_targets_are_refused():
     node.ADDITIONAL_TARGETS_NAME = ["label", "affinity"]
     with pytest.raises(ConfigError, match=r"AUGMENTOR\.ADDITIONAL_TARGETS_NAME and _TYPE must stay"):
         aug.Augmenter(node)
+
+
+@pytest.mark.parametrize("name", ["rotate", "rescale", "elastic", "misalignment"])
+def test_instance_ids_above_2_to_the_53_come_through_exactly(name):
+    augmentor = get_native_defaults().AUGMENTOR
+    augmentor.defrost()
+    augmentor.ROTATE.ROT90 = False  # any angle: labels are resampled, not turned
+    augmentor.MISALIGNMENT.ROTATE_RATIO = 1.0
+    rng = np.random.default_rng(0)
+    base = np.uint64(2**60)  # MICrONS-style ids: neighbours are equal as float64
+    ids = base + rng.integers(1, 9, (8, 32, 32)).astype(np.uint64)
+    image = rng.random((8, 32, 32)).astype(np.float32)
+    for seed in range(5):
+        node = augmentor[name.upper()]
+        _, label, mask = getattr(aug, name)(np.random.default_rng(seed), [image, ids, None], node)
+        assert label.dtype == np.uint64
+        assert set(np.unique(label).tolist()) <= set(np.unique(ids).tolist()) | {0}
+        assert len(set(np.unique(label).tolist()) - {0}) > 1

@@ -61,6 +61,11 @@ def _zarr(folder, name, array):
     store[...] = array
 
 
+def _volume(path, array):
+    with h5py.File(path, "w") as f:
+        f.create_dataset("main", data=array)
+
+
 def _file_in_the_way(folder, name):
     pytest.importorskip("tensorstore", reason="chunked stores need the zarr extra")
     (folder / name).write_text("a file where the store's folder would go")
@@ -108,6 +113,13 @@ CASES = [
         ["--config-file", "{case}/bad.yaml"],
         lambda c, d: (c / "bad.yaml").write_text("MODEL: [1\n"),
         r"--config-file .*bad\.yaml.* is not valid YAML at line 2",
+    ),
+    (
+        "duplicate yaml key",
+        ["--config-file", "{case}/twice.yaml"],
+        lambda c, d: (c / "twice.yaml").write_text((d / "cfg.yaml").read_text() + "SOLVER:\n  BASE_LR: 0.5\n"),
+        r"--config-file .*twice\.yaml.* is not valid YAML at line \d+: the key 'SOLVER' is given twice in one "
+        r"mapping \(also at line \d+\)\.$",
     ),
     (
         "yaml list",
@@ -374,6 +386,69 @@ CASES = [
         r"\(trained\) vs False; MODEL\.MEDNEXT\.N_CHANNELS 4 \(trained\) vs 8; predict with the config it was trained "
         r"with \(without --config-file, the one it holds\)\.$",
     ),
+    (
+        "negative label ids",
+        ["DATASET.LABEL_NAME", "{case}/negative.h5"],
+        lambda c, d: _volume(c / "negative.h5", -np.ones(TINY_SHAPE, np.int32)),
+        r"DATASET\.LABEL_NAME '.*negative\.h5' holds the negative id -1; ids must be 0 or more\.$",
+    ),
+    (
+        "valid mask of zeros",
+        ["DATASET.VALID_MASK_NAME", "{case}/zeros.h5"],
+        lambda c, d: _volume(c / "zeros.h5", np.zeros(TINY_SHAPE, np.uint8)),
+        r"DATASET\.VALID_MASK_NAME '.*zeros\.h5' is 0 everywhere: no voxel is valid, so nothing would count\.$",
+    ),
+    (
+        "negative learning rate",
+        ["SOLVER.BASE_LR", "-0.001"],
+        None,
+        r"SOLVER\.BASE_LR is -0\.001, but our engine needs a learning rate above 0",
+    ),
+    (
+        "negative clipping threshold",
+        ["SOLVER.CLIP_GRADIENTS.CLIP_VALUE", "-1.0"],
+        None,
+        r"SOLVER\.CLIP_GRADIENTS\.CLIP_VALUE is -1\.0, but our engine needs a threshold above 0 while clipping",
+    ),
+    (
+        "betas of one",
+        ["SOLVER.BETAS", "(0.9, 1.0)"],
+        None,
+        r"SOLVER\.BETAS is \[0\.9, 1\.0\], but our engine needs two",
+    ),
+    ("three betas", ["SOLVER.BETAS", "(0.9, 0.99, 0.999)"], None, r"SOLVER\.BETAS is \[0\.9, 0\.99, 0\.999\]"),
+    (
+        "negative momentum",
+        ["SOLVER.MOMENTUM", "-0.9"],
+        None,
+        r"SOLVER\.MOMENTUM is -0\.9, but our engine needs a momentum",
+    ),
+    (
+        "steps as strings",
+        ["SOLVER.STEPS", "('2e3', '3e3')"],
+        None,
+        r"SOLVER\.STEPS is \['2e3', '3e3'\], but our engine needs increasing",
+    ),
+    ("decreasing steps", ["SOLVER.STEPS", "(300, 200)"], None, r"SOLVER\.STEPS is \[300, 200\]"),
+    (
+        "elastic sigma of zero",
+        ["AUGMENTOR.ELASTIC.SIGMA", "0.0"],
+        None,
+        r"AUGMENTOR\.ELASTIC\.SIGMA is 0\.0, but our engine",
+    ),
+    (
+        "cutblur minimum above its maximum",
+        ["AUGMENTOR.CUTBLUR.DOWN_RATIO_MIN", "9.0"],
+        None,
+        r"AUGMENTOR\.CUTBLUR\.DOWN_RATIO_MIN is 9\.0, but our engine needs a ratio of at least 1 and at most",
+    ),
+    ("negative seed", ["--manual-seed", "-1"], None, r"--manual-seed is -1, but must be 0 or more"),
+    (
+        "softmax on one channel",
+        INFER + ["INFERENCE.OUTPUT_ACT", "['softmax']"],
+        None,
+        r"INFERENCE\.OUTPUT_ACT 'softmax' on a target of one channel gives 1 everywhere; use 'sigmoid'",
+    ),
     ("stride outside the window", INFER + ["INFERENCE.STRIDE", "[0, 8, 8]"], None, r"INFERENCE\.STRIDE \[0, 8, 8\]"),
     (
         "resume with another scheduler",
@@ -446,7 +521,7 @@ def _two_datasets(folder):
         f.create_dataset("other", data=np.zeros(SHAPE, np.uint8))
 
 
-VALUE_FLAGS = {"--config-file", "--config-base", "--checkpoint", "--local_world_size", "--local_rank"}
+VALUE_FLAGS = {"--config-file", "--config-base", "--checkpoint", "--local_world_size", "--local_rank", "--manual-seed"}
 
 
 def _argv(extra, data, case):

@@ -36,14 +36,30 @@ def _each(arrays: Arrays, fn: Callable[[np.ndarray, bool], np.ndarray]) -> Array
 
 
 def _resample(array: np.ndarray, grid: torch.Tensor, is_image: bool) -> np.ndarray:
-    """Sample every z plane of ``array`` at ``grid`` ((y, x, 2) in [-1, 1]): bilinear for the image,
-    nearest for labels and masks, zeros outside (as PyTC's constant border)."""
+    """Sample every z plane of ``array`` at ``grid`` ((1, y, x, 2) in [-1, 1]): bilinear for the image,
+    nearest for labels and masks, zeros outside (as PyTC's constant border).
+
+    Labels and masks are gathered at the nearest pixel rather than sampled as floats, so ids of
+    any size (uint64 above 2**53, as MICrONS has) come through exactly.
+    """
+    if not is_image:
+        return _gather_nearest(array, grid)
     planes = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float64))[:, None]
     grid = grid.to(torch.float64).expand(planes.shape[0], *grid.shape[1:])
-    out = F.grid_sample(
-        planes, grid, mode="bilinear" if is_image else "nearest", padding_mode="zeros", align_corners=False
-    )[:, 0].numpy()
+    out = F.grid_sample(planes, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[:, 0].numpy()
     return out.astype(array.dtype)
+
+
+def _gather_nearest(array: np.ndarray, grid: torch.Tensor) -> np.ndarray:
+    """``grid_sample``'s nearest mode (align_corners False, zeros outside) as an index, applied to any dtype."""
+    height, width = array.shape[1:]
+    grid = grid.to(torch.float64)[0]
+    x = torch.round(((grid[..., 0] + 1) * width - 1) / 2).to(torch.int64)  # round half to even, as nearbyint
+    y = torch.round(((grid[..., 1] + 1) * height - 1) / 2).to(torch.int64)
+    inside = ((x >= 0) & (x < width) & (y >= 0) & (y < height)).numpy()
+    out = np.zeros_like(array)
+    out[:, inside] = array[:, y.numpy()[inside], x.numpy()[inside]]
+    return out
 
 
 def _pixel_grid(height: int, width: int, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -80,11 +96,11 @@ RESCALE_RANGE = (0.8, 1.2)  # PyTC's Rescale defaults (low, high)
 
 
 def _resize_planes(array: np.ndarray, size: Tuple[int, int], is_image: bool) -> np.ndarray:
+    if not is_image:  # interpolate's nearest mode as an index, so that ids of any size come through exactly
+        rows, columns = (np.minimum(np.arange(n) * m // n, m - 1) for n, m in zip(size, array.shape[1:]))
+        return array[:, rows][:, :, columns]
     planes = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float64))[:, None]
-    if is_image:
-        out = F.interpolate(planes, size=size, mode="bilinear", align_corners=False)
-    else:
-        out = F.interpolate(planes, size=size, mode="nearest")
+    out = F.interpolate(planes, size=size, mode="bilinear", align_corners=False)
     return out[:, 0].numpy().astype(array.dtype)
 
 

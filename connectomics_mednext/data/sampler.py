@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, look_up_option
-from ..io import check_finite, check_image_dtype, check_same_shape, open_volume, split_names, volume_name
+from ..io import check_image_dtype, check_labels, check_mask, check_same_shape, open_volume, split_names, volume_name
 from .augment import Augmenter
 from .intensity import standardise, to_unit_range
 from .padding import pad_volume, pad_widths
@@ -73,8 +73,10 @@ class CropSampler:
             check_same_shape(self.images, self.masks, f"DATASET.{mask_key}")
         for image in self.images:
             check_image_dtype(image, f"DATASET.{image_key}")
-        for other, key in [(v, label_key) for v in self.labels] + [(v, mask_key) for v in self.masks or []]:
-            check_finite(other, f"DATASET.{key}")
+        for label in self.labels:
+            check_labels(label, f"DATASET.{label_key}")
+        for mask in self.masks or []:
+            check_mask(mask, f"DATASET.{mask_key}")
         self.size = tuple(cfg.MODEL.INPUT_SIZE)
         widths = pad_widths(data.PAD_SIZE, "DATASET.PAD_SIZE")
         for image in self.images:

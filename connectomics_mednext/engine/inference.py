@@ -49,8 +49,13 @@ def make_activation(output_act: Sequence[str], channels: Sequence[int]) -> Activ
         raise ConfigError(
             f"INFERENCE.OUTPUT_ACT must give one activation per target ({len(channels)}), got {list(output_act)!r}."
         )
-    for name in output_act:
+    for name, width in zip(output_act, channels):
         look_up_option("INFERENCE.OUTPUT_ACT", name, ACTIVATIONS)
+        if name == "softmax" and width < 2:
+            raise ConfigError(
+                "INFERENCE.OUTPUT_ACT 'softmax' on a target of one channel gives 1 everywhere; use 'sigmoid' there "
+                "(softmax is for targets of two or more classes)."
+            )
 
     def activate(x: torch.Tensor) -> torch.Tensor:
         parts = torch.split(x, list(channels), dim=1)

@@ -23,7 +23,7 @@ from ..data.sampler import CropSampler
 from ..data.targets import make_target, target_foreground
 from ..errors import ConfigError, UserError, WriteError, argument, look_up_option
 from ..evaluate.voxel import overlap_scores
-from ..io import OutputLock, check_finite, check_image_dtype, open_volume, read_whole, split_names
+from ..io import OutputLock, check_image_dtype, check_labels, open_volume, read_whole, split_names
 from ..log import add_text_log, get_logger, remove_text_log
 from ..losses import DeepSupervisionLoss, resample_modes_for_targets
 from ..losses.criterion import TargetCriterion
@@ -467,7 +467,7 @@ class Trainer:
         image = open_volume(split_names(data.VAL_IMAGE_NAME, data.INPUT_PATH, "DATASET.VAL_IMAGE_NAME")[0])
         label = open_volume(split_names(data.VAL_LABEL_NAME, data.INPUT_PATH, "DATASET.VAL_LABEL_NAME")[0])
         check_image_dtype(image, "DATASET.VAL_IMAGE_NAME")
-        check_finite(label, "DATASET.VAL_LABEL_NAME")
+        check_labels(label, "DATASET.VAL_LABEL_NAME")
         return image, label
 
     @torch.no_grad()

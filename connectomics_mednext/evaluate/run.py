@@ -71,9 +71,31 @@ def _probability(prediction: VolumeSource, dataset: str, channel: int) -> np.nda
         close_volume(volume)
 
 
+def _path(source: VolumeSource) -> str:
+    """`` 'file'`` for a source that is a file, for messages; '' for an array."""
+    return f" {os.fspath(source)!r}" if isinstance(source, (str, os.PathLike)) else ""
+
+
+def _ids(array: np.ndarray, name: str, source: VolumeSource) -> np.ndarray:
+    """Instance ids as consecutive int64 (0 stays 0), so that any id, uint64 above 2**53 too, is scored exactly.
+
+    Args:
+        array: the ids.
+        name: the argument, for messages.
+        source: where they came from, for messages.
+    """
+    if not (np.issubdtype(array.dtype, np.integer) or array.dtype == bool):
+        raise InputError(f"{argument(name)}{_path(source)} is {array.dtype}; expected integer ids (0 is background).")
+    if np.issubdtype(array.dtype, np.signedinteger) and array.size and array.min() < 0:
+        raise InputError(f"{argument(name)}{_path(source)} holds the negative id {array.min()}; ids must be 0 or more.")
+    values, inverse = np.unique(array, return_inverse=True)
+    shift = 0 if values.size and values[0] == 0 else 1
+    return (inverse.reshape(array.shape) + shift).astype(np.int64)
+
+
 def _same_shape(name: str, source: VolumeSource, array: np.ndarray, label: np.ndarray) -> None:
     if array.shape != label.shape:
-        path = f" {os.fspath(source)!r}" if isinstance(source, (str, os.PathLike)) else ""
+        path = _path(source)
         raise InputError(
             f"{argument(name)}{path} has shape {array.shape} but {argument('label')} has {label.shape}; they must "
             "cover the same voxels."
@@ -107,13 +129,17 @@ def evaluate(
         threshold: probability threshold of the voxel metrics.
         target_opt: PyTC TARGET_OPT code that turns the label into the voxel target (0: label > 0).
     """
-    truth = _volume(label, "label")
+    truth = _ids(_volume(label, "label"), "label", label)
     arrays = {}
     for name, source in (("mask", mask), ("prediction", prediction), ("segmentation", segmentation)):
         if source is not None:
             arrays[name] = _probability(source, dataset, channel) if name == "prediction" else _volume(source, name)
             _same_shape(name, source, arrays[name], truth)
+    if "segmentation" in arrays:
+        arrays["segmentation"] = _ids(arrays["segmentation"], "segmentation", segmentation)
     valid = arrays["mask"] > 0 if "mask" in arrays else None
+    if valid is not None and not valid.any():
+        raise InputError(f"{argument('mask')}{_path(mask)} is 0 everywhere: no voxel would be scored.")
     return evaluate_arrays(truth, arrays.get("segmentation"), arrays.get("prediction"), valid, threshold, target_opt)
 
 

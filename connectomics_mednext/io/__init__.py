@@ -25,6 +25,8 @@ from .resume import changed_fields
 from .volumes import (
     check_finite,
     check_image_dtype,
+    check_labels,
+    check_mask,
     check_same_shape,
     close_volume,
     open_prediction,
@@ -67,6 +69,8 @@ __all__ = [
     "check_finite",
     "check_replaceable",
     "check_image_dtype",
+    "check_labels",
+    "check_mask",
     "check_same_shape",
     "close_volume",
     "create_volume",

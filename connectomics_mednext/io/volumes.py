@@ -7,7 +7,7 @@ to know which format a volume came from.
 """
 
 import os
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 import h5py
 import numpy as np
@@ -77,7 +77,7 @@ def _slabs(volume) -> Iterator[Tuple[int, np.ndarray]]:
     """(first plane, planes) of a lazy volume, a bounded number of voxels at a time."""
     planes = max(1, SCAN_VOXELS // max(1, int(np.prod(volume.shape[1:]))))
     for z in range(0, volume.shape[0], planes):
-        yield z, np.asarray(volume[slice(z, z + planes), slice(None), slice(None)])
+        yield z, np.asarray(volume[slice(z, min(z + planes, volume.shape[0])), slice(None), slice(None)])
 
 
 def check_finite(volume, key: str) -> None:
@@ -99,6 +99,46 @@ def check_finite(volume, key: str) -> None:
             )
 
 
+def value_range(volume) -> Tuple[Any, Any]:
+    """The smallest and largest value of a lazy volume, read a bounded slab at a time.
+
+    Args:
+        volume: a lazy (z, y, x) volume.
+    """
+    low, high = None, None
+    for _, slab in _slabs(volume):
+        low = slab.min() if low is None else min(low, slab.min())
+        high = slab.max() if high is None else max(high, slab.max())
+    return low, high
+
+
+def check_labels(volume, key: str) -> None:
+    """Refuse labels with NaN, infinity or negative ids, naming the file.
+
+    Args:
+        volume: a lazy (z, y, x) label volume.
+        key: its config key or argument, for the message.
+    """
+    check_finite(volume, key)
+    if np.issubdtype(np.dtype(volume.dtype), np.unsignedinteger):
+        return
+    low, _ = value_range(volume)
+    if low < 0:
+        raise InputError(f"{key} {volume_name(volume)!r} holds the negative id {low}; ids must be 0 or more.")
+
+
+def check_mask(volume, key: str) -> None:
+    """Refuse a valid mask that is 0 everywhere (nothing would be trained on or scored), naming the file.
+
+    Args:
+        volume: a lazy (z, y, x) mask.
+        key: its config key or argument, for the message.
+    """
+    check_finite(volume, key)
+    if not any(np.any(slab > 0) for _, slab in _slabs(volume)):
+        raise InputError(f"{key} {volume_name(volume)!r} is 0 everywhere: no voxel is valid, so nothing would count.")
+
+
 def check_image_dtype(volume, key: str) -> None:
     """Refuse an image that is not uint8, naming the file, its dtype and its value range.
 
@@ -112,10 +152,7 @@ def check_image_dtype(volume, key: str) -> None:
     if np.dtype(volume.dtype) == np.uint8:
         return
     check_finite(volume, key)
-    low, high = None, None
-    for _, slab in _slabs(volume):
-        low = slab.min() if low is None else min(low, slab.min())
-        high = slab.max() if high is None else max(high, slab.max())
+    low, high = value_range(volume)
     raise InputError(
         f"{key} {volume_name(volume)!r} is {np.dtype(volume.dtype).name} with values {low:g}..{high:g}, "
         "but images must be uint8 (0..255, scaled by 1/255 as PyTC does); convert it, e.g. "
