@@ -157,7 +157,8 @@ def test_valid_config_loads_frozen(tmp_path, data_dir):
 
 
 def test_unsupported_key_is_named(tmp_path, data_dir):
-    config = write_config(tmp_path, data_dir, "DATASET:\n  REJECT_SAMPLING: 1\n")
+    (tmp_path / "extra.yaml").write_text("DATASET:\n  REJECT_SAMPLING: 1\n")
+    config = str(tmp_path / "extra.yaml")
     with pytest.raises(ValueError, match="DATASET.REJECT_SAMPLING.*subset of PyTC's keys"):
         load_native_cfg(config, BASE)
 
