@@ -24,6 +24,7 @@ FLAGS = {
     "inference": "--inference",
     "distributed": "--distributed",
     "checkpoint": "--checkpoint",
+    "target_opt": "MODEL.TARGET_OPT",
     "config_file": "--config-file",
     "config_base": "--config-base",
 }

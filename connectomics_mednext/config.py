@@ -279,6 +279,42 @@ def _unique_mapping(loader: UniqueKeyLoader, node: yaml.MappingNode, deep: bool 
 
 
 UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+# YAML 1.1 reads 1e-3 and 2e0 (no dot) as strings; YAML 1.2, and users, read them as numbers.
+UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9]+(?:\.[0-9]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
+# What a config value may be, as yacs allows; dates, bytes and sets are YAML's, not a config's.
+VALUE_TYPES = (str, int, float, bool, list, tuple, type(None))
+
+
+def check_yaml_values(data: Any, source: str, prefix: str = "") -> None:
+    """Refuse what yacs cannot hold, naming the key: keys that are not names, dates, bytes, sets, mappings in lists.
+
+    Args:
+        data: the mapping read from a YAML file.
+        source: the file, with the flag that named it, for messages.
+        prefix: the dotted path of ``data``.
+    """
+    for key, value in data.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"{source}: {prefix}{key!r} is not a key name; config keys are names such as 'MODEL'.")
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            check_yaml_values(value, source, name + ".")
+        elif not isinstance(value, VALUE_TYPES) or (
+            isinstance(value, (list, tuple)) and not all(isinstance(v, VALUE_TYPES) for v in _leaves(value))
+        ):
+            shown = (
+                f"a YAML {type(value).__name__}" if not isinstance(value, (list, tuple)) else "a list with a mapping"
+            )
+            raise ConfigError(
+                f"{source}: {name} holds {shown} ({value!r}); config values are numbers, strings, booleans, "
+                "lists or null (quote a date or a code to make it a string)."
+            )
+
+
+def _leaves(values: Sequence[Any]) -> List[Any]:
+    return [leaf for v in values for leaf in (_leaves(v) if isinstance(v, (list, tuple)) else [v])]
 
 
 def read_yaml_config(path: str, flag: str) -> CN:
@@ -304,6 +340,7 @@ def read_yaml_config(path: str, flag: str) -> CN:
         raise ConfigError(
             f"{flag} {path!r} holds a YAML {type(data).__name__}; expected a mapping of config keys such as 'MODEL:'."
         )
+    check_yaml_values(data, f"{flag} {path!r}")
     return CN(data)
 
 
@@ -370,11 +407,37 @@ def merge_config(cfg: CN, config_file: str, config_base: Optional[str] = None, o
     opts = list(opts or [])
     if len(opts) % 2:
         raise ConfigError(f"Command-line overrides come in KEY VALUE pairs; {opts[-1]!r} has no value.")
+    for key in opts[::2]:
+        if not key:
+            raise ConfigError("A command-line override has an empty key; give KEY VALUE, e.g. SOLVER.BASE_LR 0.001.")
+        if _is_section(cfg, key):
+            raise ConfigError(
+                f"{key} is a section, not a key: a command-line override names one key inside it, e.g. "
+                f"{key}.{next(iter(config_value(cfg, key)))} VALUE."
+            )
     try:
         cfg.merge_from_list(opts)
     except (KeyError, ValueError, AssertionError) as error:
         raise explain_merge_error(error, "the command line", cfg) from error
     return cfg
+
+
+def _is_section(cfg: CN, key: str) -> bool:
+    """Whether dotted ``key`` names a node that holds keys."""
+    try:
+        return isinstance(config_value(cfg, key), CN)
+    except KeyError:
+        return False
+
+
+def _check_sections(cfg: CN, values: Mapping[str, Any], source: str, prefix: str = "") -> None:
+    """Refuse a section left empty (``SOLVER:`` with nothing beneath), which YAML reads as null."""
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if value is None and _is_section(cfg, name):
+            raise ConfigError(f"{source}: the section {name}: is empty; give its keys beneath it, or remove it.")
+        if isinstance(value, Mapping) and _is_section(cfg, name):
+            _check_sections(cfg, value, source, name + ".")
 
 
 def merge_values(cfg: CN, values: Mapping[str, Any], source: str) -> CN:
@@ -385,6 +448,7 @@ def merge_values(cfg: CN, values: Mapping[str, Any], source: str) -> CN:
         values: ``{"SECTION": {"KEY": value}}``.
         source: what the values came from, for the message (a file, "the overrides").
     """
+    _check_sections(cfg, values, source)
     try:
         cfg.merge_from_other_cfg(values if isinstance(values, CN) else CN(values))
     except (KeyError, ValueError, AssertionError) as error:
@@ -464,6 +528,29 @@ def _increasing_iterations(value: Any) -> bool:
     return all(_positive_int(s) for s in steps) and all(a < b for a, b in zip(steps, steps[1:]))
 
 
+def _sizes(value: Any, count: int = 3, least: int = 1) -> bool:
+    """``count`` ints of at least ``least`` (a list or tuple)."""
+    return (
+        isinstance(value, (list, tuple))
+        and len(value) == count
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= least for v in value)
+    )
+
+
+def _padding(value: Any) -> bool:
+    return any(_sizes(value, count, 0) for count in (1, 3, 6))
+
+
+def _per_target(cfg: CN, value: Any) -> bool:
+    """One list per target, each as long as that target's LOSS_OPTION."""
+    losses = list(cfg.MODEL.LOSS_OPTION)
+    return (
+        isinstance(value, (list, tuple))
+        and len(value) == len(losses)
+        and all(isinstance(v, (list, tuple)) and len(v) == len(n) for v, n in zip(value, losses))
+    )
+
+
 def _inference_output_size(cfg: CN, value: Any) -> bool:
     return value is None or list(value) == list(cfg.INFERENCE.INPUT_SIZE or cfg.MODEL.INPUT_SIZE)
 
@@ -471,6 +558,38 @@ def _inference_output_size(cfg: CN, value: Any) -> bool:
 # (key, whether our engine can honour the value, what it needs). Values our engine would
 # otherwise ignore or crash on are refused, never ignored.
 NATIVE_VALUE_RULES: List[Tuple[str, Callable[[CN, Any], bool], str]] = [
+    ("MODEL.INPUT_SIZE", lambda cfg, v: _sizes(v), "3 positive ints [z, y, x]"),
+    ("MODEL.OUTPUT_SIZE", lambda cfg, v: _sizes(v), "3 positive ints [z, y, x]"),
+    (
+        "INFERENCE.INPUT_SIZE",
+        lambda cfg, v: v is None or _sizes(v),
+        "None (MODEL.INPUT_SIZE) or 3 positive ints [z, y, x]",
+    ),
+    ("INFERENCE.STRIDE", lambda cfg, v: _sizes(v), "3 positive ints [z, y, x]"),
+    ("INFERENCE.STREAM_BLOCK_SIZE", lambda cfg, v: _sizes(v, least=0), "3 ints [z, y, x] of 0 (a whole axis) or more"),
+    (
+        "DATASET.PAD_SIZE",
+        lambda cfg, v: _padding(v),
+        "1, 3 or 6 non-negative ints ([z, y, x] or [z0, z1, y0, y1, x0, x1])",
+    ),
+    (
+        "INFERENCE.PAD_SIZE",
+        lambda cfg, v: v is None or _padding(v),
+        "None (DATASET.PAD_SIZE) or 1, 3 or 6 non-negative ints",
+    ),
+    (
+        "MODEL.TARGET_OPT",
+        lambda cfg, v: isinstance(v, (list, tuple)) and len(v) > 0 and all(isinstance(t, str) for t in v),
+        "a list of PyTC target codes, each quoted as a string (TARGET_OPT: ['0'])",
+    ),
+    (
+        "MODEL.LOSS_OPTION",
+        lambda cfg, v: isinstance(v, (list, tuple)) and len(v) == len(cfg.MODEL.TARGET_OPT),
+        "one list of losses per MODEL.TARGET_OPT target",
+    ),
+    ("MODEL.WEIGHT_OPT", _per_target, "one list per target, with one weight code per loss of MODEL.LOSS_OPTION"),
+    ("MODEL.LOSS_WEIGHT", _per_target, "one list per target, with one weight per loss of MODEL.LOSS_OPTION"),
+    ("MODEL.OUTPUT_ACT", _per_target, "one list per target, with one activation per loss of MODEL.LOSS_OPTION"),
     (
         "MODEL.ARCHITECTURE",
         lambda cfg, v: v == "mednext",

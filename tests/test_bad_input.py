@@ -449,7 +449,12 @@ CASES = [
         None,
         r"INFERENCE\.OUTPUT_ACT 'softmax' on a target of one channel gives 1 everywhere; use 'sigmoid'",
     ),
-    ("stride outside the window", INFER + ["INFERENCE.STRIDE", "[0, 8, 8]"], None, r"INFERENCE\.STRIDE \[0, 8, 8\]"),
+    (
+        "stride outside the window",
+        INFER + ["INFERENCE.STRIDE", "[0, 8, 8]"],
+        None,
+        r"INFERENCE\.STRIDE is \[0, 8, 8\], but our engine needs 3 positive ints",
+    ),
     (
         "resume with another scheduler",
         ["--checkpoint", CHECKPOINT, "SOLVER.LR_SCHEDULER_NAME", "Poly"],

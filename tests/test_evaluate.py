@@ -202,6 +202,13 @@ def test_the_command_line_prints_a_table_and_writes_flat_json(tmp_path, volumes,
         (["--prediction", "{pred}", "--channel", "1"], r"--channel 1 does not exist: '.*pred\.h5' has 1 channels"),
         (["--segmentation", "{missing}"], r"--segmentation: file '.*missing\.h5' does not exist"),
         (["--segmentation", "{seg}", "--json", "{folder}/no/such/scores.json"], r"--json .* its folder does not exist"),
+        (["--segmentation", "{seg}", "--json", "{folder}"], r"--json '.*' is a folder; give the name of the JSON file"),
+        (
+            ["--prediction", "{pred}", "--target-opt", "7"],
+            r"^error: --target-opt must be one of \['0', '2', '4', '9'\]",
+        ),
+        (["--segmentation", "{seg}", "--mask", "{zeros}"], r"^error: --mask '.*zeros\.h5' is 0 everywhere"),
+        (["--segmentation", "{floats}"], r"^error: --segmentation '.*floats\.h5' is float32; expected integer ids"),
     ],
 )
 def test_bad_input_gets_one_sentence(tmp_path, volumes, capsys, extra, message):
@@ -211,6 +218,8 @@ def test_bad_input_gets_one_sentence(tmp_path, volumes, capsys, extra, message):
         "missing": str(tmp_path / "missing.h5"),
         "seg": volumes["segmentation"],
         "folder": str(tmp_path),
+        "zeros": _h5(tmp_path / "zeros.h5", np.zeros((4, 8, 8), np.uint8)),
+        "floats": _h5(tmp_path / "floats.h5", np.zeros((4, 8, 8), np.float32)),
     }
     with pytest.raises(SystemExit) as exit_info:
         evaluate_cli.main(["--label", volumes["label"], *[a.format(**names) for a in extra]])

@@ -161,6 +161,18 @@ def _segment(argv, capsys):
             r"but --max-memory allows 0\.0 GiB",
         ),
         (
+            ["--mode", "boundary", "--seed-distance", "0"],
+            r"^error: --seed-distance is 0\.0, but must be a distance above 0",
+        ),
+        (
+            ["--mode", "boundary", "--resolution", "nan"],
+            r"^error: --resolution is \[nan, nan, nan\], but must be 3 positive",
+        ),
+        (
+            ["--mode", "boundary", "--max-memory", "0"],
+            r"^error: --max-memory is 0\.0, but must be a positive number of GiB\.$",
+        ),
+        (
             ["--mode", "binary", "--dataset", "vol1"],
             r"--prediction '.*p\.h5' has no dataset 'vol1'; it holds \['vol0'\]",
         ),

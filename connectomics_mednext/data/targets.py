@@ -10,7 +10,7 @@ from typing import Callable, Dict, Tuple
 
 import numpy as np
 
-from ..errors import ConfigError, InputError, look_up_option
+from ..errors import ConfigError, InputError, argument, look_up_option
 
 
 def _binary(label: np.ndarray, code: str) -> np.ndarray:
@@ -46,7 +46,8 @@ def _semantic(label: np.ndarray, code: str) -> np.ndarray:
     classes = int(code.split("-")[1])
     if label.size and int(label.max()) >= classes:
         raise InputError(
-            f"MODEL.TARGET_OPT {code!r} expects classes 0..{classes - 1}, but the label holds {int(label.max())}."
+            f"{argument('target_opt')} {code!r} expects classes 0..{classes - 1}, but the label holds "
+            f"{int(label.max())}."
         )
     return label.astype(np.int64)
 
@@ -62,9 +63,9 @@ TARGETS: Dict[str, Tuple[Callable[[np.ndarray, str], np.ndarray], Callable[[str]
 
 def _entry(code: str):
     head = code.split("-")[0]
-    look_up_option("MODEL.TARGET_OPT", head, TARGETS)
+    look_up_option(argument("target_opt"), head, TARGETS)
     if head == "9" and len(code.split("-")) < 2:
-        raise ConfigError(f"MODEL.TARGET_OPT code {code!r} needs the class count, e.g. '9-3'.")
+        raise ConfigError(f"{argument('target_opt')} code {code!r} needs the class count, e.g. '9-3'.")
     return TARGETS[head]
 
 

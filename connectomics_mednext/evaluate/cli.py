@@ -55,6 +55,8 @@ def run(argv: List[str]) -> Dict[str, float]:
     args = build_parser().parse_args(argv)
     if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
         raise InputError(f"--json {args.json!r}: its folder does not exist.")
+    if args.json and os.path.isdir(args.json):
+        raise InputError(f"--json {args.json!r} is a folder; give the name of the JSON file to write.")
     with argument_names(FLAGS):
         results = evaluate(
             args.label,

@@ -35,6 +35,8 @@ def split_names(names: Optional[str], input_path: str, key: str) -> List[str]:
             f"{key} is not set; give one or more volumes (HDF5, TIFF, <name>.zarr/<array>, "
             "<name>.n5/<array>) joined with '@'."
         )
+    if any(not name for name in names.split("@")):
+        raise ConfigError(f"{key} {names!r} has an empty name between or after its '@'s; join file names with '@'.")
     paths = [os.path.join(input_path, name) for name in names.split("@")]
     for path in paths:
         chunked = split_container(path)

@@ -15,6 +15,7 @@ The watershed modes hold the whole volume in memory; :mod:`.memory` refuses one 
 not fit before any work starts.
 """
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Dict, Sequence, Tuple
 
@@ -79,7 +80,9 @@ class SegmentOptions:
         for name in ("min_size", "seed_min_size", "slab_planes", "channel"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{argument(name)} is {getattr(self, name)}, but must be 0 or more.")
-        if len(self.resolution) != 3 or any(r <= 0 for r in self.resolution):
+        if not self.seed_distance > 0 or not math.isfinite(self.seed_distance):
+            raise ConfigError(f"{argument('seed_distance')} is {self.seed_distance}, but must be a distance above 0.")
+        if len(self.resolution) != 3 or not all(math.isfinite(r) and r > 0 for r in self.resolution):
             resolution = list(self.resolution)
             raise ConfigError(f"{argument('resolution')} is {resolution}, but must be 3 positive sizes (z, y, x).")
         if self.affinity_low >= self.affinity_high:

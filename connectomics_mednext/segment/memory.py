@@ -3,7 +3,7 @@
 import os
 from typing import Optional
 
-from ..errors import InputError, argument
+from ..errors import ConfigError, InputError, argument
 
 GIB = 1024**3
 
@@ -29,6 +29,8 @@ def check_memory(mode: str, voxels: int, bytes_per_voxel: int, limit_gib: Option
         bytes_per_voxel: the mode's peak memory per voxel.
         limit_gib: the memory allowed (``max_memory``); None takes what the system has available.
     """
+    if limit_gib is not None and not limit_gib > 0:
+        raise ConfigError(f"{argument('max_memory')} is {limit_gib}, but must be a positive number of GiB.")
     need = voxels * bytes_per_voxel
     have = available_bytes() if limit_gib is None else int(limit_gib * GIB)
     if need > have:
