@@ -3,6 +3,7 @@
 import json
 import os
 import sys
+import time
 
 import h5py
 import numpy as np
@@ -315,3 +316,39 @@ def test_without_tensorstore_a_store_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorstore", None)  # import fails as if it were not installed
     with pytest.raises(MissingExtraError, match=r"need tensorstore: pip install 'connectomics-mednext\[zarr\]'"):
         open_volume(str(tmp_path / "v.zarr" / "raw"))
+
+
+def test_a_zarr_input_rewritten_in_place_is_not_resumed(tmp_path, capsys):
+    from connectomics_mednext.io import open_volume
+
+    data = volume((96, 24, 24))
+    write_store(tmp_path / "in.zarr" / "raw", data)
+    args = dict(ARGS, block_size=(32, 0, 0))
+    target = str(tmp_path / "p.zarr")
+    identity = open_volume(str(tmp_path / "in.zarr" / "raw")).identity()
+    with pytest.raises(KeyboardInterrupt):
+        predict_file(FailsAfter(conv_model(), 40), [open_volume(str(tmp_path / "in.zarr" / "raw"))], target, **args)
+    time.sleep(0.01)
+    store = ts.open({"driver": "zarr", "kvstore": {"driver": "file", "path": str(tmp_path / "in.zarr" / "raw") + "/"}})
+    store.result()[8:16, :16, :16] = 255 - data[8:16, :16, :16]  # one chunk rewritten; .zarray untouched
+    rewritten = open_volume(str(tmp_path / "in.zarr" / "raw"))
+    assert rewritten.identity()["newest_mtime_ns"] > identity["newest_mtime_ns"]
+    assert os.stat(tmp_path / "in.zarr" / "raw" / ".zarray").st_mtime_ns <= identity["newest_mtime_ns"]
+    capsys.readouterr()
+    predict_file(CountingWindows(conv_model()), [rewritten], target, **args)  # the killed run's weights' names
+    assert "vol0 was started with other input.newest_mtime_ns; starting it afresh" in capsys.readouterr().out
+    reference = predict_file(conv_model(), [np.asarray(rewritten[:, :, :])], str(tmp_path / "r.zarr"), **args)
+    assert np.array_equal(open_prediction(target)[:], open_prediction(reference)[:])
+
+
+def test_an_output_of_fewer_volumes_drops_the_earlier_runs_extra_ones(tmp_path, capsys):
+    images = [volume((32, 24, 24)), volume((32, 24, 24)) // 2]
+    for name in ("p.h5", "p.zarr"):
+        target = str(tmp_path / name)
+        with pytest.raises(KeyboardInterrupt):  # a run of two volumes, killed during the second
+            predict_file(FailsAfter(conv_model(), 30), images, target, **ARGS)
+        capsys.readouterr()
+        predict_file(conv_model(), images[:1], target, **ARGS)
+        assert "dropped vol1, left by an earlier run of more inputs" in capsys.readouterr().out
+        with pytest.raises(KeyError):
+            open_prediction(target, "vol1")

@@ -119,12 +119,20 @@ class ChunkedVolume:
         return np.asarray(self._store[index].read().result())
 
     def identity(self) -> Dict[str, Any]:
-        """What the resume key records of this input: its name and its metadata file's mtime.
+        """What the resume key records of this input: its name, and the count, bytes and newest mtime of its files.
 
-        Chunks rewritten in place leave the metadata alone, so such an edit goes unnoticed;
-        reading a whole store to hash it would cost as much as predicting it.
+        Listing the store catches a chunk written, added or removed in place (its metadata file
+        stays the same), at the cost of one ``stat`` per chunk file, without reading a voxel:
+        hashing the content would cost as much as predicting it. Only a rewrite that keeps every
+        file's size and restores its old modification time (``cp -p``, ``rsync -t`` of equal-size
+        chunks) goes unnoticed.
         """
-        return {"store": os.path.abspath(self.name), "metadata_mtime_ns": os.stat(self.metadata_file).st_mtime_ns}
+        files = size = newest = 0
+        for root, _, names in os.walk(os.path.dirname(self.metadata_file)):
+            for name in names:
+                stat = os.stat(os.path.join(root, name))
+                files, size, newest = files + 1, size + stat.st_size, max(newest, stat.st_mtime_ns)
+        return {"store": os.path.abspath(self.name), "files": files, "bytes": size, "newest_mtime_ns": newest}
 
     @property
     def voxel_size(self) -> Optional[Tuple[float, ...]]:

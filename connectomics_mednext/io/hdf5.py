@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import InputError, MissingDatasetError, UserError, WriteError, argument, failure_reason
 from ..geometry import Box
 from ..log import get_logger
-from .prediction_output import OUTPUT_DTYPE, BlockWriter, Plans, PredictionOutput
+from .prediction_output import OUTPUT_DTYPE, BlockWriter, Plans, PredictionOutput, stale_volumes
 from .resume import as_stored, changed_fields, restart_line
 
 logger = get_logger(__name__)
@@ -362,7 +362,14 @@ class Hdf5Prediction(PredictionOutput):
             plans: per volume, the (C, Z, Y, X) shape and the blocks.
         """
         if self.world_size > 1:
-            self._join_ranks(plans)
+            self._join_ranks(plans)  # copies this run's volumes alone
+        else:
+            with h5py.File(self.output_path + ".partial", "a") as handle, hdf5_writes():
+                stale = stale_volumes(handle, len(plans))
+                for name in stale:
+                    del handle[name]
+            if stale:
+                logger.info(f"{self.output_path!r}: dropped {', '.join(stale)}, left by an earlier run of more inputs.")
         os.replace(self.output_path + ".partial", self.output_path)
         for leftover in glob.glob(glob.escape(self.output_path) + ".rank*.partial"):
             os.remove(leftover)

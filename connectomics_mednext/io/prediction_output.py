@@ -20,6 +20,16 @@ OUTPUT_DTYPE = np.uint8
 Plans = List[Tuple[Tuple[int, ...], List[Box]]]
 
 
+def stale_volumes(names, count: int):
+    """The ``vol<i>`` names of ``names`` with ``i >= count``: left by an earlier run of more input volumes.
+
+    Args:
+        names: dataset or array names in an unfinished output.
+        count: this run's input volumes.
+    """
+    return sorted(n for n in names if n.startswith("vol") and n[3:].isdigit() and int(n[3:]) >= count)
+
+
 def on_rank_zero(rank: int, share: Callable[[Any], Any], work: Callable[[], None]) -> None:
     """Run ``work`` on rank 0; when it fails, every rank raises (rank 0 its own error), so that none waits.
 

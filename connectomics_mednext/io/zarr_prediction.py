@@ -27,7 +27,7 @@ from ..log import get_logger
 from ..version import __version__
 from .chunked import create_zarr_array
 from .json_files import read_json, write_json_atomically
-from .prediction_output import OUTPUT_DTYPE, BlockWriter, Plans, PredictionOutput, on_rank_zero
+from .prediction_output import OUTPUT_DTYPE, BlockWriter, Plans, PredictionOutput, on_rank_zero, stale_volumes
 from .resume import as_stored, changed_fields, restart_line
 
 logger = get_logger(__name__)
@@ -208,6 +208,11 @@ class ZarrPrediction(PredictionOutput):
             missing = [n for n in range(len(blocks)) if not os.path.isfile(os.path.join(progress, f"{n}.done"))]
             if missing:
                 raise RuntimeError(f"Blocks {missing[:5]} of vol{index} in {self.path!r} are unfinished.")
+        stale = stale_volumes(os.listdir(self.path), len(plans))
+        for name in stale:
+            shutil.rmtree(os.path.join(self.path, name))
+        if stale:
+            logger.info(f"{self.output_path!r}: dropped {', '.join(stale)}, left by an earlier run of more inputs.")
         attributes = {
             "multiscales": [self._multiscale(f"vol{i}") for i in range(len(plans))],
             "connectomics_mednext": {
