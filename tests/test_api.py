@@ -232,3 +232,24 @@ def test_both_prediction_outputs_declare_the_protocol(tmp_path):
     assert isinstance(output, Hdf5Prediction) and output.per_rank_files
     output.close_or_discard()
     assert os.listdir(tmp_path) == []
+
+
+def test_a_validation_volume_smaller_than_the_window_is_refused_before_training(tiny_run, tmp_path):
+    import h5py
+
+    with h5py.File(tmp_path / "small.h5", "w") as f:
+        f.create_dataset("main", data=np.zeros((8, 40, 40), np.uint8))
+    overrides = [
+        "DATASET.OUTPUT_PATH",
+        str(tmp_path / "out"),
+        "DATASET.VAL_IMAGE_NAME",
+        str(tmp_path / "small.h5"),
+        "DATASET.VAL_LABEL_NAME",
+        str(tmp_path / "small.h5"),
+    ]
+    cfg = load_native_cfg(str(tiny_run / "cfg.yaml"), BASE, overrides)
+    with pytest.raises(
+        ConfigError, match=r"The window \[16, 32, 32\] is larger than '.*small\.h5' of shape \(8, 40, 40\)"
+    ):
+        Trainer(cfg, torch.device("cpu"))
+    assert not (tmp_path / "out").exists()

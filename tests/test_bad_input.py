@@ -66,6 +66,19 @@ def _volume(path, array):
         f.create_dataset("main", data=array)
 
 
+def _corrupt_copy(source, target):
+    """``source``'s volume, gzip-compressed in chunks of 8 planes, with bytes of its middle chunk flipped."""
+    with h5py.File(source, "r") as f:
+        data = f["main"][:]
+    with h5py.File(target, "w") as f:
+        f.create_dataset("main", data=data, chunks=(8,) + data.shape[1:], compression="gzip")
+        offset, size = f["main"].id.get_chunk_info(1).byte_offset, f["main"].id.get_chunk_info(1).size
+    raw = bytearray(target.read_bytes())
+    for i in range(offset + 16, offset + size - 16):
+        raw[i] ^= 0xFF
+    target.write_bytes(bytes(raw))
+
+
 def _file_in_the_way(folder, name):
     pytest.importorskip("tensorstore", reason="chunked stores need the zarr extra")
     (folder / name).write_text("a file where the store's folder would go")
@@ -386,6 +399,32 @@ CASES = [
         r"\(trained\) vs False; MODEL\.MEDNEXT\.N_CHANNELS 4 \(trained\) vs 8; predict with the config it was trained "
         r"with \(without --config-file, the one it holds\)\.$",
     ),
+    (
+        "compound image dtype",
+        INFER + ["INFERENCE.IMAGE_NAME", "{case}/compound.h5"],
+        lambda c, d: _volume(c / "compound.h5", np.zeros(TINY_SHAPE, dtype=[("a", "u1"), ("b", "u1")])),
+        r"'.*compound\.h5' holds a compound dtype \[\('a', 'u1'\), \('b', 'u1'\)\]; expected a plain numeric",
+    ),
+    (
+        "dataset inside a group that is not there",
+        INFER + ["INFERENCE.IMAGE_NAME", "{data}/image.h5/volumes/raw"],
+        None,
+        r"'.*image\.h5' has no dataset 'volumes/raw'; it holds \['main'\]\.$",
+    ),
+    (
+        "corrupt compressed chunk while training",
+        ["DATASET.IMAGE_NAME", "{case}/corrupt.h5", "SOLVER.ITERATION_TOTAL", "40", "MONITOR.LOG_OPT", "[1, 0, 0]"],
+        lambda c, d: _corrupt_copy(d / "image.h5", c / "corrupt.h5"),
+        r"A training crop at \(z, y, x\) \(\d+, \d+, \d+\) of \['.*corrupt\.h5', .*\] \(padded\) could not be read "
+        r"\(.*\): is one of these files damaged\?$",
+    ),
+    (
+        "corrupt compressed chunk while predicting",
+        INFER + ["INFERENCE.IMAGE_NAME", "{case}/corrupt.h5"],
+        lambda c, d: _corrupt_copy(d / "image.h5", c / "corrupt.h5"),
+        r"'.*corrupt\.h5' could not be read at planes \d+\.\.\d+ of its padded view \(.*\): is the file damaged\?$",
+    ),
+    ("trailing @", ["DATASET.IMAGE_NAME", "image.h5@"], None, r"DATASET\.IMAGE_NAME 'image\.h5@' has an empty name"),
     (
         "negative label ids",
         ["DATASET.LABEL_NAME", "{case}/negative.h5"],

@@ -8,7 +8,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from ..errors import ConfigError, look_up_option
+from ..errors import ConfigError, InputError, failure_reason, look_up_option
 from ..io import check_image_dtype, check_labels, check_mask, check_same_shape, open_volume, split_names, volume_name
 from .augment import Augmenter
 from .intensity import standardise, to_unit_range
@@ -104,8 +104,16 @@ class CropSampler:
         index = self.rng.choice(len(self.images), p=self.volume_p)
         start = [int(self.rng.integers(0, n - s + 1)) for n, s in zip(self.images[index].shape, self.read_size)]
         box = tuple(slice(a, a + s) for a, s in zip(start, self.read_size))
-        mask = None if self.masks is None else (self.masks[index][box] > 0).astype(np.float32)
-        return self.images[index][box], self.labels[index][box], mask
+        volumes = [self.images[index], self.labels[index]] + ([] if self.masks is None else [self.masks[index]])
+        try:
+            crops = [volume[box] for volume in volumes]
+        except OSError as error:
+            raise InputError(
+                f"A training crop at (z, y, x) {tuple(start)} of {[volume_name(v) for v in volumes]} (padded) could "
+                f"not be read ({failure_reason(error)}): is one of these files damaged?"
+            ) from error
+        mask = None if self.masks is None else (crops[2] > 0).astype(np.float32)
+        return crops[0], crops[1], mask
 
     @property
     def state(self) -> dict:

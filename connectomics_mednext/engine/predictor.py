@@ -70,6 +70,19 @@ class SlidingWindow:
     unpad: bool = True
     block_size: Tuple[int, int, int] = (0, 1024, 1024)
 
+    def check_fits(self, volume) -> None:
+        """Refuse a volume smaller than the window, even after padding.
+
+        Args:
+            volume: a lazy (z, y, x) input.
+        """
+        padded = tuple(n + a + b for n, (a, b) in zip(volume.shape, self.pad))
+        if any(n < w for n, w in zip(padded, self.window)):
+            raise ConfigError(
+                f"The window {list(self.window)} is larger than {volume_name(volume)!r} of shape "
+                f"{padded} (after padding); lower INFERENCE.INPUT_SIZE or pad more."
+            )
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "window", tuple(int(w) for w in self.window))
         object.__setattr__(self, "stride", tuple(int(s) for s in self.stride))
@@ -248,11 +261,7 @@ class Predictor:
         """
         settings = self.settings
         view = pad_volume(volume, settings.pad, settings.pad_mode, volume_name(volume))
-        if any(n < w for n, w in zip(view.shape, settings.window)):
-            raise ConfigError(
-                f"The window {list(settings.window)} is larger than {volume_name(volume)!r} of shape "
-                f"{tuple(view.shape)} (after padding); lower INFERENCE.INPUT_SIZE or pad more."
-            )
+        settings.check_fits(volume)
         offset = tuple(a for a, _ in settings.pad) if settings.unpad else (0, 0, 0)
         shape = tuple(volume.shape) if settings.unpad else tuple(view.shape)
         starts = [window_starts(n, w, s) for n, w, s in zip(view.shape, settings.window, settings.stride)]

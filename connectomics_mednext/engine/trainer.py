@@ -165,8 +165,9 @@ class Trainer:
         self.sampler = CropSampler(cfg, seed=(seed, rank))  # a different crop stream per rank
         self.validation_window: Optional[SlidingWindow] = None
         if cfg.DATASET.VAL_IMAGE_NAME:  # refuse bad validation volumes and windows now, not hours into the run
-            self._validation_volumes()
+            image, _ = self._validation_volumes()
             self.validation_window = inference_window(cfg, self.model)
+            self.validation_window.check_fits(image)
         self.start_iter = cfg.MODEL.PRE_MODEL_ITER
         self.newest_checkpoint: Optional[str] = None
         self.bad_gradients = 0  # consecutive steps skipped for a non-finite gradient

@@ -43,20 +43,49 @@ def open_hdf5(path: str, name: str = "") -> h5py.File:
         raise InputError(f"{prefix}{path!r} is not a readable HDF5 file ({str(error).splitlines()[0]}).") from error
 
 
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
+
+
+def split_hdf5_name(name: str) -> Optional[Tuple[str, str]]:
+    """(file, dataset) of ``a/b.h5/group/dataset``: a dataset inside groups, named as a zarr array is.
+
+    Args:
+        name: a volume name; None when it names no dataset inside an existing HDF5 file.
+    """
+    parts = name.split("/")
+    for index in range(len(parts) - 1, 0, -1):
+        prefix = "/".join(parts[:index])
+        if prefix.lower().endswith(HDF5_SUFFIXES) and os.path.isfile(prefix):
+            return prefix, "/".join(parts[index:])
+    return None
+
+
+def _dataset_paths(handle: h5py.File) -> List[str]:
+    paths: List[str] = []
+    handle.visititems(lambda name, node: paths.append(name) if isinstance(node, h5py.Dataset) else None)
+    return paths
+
+
 def open_hdf5_volume(path: str, dataset: Optional[str] = None) -> h5py.Dataset:
     """A (z, y, x) dataset of an HDF5 file, opened lazily.
 
     Args:
-        path: the HDF5 file.
-        dataset: its dataset; ``None`` takes the only dataset (or ``main``).
+        path: the HDF5 file, or ``file.h5/group/dataset`` for a dataset inside groups.
+        dataset: its dataset; ``None`` takes the one the path names, else the only one (or ``main``).
     """
+    inside = split_hdf5_name(path) if dataset is None else None
+    if inside is not None:
+        path, dataset = inside
     handle = open_hdf5(path)
-    names = [k for k in handle.keys() if isinstance(handle[k], h5py.Dataset)]
+    names = _dataset_paths(handle)
     if dataset is None:
         dataset = "main" if "main" in names else (names[0] if len(names) == 1 else None)
         if dataset is None:
-            raise MissingDatasetError(f"{path!r} holds datasets {names}; expected one, or one named 'main'.")
-    if dataset not in handle:
+            raise MissingDatasetError(
+                f"{path!r} holds datasets {names}; expected one, or one named 'main' (name another as "
+                f"'{path}/<dataset>')."
+            )
+    if dataset not in handle or not isinstance(handle[dataset], h5py.Dataset):
         raise MissingDatasetError(f"{path!r} has no dataset {dataset!r}; it holds {names}.")
     volume = handle[dataset]
     if volume.ndim != 3:

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import ConfigError, InputError, MissingDatasetError, MissingFileError, argument
 from .chunked import ChunkedVolume, is_chunked_name, open_chunked, split_container
-from .hdf5 import open_hdf5, open_hdf5_volume
+from .hdf5 import open_hdf5, open_hdf5_volume, split_hdf5_name
 from .tiff import TIFF_SUFFIXES, TiffVolume
 from .zarr_prediction import is_complete_prediction
 
@@ -42,7 +42,7 @@ def split_names(names: Optional[str], input_path: str, key: str) -> List[str]:
         chunked = split_container(path)
         if chunked is not None and not os.path.isdir(chunked[0]):
             raise MissingFileError(f"{key}: container {chunked[0]!r} does not exist.")
-        if chunked is None and not is_chunked_name(path) and not os.path.isfile(path):
+        if chunked is None and not is_chunked_name(path) and not os.path.isfile(path) and not split_hdf5_name(path):
             raise MissingFileError(f"{key}: file {path!r} does not exist.")
     return paths
 
@@ -61,6 +61,11 @@ def open_volume(path: str, dataset: Optional[str] = None):
         volume = open_chunked(path)
     else:
         volume = open_hdf5_volume(path, dataset)
+    if np.dtype(volume.dtype).fields is not None:
+        raise InputError(
+            f"{path!r} holds a compound dtype {np.dtype(volume.dtype)}; expected a plain numeric (z, y, x) volume "
+            "(save one field of it on its own)."
+        )
     if 0 in tuple(volume.shape):
         raise InputError(f"{path!r} is empty (shape {tuple(volume.shape)}); expected a (z, y, x) volume.")
     return volume
