@@ -352,3 +352,13 @@ def test_an_output_of_fewer_volumes_drops_the_earlier_runs_extra_ones(tmp_path, 
         assert "dropped vol1, left by an earlier run of more inputs" in capsys.readouterr().out
         with pytest.raises(KeyError):
             open_prediction(target, "vol1")
+
+
+def test_a_float_zarr_image_gets_the_dtype_sentence(tmp_path):
+    from connectomics_mednext.io import check_image_dtype
+
+    write_store(tmp_path / "f.zarr" / "raw", np.full((20, 24, 24), 0.5, np.float32))
+    with pytest.raises(
+        InputError, match=r"INFERENCE\.IMAGE_NAME '.*f\.zarr/raw' is float32 with values 0\.5\.\.0\.5, but"
+    ):
+        check_image_dtype(open_volume(str(tmp_path / "f.zarr" / "raw")), "INFERENCE.IMAGE_NAME")

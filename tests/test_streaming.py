@@ -208,3 +208,15 @@ def test_a_tiff_that_is_not_a_stack_is_refused(tmp_path):
     tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((4, 8, 8, 3), dtype=np.uint8))
     with pytest.raises(ValueError, match="expected a \\(z, y, x\\) stack with one 2D page per z plane"):
         open_volume(str(tmp_path / "rgb.tif"))
+
+
+def test_a_tiff_written_page_by_page_is_read_as_all_its_pages(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    image = volume((12, 20, 24))
+    for plane in image:  # one series per page, as many microscopes and scripts write stacks
+        tifffile.imwrite(tmp_path / "pages.tif", plane, append=True)
+    assert len(tifffile.TiffFile(tmp_path / "pages.tif").series) == 12
+    stack = open_volume(str(tmp_path / "pages.tif"))
+    assert stack.shape == image.shape
+    for box in itertools.product([slice(0, 12), slice(3, 5), slice(7, 8)], [slice(0, 20), slice(7, 19)], [slice(2, 9)]):
+        assert np.array_equal(stack[box], image[box])

@@ -30,18 +30,23 @@ class TiffVolume:
             self._file = tifffile.TiffFile(path)
         except (tifffile.TiffFileError, ValueError, OSError) as error:
             raise InputError(f"{path!r} is not a readable TIFF file ({error}).") from error
-        series = self._file.series[0]
-        shape = tuple(series.shape)
-        if len(shape) == 2:
-            shape = (1,) + shape
-        if len(shape) != 3 or len(series.pages) != shape[0]:
-            raise InputError(
-                f"{path!r} holds an image of shape {tuple(series.shape)} in {len(series.pages)} pages; "
-                "expected a (z, y, x) stack with one 2D page per z plane."
-            )
-        self._series, self.shape, self.dtype = series, shape, np.dtype(series.dtype)
+        every = self._file.series
+        first = every[0]
+        if len(every) > 1 and all(s.shape == first.shape and s.dtype == first.dtype and s.ndim == 2 for s in every):
+            # Written page by page (one series per call, as imwrite(..., append=True) does): the pages are the planes.
+            self._reader, shape = self._file, (len(every),) + tuple(first.shape)
+        else:
+            self._reader, shape = first, tuple(first.shape)
+            if len(shape) == 2:
+                shape = (1,) + shape
+            if len(shape) != 3 or len(first.pages) != shape[0]:
+                raise InputError(
+                    f"{path!r} holds an image of shape {tuple(first.shape)} in {len(first.pages)} pages; "
+                    "expected a (z, y, x) stack with one 2D page per z plane."
+                )
+        self.shape, self.dtype = shape, np.dtype(first.dtype)
 
     def __getitem__(self, box: Tuple[slice, slice, slice]) -> np.ndarray:
         z = range(*box[0].indices(self.shape[0]))
-        planes = self._series.asarray(key=z) if len(self._series.pages) > 1 else self._series.asarray()
+        planes = self._reader.asarray(key=z) if self.shape[0] > 1 else self._reader.asarray()
         return planes.reshape((len(z),) + self.shape[1:])[(slice(None),) + tuple(box[1:])]
