@@ -481,3 +481,37 @@ def test_checkpoint_last_is_the_requeue_command(tiny_run, tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(tiny_argv(tiny_run, "--inference", *requeue, out=out))
     assert "--checkpoint last resumes training; with --inference name the checkpoint file." in capsys.readouterr().err
+
+
+def test_a_job_killed_with_sigkill_is_requeued_by_the_same_command(tiny_run, tmp_path):
+    out = tmp_path / "out"
+    argv = tiny_argv(
+        tiny_run,
+        "--checkpoint",
+        "last",
+        out=out,
+        overrides=["SOLVER.ITERATION_TOTAL", "100000", "SOLVER.ITERATION_SAVE", "1"],
+    )
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
+    command = [sys.executable, os.path.join(ROOT, "scripts", "main.py"), *argv]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in process.stdout:
+        if line.startswith("[Iteration 00004/"):
+            process.kill()  # kill -9: no handler runs, the lock and perhaps a .tmp stay behind
+            break
+    process.wait()
+    assert (out / ".lock").exists()
+    saved = sorted(n for n in os.listdir(out) if re.fullmatch(r"checkpoint_\d+\.pth\.tar", n))
+    for name in saved:  # whatever a kill interrupted, every named checkpoint is whole
+        assert torch.load(out / name, weights_only=True)["iteration"] == int(name[11:16])
+    requeued = subprocess.run(
+        [*command[:-4], "SOLVER.ITERATION_TOTAL", str(int(saved[-1][11:16]) + 1), "SOLVER.ITERATION_SAVE", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert requeued.returncode == 0, requeued.stdout[-2000:] + requeued.stderr[-2000:]
+    assert f"took over the lock of process {process.pid}, which is gone" in requeued.stdout
+    assert f"--checkpoint last: resuming {out / saved[-1]}" in requeued.stdout
+    assert not (out / ".lock").exists() and not any(n.endswith(".tmp") for n in os.listdir(out))
