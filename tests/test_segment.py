@@ -288,3 +288,13 @@ def test_segment_replaces_its_own_labels_but_no_other_file(tmp_path, capsys):
         f.create_dataset("main", data=np.zeros((4, 8, 8), np.uint8))  # HDF5, but not our labels
     code, err = _segment([*argv[:-1], str(tmp_path / "other.h5")], capsys)
     assert code == 2 and "--output" in err and "is not a segmentation of ours" in err
+
+
+def test_an_output_that_is_a_folder_is_refused(tmp_path, capsys):
+    path = write_prediction(tmp_path / "p.h5", np.ones((1, 4, 8, 8), np.float32))
+    (tmp_path / "labels").mkdir()
+    code, err = _segment(["--prediction", path, "--mode", "binary", "--output", str(tmp_path / "labels")], capsys)
+    assert code == 2 and err.strip() == (
+        f"error: --output {str(tmp_path / 'labels')!r} is a folder; expected the name of a file for a segmentation."
+    )
+    assert os.listdir(tmp_path / "labels") == []
