@@ -16,6 +16,7 @@ from .config import check_config_file, check_native_values, load_native_cfg
 from .engine.allocator import keep_freed_memory
 from .engine.checkpoint import NEWEST, saved_config_file
 from .engine.stop_signals import TrainingStopped
+from .engine.threads import set_threads
 from .errors import ConfigError, argument_names, run_reporting_errors
 from .pytc import PyTCNotAvailable, describe_pytc, import_pytc, run_pytc
 
@@ -158,6 +159,7 @@ def run_native(args: argparse.Namespace) -> None:
     check_native_flags(args)
     cfg = load_native_cfg(args.config_file, args.config_base, args.opts)
     check_native_values(cfg)
+    _say(set_threads())
     seed = 0 if args.manual_seed is None else args.manual_seed
     if args.inference:
         main_infer(cfg, args.checkpoint, distributed=args.distributed)
