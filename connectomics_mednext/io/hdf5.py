@@ -1,10 +1,13 @@
-"""HDF5: volumes read lazily, and predictions written in PyTC's layout.
+"""HDF5: volumes read lazily (``file.h5``, or ``file.h5/group/dataset``), files written whole, and predictions.
 
-A prediction is dataset ``vol<i>`` of (C, Z, Y, X) uint8 per input volume. It is written to
-``<output>.partial`` (``<output>.rank<r>.partial`` per rank when ranks share the work). Each
-dataset stores its resume key and, per output block, the first plane not yet written
-(``done_z``), so a rerun with the same key continues where a kill left it. Rank 0 joins the
-ranks' files; the output gets its final name only when complete.
+Every HDF5 file the package writes is written here. Labels and volumes are written as
+``<name>.partial`` and renamed when complete (:func:`written_hdf5`). A prediction is dataset
+``vol<i>`` of (C, Z, Y, X) uint8 per input volume, written to ``<output>.partial``
+(``<output>.rank<r>.partial`` per rank when ranks share the work). Each dataset stores its
+resume key and, per output block, the first plane not yet written (``done_z``), fsynced after
+the planes it counts, so a rerun with the same key continues where a kill left it. Rank 0 joins
+the ranks' files; the output gets its final name only when complete. A file whose writes failed
+(a full disk) is abandoned (:func:`abandon`), never left for HDF5 to retry.
 """
 
 import glob
