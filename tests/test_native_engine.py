@@ -288,40 +288,19 @@ def test_semantic_target_trains_and_validates(tmp_path, data_dir, capsys):
     config = write_config(tmp_path, data_dir)
     with h5py.File(data_dir / "label.h5", "r") as f, h5py.File(tmp_path / "classes.h5", "w") as g:
         g.create_dataset("main", data=(f["main"][:] > 0).astype(np.uint8))
+    # One semantic target of two classes, scored with cross-entropy.
+    semantic = ["MODEL.OUT_PLANES", "2", "MODEL.TARGET_OPT", "['9-2']", "MODEL.WEIGHT_OPT", "[['0']]"]
+    semantic += ["MODEL.LOSS_OPTION", "[['WeightedCE']]", "MODEL.OUTPUT_ACT", "[['none']]"]
+    semantic += ["MODEL.LOSS_WEIGHT", "[[1.0]]"]
     with pytest.raises(ValueError, match="expects classes 0..1, but the label holds"):
-        run(
-            config,
-            "MODEL.OUT_PLANES",
-            "2",
-            "MODEL.TARGET_OPT",
-            "['9-2']",
-            "MODEL.WEIGHT_OPT",
-            "[['0']]",
-            "MODEL.LOSS_OPTION",
-            "[['WeightedCE']]",
-            "MODEL.OUTPUT_ACT",
-            "[['none']]",
-            "MODEL.LOSS_WEIGHT",
-            "[[1.0]]",
-        )
+        run(config, *semantic)
     run(
         config,
         "DATASET.LABEL_NAME",
         "classes.h5",
         "DATASET.VAL_LABEL_NAME",
         "classes.h5",
-        "MODEL.OUT_PLANES",
-        "2",
-        "MODEL.TARGET_OPT",
-        "['9-2']",
-        "MODEL.WEIGHT_OPT",
-        "[['0']]",
-        "MODEL.LOSS_OPTION",
-        "[['WeightedCE']]",
-        "MODEL.OUTPUT_ACT",
-        "[['none']]",
-        "MODEL.LOSS_WEIGHT",
-        "[[1.0]]",
+        *semantic,
         "SOLVER.ITERATION_TOTAL",
         "2",
         "SOLVER.ITERATION_VAL",
