@@ -7,7 +7,7 @@ adding them to a tree keeps the values already there, so a second call changes n
 
 import os
 import re
-from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Hashable, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 from yacs.config import CfgNode as CN
@@ -267,6 +267,8 @@ def _unique_mapping(loader: UniqueKeyLoader, node: yaml.MappingNode, deep: bool 
     seen = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        if not isinstance(key, Hashable):
+            continue  # construct_mapping refuses it below, as YAML's own error
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None,

@@ -135,6 +135,12 @@ CASES = [
         r"mapping \(also at line \d+\)\.$",
     ),
     (
+        "yaml key that is a list",
+        ["--config-file", "{case}/listkey.yaml"],
+        lambda c, d: (c / "listkey.yaml").write_text("? [a, b]\n: 1\n"),
+        r"--config-file .*listkey\.yaml.* is not valid YAML at line 1: found unhashable key\.$",
+    ),
+    (
         "yaml list",
         ["--config-file", "{case}/list.yaml"],
         lambda c, d: (c / "list.yaml").write_text("- 1\n"),
