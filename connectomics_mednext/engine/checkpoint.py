@@ -211,7 +211,13 @@ def saved_config_file(path: str) -> Iterator[str]:
     Args:
         path: the checkpoint.
     """
-    text = without_paths(checkpoint_config(path))
+    with _temporary_config_file(without_paths(checkpoint_config(path))) as config_file:
+        yield config_file
+
+
+@contextmanager
+def _temporary_config_file(text: str) -> Iterator[str]:
+    """``text`` in a temporary YAML file, removed afterwards."""
     with tempfile.TemporaryDirectory() as folder:
         config_file = os.path.join(folder, "checkpoint_config.yaml")
         with open(config_file, "w", encoding="utf-8") as handle:
@@ -245,9 +251,10 @@ def check_trained_network(cfg, path: str) -> None:
         cfg: the config that will build the network.
         path: the checkpoint.
     """
-    if not isinstance(load_checkpoint(path, mmap=True).get("config"), str):
+    text = load_checkpoint(path, mmap=True).get("config")
+    if not isinstance(text, str):
         return
-    with saved_config_file(path) as saved:
+    with _temporary_config_file(text) as saved:  # read once; the network's keys are no paths
         trained = load_native_cfg(saved, freeze=False)
     differences = network_differences(network_description(trained), network_description(cfg))
     if differences:

@@ -166,15 +166,16 @@ def predictor_from_checkpoint(
         device: where the network runs; default the first GPU if there is one, else the CPU.
         overrides: lower-case ``INFERENCE`` key -> value.
     """
-    if config_file is None:
+    if config_file is None:  # the checkpoint's own network, by construction
         with saved_config_file(checkpoint) as saved:
             cfg = load_native_cfg(saved, config_base, freeze=False)
     else:
         cfg = load_native_cfg(config_file, config_base, freeze=False)
-    inference_overrides(cfg, overrides or {})
+    inference_overrides(cfg, overrides or {})  # INFERENCE keys only: the network stays as loaded
     cfg.freeze()
     check_native_values(cfg)
-    check_trained_network(cfg, checkpoint)
+    if config_file is not None:
+        check_trained_network(cfg, checkpoint)
     model = load_trained_model(cfg, checkpoint)
     return build_predictor(cfg, model, inference_window(cfg, model), torch.device(device or default_device()))
 
