@@ -4,6 +4,8 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
+from ..io import to_output_values
+
 # Lucchi-style sweep: 0.05, 0.10, ..., 0.95.
 SWEEP = tuple(round(0.05 * i, 2) for i in range(1, 20))
 
@@ -41,9 +43,7 @@ def voxel_scores(
         threshold: the probability threshold.
         sweep: the thresholds tried for ``best_threshold``.
     """
-    values = (
-        probability if probability.dtype == np.uint8 else np.clip(np.rint(probability * 255), 0, 255).astype(np.uint8)
-    )
+    values = probability if probability.dtype == np.uint8 else to_output_values(probability)
     if mask is not None:
         values, truth = values[mask], truth[mask]
     # One histogram of values inside and outside the truth gives every threshold's counts.
