@@ -10,6 +10,8 @@ VERSION = re.search(r'__version__ = "([^"]+)"', open("connectomics_mednext/versi
 SEGMENT = ["scipy", "scikit-image", "connected-components-3d", "waterz"]
 # Chunked volumes in and out: zarr (v2, v3), N5 and Neuroglancer precomputed through one library.
 ZARR = ["tensorstore"]
+# Past one machine: daisy schedules blocks on local or cluster workers, with retries and done markers.
+SCALE = ["daisy>=2.0"] + SEGMENT + ZARR
 
 setup(
     name="connectomics-mednext",
@@ -24,10 +26,11 @@ setup(
     extras_require={
         # zarr-python only checks, in the tests, that our zarr output opens in another reader.
         # ruff lints; MONAI checks our loader of its MedNeXt checkpoints.
-        "test": ["pytest", "ruff==0.17.6", "tifffile", "zarr", "monai"] + SEGMENT + ZARR,
+        "test": ["pytest", "ruff==0.17.6", "tifffile", "zarr", "monai"] + SCALE,
         "tiff": ["tifffile"],
         "segment": SEGMENT,
         "zarr": ZARR,
+        "scale": SCALE,
         "bench": ["monai"],
     },
     entry_points={

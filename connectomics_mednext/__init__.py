@@ -10,25 +10,45 @@ The Python API is as short as the command line::
     scores = evaluate(truth, segmentation=labels, prediction=probabilities)
 """
 
-from .build import build_mednext
-from .config import add_mednext_config
-from .engine.predictor import Predictor, SlidingWindow
-from .evaluate import evaluate
-from .losses import DeepSupervisionLoss
-from .model import (
-    LayerNorm,
-    MedNeXt,
-    MedNeXtBlock,
-    MedNeXtDownBlock,
-    MedNeXtUpBlock,
-    OutBlock,
-    create_mednext_v1,
-    load_weights,
-    read_checkpoint,
-    upkern_load_weights,
-)
-from .segment import segment
+from importlib import import_module
+from typing import Any
+
 from .version import __version__
+
+# Public name -> the module that defines it. Imported on first use (PEP 562), so that commands
+# which never touch a network (segment, evaluate, blockwise workers) start without importing torch.
+_EXPORTS = {
+    "DeepSupervisionLoss": ".losses",
+    "LayerNorm": ".model",
+    "MedNeXt": ".model",
+    "MedNeXtBlock": ".model",
+    "MedNeXtDownBlock": ".model",
+    "MedNeXtUpBlock": ".model",
+    "OutBlock": ".model",
+    "Predictor": ".engine.predictor",
+    "SlidingWindow": ".engine.predictor",
+    "add_mednext_config": ".config",
+    "build_mednext": ".build",
+    "create_mednext_v1": ".model",
+    "evaluate": ".evaluate",
+    "load_weights": ".model",
+    "read_checkpoint": ".model",
+    "segment": ".segment",
+    "upkern_load_weights": ".model",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_EXPORTS))
+
 
 __all__ = [
     "DeepSupervisionLoss",

@@ -12,15 +12,15 @@ import os
 import sys
 from typing import Optional
 
-import torch.distributed as dist
-
 PACKAGE = __name__.split(".")[0]
 TEXT_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def current_rank() -> int:
     """This process's rank: the process group's, else torchrun's ``RANK``, else 0."""
-    if dist.is_available() and dist.is_initialized():
+    # A process that never imported torch has no process group; importing it here would cost a second.
+    dist = getattr(sys.modules.get("torch"), "distributed", None)
+    if dist is not None and dist.is_available() and dist.is_initialized():
         return dist.get_rank()
     return int(os.environ.get("RANK", "0"))
 

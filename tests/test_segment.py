@@ -1,5 +1,6 @@
 """Decoding predictions into instances: every mode, slab-wise components against whole-volume ones, bad input."""
 
+import dataclasses
 import os
 import sys
 
@@ -156,9 +157,8 @@ def _segment(argv, capsys):
         ),
         (
             ["--mode", "boundary", "--max-memory", "0.000001"],
-            r"--mode boundary holds the whole volume in memory and needs about 0\.0 GiB for 3840 voxels "
-            r"\(80 bytes each\), "
-            r"but --max-memory allows 0\.0 GiB",
+            r"--mode boundary needs about 0\.0 GiB for a block of 3840 voxels with its context \(80 bytes each\), "
+            r"but --max-memory allows 0\.0 GiB; decode in smaller blocks \(--block-size\)",
         ),
         (
             ["--mode", "boundary", "--seed-distance", "0"],
@@ -205,7 +205,7 @@ def test_a_failing_decoder_leaves_nothing(tmp_path, monkeypatch):
     def broken(prediction, options):
         raise RuntimeError("boom")
 
-    monkeypatch.setitem(decoders.DECODERS, "bc", decoders.Decoder(2, True, broken, False, 1, "TARGET_OPT 0 and 4"))
+    monkeypatch.setitem(decoders.DECODERS, "bc", dataclasses.replace(decoders.DECODERS["bc"], fragments=broken))
     path = write_prediction(tmp_path / "p.h5", np.zeros((2, 4, 8, 8), np.float32))
     with pytest.raises(RuntimeError, match="boom"):
         segment_file(path, str(tmp_path / "s.h5"), "bc")

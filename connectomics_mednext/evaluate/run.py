@@ -8,11 +8,14 @@ In Python, arrays or files alike::
 
 import math
 import os
-from typing import Dict, Optional, Union
+from typing import TYPE_CHECKING, Dict, Optional, Union
 
 import numpy as np
-import torch
 
+if TYPE_CHECKING:
+    import torch
+
+from ..arrays import as_numpy
 from ..data.targets import make_target, target_foreground
 from ..errors import InputError, argument
 from ..io import close_volume, open_prediction, open_volume, read_whole, split_names
@@ -39,17 +42,15 @@ METRIC_KEYS = (
 )
 
 
-VolumeSource = Union[str, "os.PathLike[str]", np.ndarray, torch.Tensor]
+VolumeSource = Union[str, "os.PathLike[str]", np.ndarray, "torch.Tensor"]
 
 
 def _volume(source: VolumeSource, name: str) -> np.ndarray:
     """A (Z, Y, X) array from an array or from any volume file :mod:`connectomics_mednext.io` reads."""
-    if isinstance(source, torch.Tensor):
-        return source.detach().cpu().numpy()
     if isinstance(source, (str, os.PathLike)):
         (checked,) = split_names(os.fspath(source), "", argument(name))  # a missing file is named with its argument
         return read_whole(open_volume(checked))
-    return np.asarray(source)
+    return as_numpy(source)
 
 
 def _probability(prediction: VolumeSource, dataset: str, channel: int) -> np.ndarray:

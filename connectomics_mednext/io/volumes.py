@@ -205,6 +205,19 @@ def open_prediction(path: str, dataset: str = "vol0"):
     return volume
 
 
+def prediction_voxel_size(volume) -> Optional[Tuple[float, float, float]]:
+    """The (z, y, x) voxel size a prediction records (its ``resolution`` attribute, in nm), or None.
+
+    Args:
+        volume: a prediction from :func:`open_prediction`.
+    """
+    attributes = volume.attrs if isinstance(volume, h5py.Dataset) else volume.attributes
+    value = attributes.get("resolution")
+    if value is None or len(value) != 3:
+        return None
+    return tuple(float(v) for v in value)
+
+
 def close_volume(volume) -> None:
     """Close the file behind a volume from this module (chunked stores hold none open).
 

@@ -222,6 +222,9 @@ class ZarrPrediction(PredictionOutput):
             },
         }
         write_json_atomically(os.path.join(self.path, ".zattrs"), attributes)
+        for name, voxel_size in self.voxel_sizes.items():
+            if voxel_size:  # funlib's attribute on the array itself, which decoding reads
+                write_json_atomically(os.path.join(self.path, name, ".zattrs"), {"resolution": list(voxel_size)})
         shutil.rmtree(os.path.join(self.path, PROGRESS))
         if os.path.isdir(self.output_path):
             shutil.rmtree(self.output_path)  # the previous result of this name, replaced as HDF5 files are

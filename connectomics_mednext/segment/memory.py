@@ -1,4 +1,4 @@
-"""How much memory a whole-volume decoder needs, and a refusal when the machine lacks it."""
+"""How much memory a block of a decoder needs, and a refusal when the machine lacks it."""
 
 import os
 from typing import Optional
@@ -21,11 +21,11 @@ def available_bytes() -> int:
 
 
 def check_memory(mode: str, voxels: int, bytes_per_voxel: int, limit_gib: Optional[float] = None) -> None:
-    """Refuse to start a decoder whose estimated peak memory exceeds what is available.
+    """Refuse to start a decoder whose estimated peak memory for one block exceeds what is available.
 
     Args:
         mode: the decoding mode, for the message.
-        voxels: the volume's voxel count.
+        voxels: the voxels of a block and its context.
         bytes_per_voxel: the mode's peak memory per voxel.
         limit_gib: the memory allowed (``max_memory``); None takes what the system has available.
     """
@@ -36,7 +36,7 @@ def check_memory(mode: str, voxels: int, bytes_per_voxel: int, limit_gib: Option
     if need > have:
         source = f"{argument('max_memory')} allows" if limit_gib is not None else "the machine has"
         raise InputError(
-            f"{argument('mode')} {mode} holds the whole volume in memory and needs about {need / GIB:.1f} GiB for "
-            f"{voxels} voxels ({bytes_per_voxel} bytes each), but {source} {have / GIB:.1f} GiB; crop the "
-            f"volume, or decode a binary map with {argument('mode')} binary, which works slab by slab."
+            f"{argument('mode')} {mode} needs about {need / GIB:.1f} GiB for a block of {voxels} voxels with its "
+            f"context ({bytes_per_voxel} bytes each), but {source} {have / GIB:.1f} GiB; decode in smaller blocks "
+            f"({argument('block_size')}), blockwise into a zarr output for the largest volumes."
         )
