@@ -58,6 +58,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="one process per device under torchrun (DDP training; inference ranks share the blocks)",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="with --inference and a zarr INFERENCE.OUTPUT_NAME: N daisy workers, each loading the network once and "
+        "pulling blocks; a dead worker's block is retried by another (needs the scale extra)",
+    )
+    parser.add_argument(
+        "--worker-command",
+        default=None,
+        help="with --workers: a command that starts each worker elsewhere, e.g. 'srun -p gpu --gres=gpu:1'",
+    )
+    parser.add_argument(
         "--checkpoint",
         type=str,
         default=None,
@@ -116,6 +128,8 @@ def check_files(args: argparse.Namespace) -> None:
             raise ConfigError(f"--checkpoint {NEWEST} resumes training; with --inference name the checkpoint file.")
     elif args.checkpoint is not None and not os.path.isfile(args.checkpoint):
         raise ConfigError(f"--checkpoint: file {args.checkpoint!r} does not exist.")
+    if (args.workers is not None or args.worker_command) and not args.inference:
+        raise ConfigError("--workers and --worker-command share the blocks of --inference; training uses torchrun.")
     if args.config_file is None and not (args.inference and args.checkpoint):
         raise ConfigError(
             "--config-file is required; only --inference --checkpoint CK can take the config saved "
@@ -162,7 +176,7 @@ def run_native(args: argparse.Namespace) -> None:
     _say(set_threads())
     seed = 0 if args.manual_seed is None else args.manual_seed
     if args.inference:
-        main_infer(cfg, args.checkpoint, distributed=args.distributed)
+        main_infer(cfg, args.checkpoint, args.distributed, args.workers, args.worker_command)
     else:
         main_train(cfg, args.checkpoint, distributed=args.distributed, seed=seed)
 
@@ -206,6 +220,8 @@ def run_command(argv: List[str]) -> None:
         run = run_pytc if choose_engine(args.engine) else run_native
         if run is run_pytc and args.checkpoint == NEWEST:
             raise ConfigError(f"--checkpoint {NEWEST} is our engine's; PyTorch Connectomics needs the checkpoint file.")
+        if run is run_pytc and args.workers is not None:
+            raise ConfigError("--workers runs our engine's prediction on daisy; add --engine native.")
         try:
             if args.config_file is not None:
                 run(args)

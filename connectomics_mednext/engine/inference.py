@@ -192,15 +192,24 @@ def segmentation_path(prediction: str, index: int, volumes: int) -> str:
     return f"{stem}_seg.h5" if volumes == 1 else f"{stem}_vol{index}_seg.h5"
 
 
-def main_infer(cfg, checkpoint: Optional[str], distributed: bool = False) -> str:
+def main_infer(
+    cfg,
+    checkpoint: Optional[str],
+    distributed: bool = False,
+    workers: Optional[int] = None,
+    worker_command: Optional[str] = None,
+) -> str:
     """Predict ``INFERENCE.IMAGE_NAME`` into ``INFERENCE.OUTPUT_PATH/OUTPUT_NAME`` (datasets ``vol0``, ...).
 
     Under torchrun with ``distributed``, the ranks share the output's blocks and rank 0 joins them.
+    With ``workers``, daisy's workers pull the blocks of a zarr output (:mod:`.daisy_prediction`).
 
     Args:
         cfg: the frozen config.
         checkpoint: the weights.
         distributed: join torchrun's process group.
+        workers: daisy workers computing the blocks; None computes them in this process (or its ranks).
+        worker_command: starts each daisy worker elsewhere (``srun ...``); None: on this machine.
     """
     if checkpoint is None:
         raise ConfigError(f"{argument('inference')} needs {argument('checkpoint')} naming the weights to predict with.")
@@ -217,10 +226,20 @@ def main_infer(cfg, checkpoint: Optional[str], distributed: bool = False) -> str
     sliding_window = inference_window(cfg, model)
     make_output_folder(inference.OUTPUT_PATH, "INFERENCE.OUTPUT_PATH")
     output = os.path.join(inference.OUTPUT_PATH, inference.OUTPUT_NAME)
+    run_blocks = None
+    if workers is not None:
+        if distributed:
+            raise ConfigError("--workers and --distributed are two ways to share the blocks; choose one.")
+        from .daisy_prediction import daisy_block_runner  # daisy is an extra
+
+        run_blocks = daisy_block_runner(cfg, checkpoint, names, output, workers, worker_command)
+    elif worker_command:
+        raise ConfigError("--worker-command starts daisy workers; give --workers N too.")
     rank, world_size, device = init_distributed(INFERENCE_TIMEOUT) if distributed else (0, 1, default_device())
     try:
         with argument_names({"output_path": "INFERENCE.OUTPUT_NAME"}):
-            build_predictor(cfg, model, sliding_window, device, rank, world_size).predict_to_file(volumes, output)
+            predictor = build_predictor(cfg, model, sliding_window, device, rank, world_size)
+            predictor.predict_to_file(volumes, output, run_blocks)
     finally:
         if distributed:
             dist.destroy_process_group()

@@ -42,6 +42,8 @@ from .resume_key import prediction_key, weights_fingerprint
 from .windows import window_starts, windows_over
 
 Activation = Callable[[torch.Tensor], torch.Tensor]
+# (volume index, its plan, its output target) -> None, once every block of it is written.
+BlockRunner = Callable[[int, "VolumePlan", Any], None]
 NO_PADDING: PadWidths = ((0, 0), (0, 0), (0, 0))
 CPU = torch.device("cpu")
 
@@ -294,7 +296,7 @@ class Predictor:
         return array
 
     @torch.no_grad()
-    def predict_to_file(self, volumes: Sequence, output_path: str) -> str:
+    def predict_to_file(self, volumes: Sequence, output_path: str, run_blocks: Optional["BlockRunner"] = None) -> str:
         """Predict each volume into ``vol<i>`` of ``output_path`` (HDF5, or zarr for ``.zarr``); return that path.
 
         With several ranks every rank calls this; the output is complete when rank 0 returns.
@@ -305,15 +307,17 @@ class Predictor:
         Args:
             volumes: lazy (z, y, x) uint8 inputs.
             output_path: the final file or folder.
+            run_blocks: computes the blocks of one volume elsewhere (daisy's workers, see
+                :mod:`.daisy_prediction`); None computes this rank's share here.
         """
         lock = OutputLock(output_path.rstrip("/") + ".lock", argument("output_path"), output_path)
         on_rank_zero(self.rank, self._share, lock.acquire)
         try:
-            return self._write_prediction(volumes, output_path)
+            return self._write_prediction(volumes, output_path, run_blocks)
         finally:
             lock.release()
 
-    def _write_prediction(self, volumes: Sequence, output_path: str) -> str:
+    def _write_prediction(self, volumes: Sequence, output_path: str, run_blocks: Optional["BlockRunner"]) -> str:
         """:meth:`predict_to_file`'s work, under its lock."""
         weights = weights_fingerprint(self.model)
         output = open_prediction_output(output_path, self.rank, self.world_size, self._share)
@@ -329,10 +333,13 @@ class Predictor:
                 )
                 shape = (self.channels,) + plan.shape
                 target = output.dataset(index, shape, key, plan.blocks, getattr(volume, "voxel_size", None))
-                mine = range(self.rank, len(plan.blocks), self.world_size)
-                self._start_counting(progress, f"vol{index}", plan, target, mine)
-                for number in mine:
-                    self.predict_block(plan, number, CountedTarget(target, progress, plan.blocks))
+                if run_blocks is not None:
+                    run_blocks(index, plan, target)
+                else:
+                    mine = range(self.rank, len(plan.blocks), self.world_size)
+                    self._start_counting(progress, f"vol{index}", plan, target, mine)
+                    for number in mine:
+                        self.predict_block(plan, number, CountedTarget(target, progress, plan.blocks))
                 plans.append((shape, plan.blocks))
             output.close()
         except UserError:

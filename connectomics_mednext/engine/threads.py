@@ -56,14 +56,17 @@ def usable_cpus(root: str = CGROUP) -> Tuple[int, str]:
     return affinity, why
 
 
-def set_threads(root: str = CGROUP) -> str:
+def set_threads(root: str = CGROUP, sharers: int = 1) -> str:
     """Set torch's threads to :func:`usable_cpus` unless ``OMP_NUM_THREADS`` is set; return the line that says so.
 
     Args:
         root: where the cgroup file system is mounted.
+        sharers: processes of this job sharing those CPUs (daisy's local workers), which split them.
     """
     if os.environ.get("OMP_NUM_THREADS"):
         return f"threads: {torch.get_num_threads()} (OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']})"
     count, why = usable_cpus(root)
+    if sharers > 1:
+        count, why = max(1, count // sharers), f"{why}, shared by {sharers} workers"
     torch.set_num_threads(count)
     return f"threads: {count} ({why})"

@@ -89,6 +89,23 @@ class ZarrBlocks(BlockWriter):
                 pass
 
 
+def reopen_blocks(output_path: str, index: int, shape: Sequence[int], blocks: List[Box]) -> ZarrBlocks:
+    """Array ``vol<index>`` of a prediction being written, for a worker that writes some of its blocks.
+
+    The run that plans the prediction creates the array and its resume key (:meth:`ZarrPrediction.dataset`);
+    daisy's workers only reopen it.
+
+    Args:
+        output_path: the final ``.zarr`` folder.
+        index: the input volume.
+        shape: (C, Z, Y, X).
+        blocks: the output blocks.
+    """
+    path = output_path.rstrip("/") + ".partial"
+    array = create_zarr_array(os.path.join(path, f"vol{index}"), shape, OUTPUT_DTYPE, shape)
+    return ZarrBlocks(array, os.path.join(path, PROGRESS, f"vol{index}"), blocks)
+
+
 class ZarrPrediction(PredictionOutput):
     """This run's zarr prediction, shared by every rank.
 

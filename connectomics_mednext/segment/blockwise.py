@@ -20,16 +20,14 @@ rerun with any of them changed starts afresh.
 import dataclasses
 import json
 import os
-import shlex
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import InputError, UserError, argument, import_extra
+from ..daisy_tasks import import_daisy, run_pipeline, set_log_folder, worker_function
+from ..errors import InputError, argument
 from ..geometry import Box
 from ..io import OutputLock, open_prediction, prediction_voxel_size, volume_identity
 from ..io.chunked import _kvstore, create_zarr_array, import_tensorstore, split_container
@@ -43,22 +41,8 @@ from .graph import Relabelling, merge_fragments
 
 logger = get_logger(__name__)
 
-SCALE_EXTRA = "pip install connectomics-mednext[scale]"
 DEFAULT_BLOCK_SIZE = (64, 256, 256)
 MARK = "connectomics_mednext"
-
-
-class BlockwiseError(UserError, RuntimeError):
-    """Blocks failed on every try; the message names the first and its error."""
-
-
-def import_daisy():
-    """daisy's v2 API, or a :class:`MissingExtraError` naming the extra."""
-    return import_extra("daisy.v2", f"Blockwise decoding into a zarr array needs daisy: {SCALE_EXTRA}.")
-
-
-def _set_daisy_log_folder(folder: str) -> None:
-    import_extra("daisy.logging", f"Blockwise decoding needs daisy: {SCALE_EXTRA}.").set_log_basedir(folder)
 
 
 def is_blockwise_output(output: str) -> bool:
@@ -170,6 +154,21 @@ class BlockwiseJob:
         labels = relabelling.apply(fragments).astype(label_dtype(relabelling.count))
         self._store(self.output)[box.slices()].write(labels).result()
 
+    def to_record(self) -> Dict[str, Any]:
+        """The job as plain values, for a worker command's job file."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_record(cls, record: Dict[str, Any]) -> "BlockwiseJob":
+        """The job :meth:`to_record` wrote.
+
+        Args:
+            record: its plain values.
+        """
+        options = dict(record["options"], resolution=tuple(record["options"]["resolution"]))
+        sizes = {name: tuple(record[name]) for name in ("shape", "block_size")}
+        return cls(**{**record, **sizes, "options": SegmentOptions(**options)})
+
     def resume_key(self) -> Dict[str, Any]:
         """What the work folder holds results of; a rerun with another key starts afresh."""
         prediction = self._prediction()
@@ -200,7 +199,7 @@ def _tasks(daisy, job: BlockwiseJob, workers: int, retries: int, worker_command:
             total_roi=total,
             read_roi=read,
             write_roi=block,
-            process_function=_worker_function(job, name, worker_command),
+            process_function=worker_function(job, name, worker_command, job._path(f"job_{name}.json")),
             read_write_conflict=False,
             fit="shrink",
             max_workers=workers,
@@ -212,69 +211,6 @@ def _tasks(daisy, job: BlockwiseJob, workers: int, retries: int, worker_command:
     fragments = task("fragments", volume, block)
     contacts = task("contacts", volume.grow((1, 1, 1), (1, 1, 1)), around)
     return fragments + contacts, task("relabel", volume, block)
-
-
-def _worker_function(job: BlockwiseJob, name: str, worker_command: Optional[str]):
-    """The block function of task ``name``, or, with a worker command (``srun ...``), a worker that runs it there."""
-    if not worker_command:
-        return getattr(job, name)
-    job_file = job._path(f"job_{name}.json")
-
-    def run_worker(*, context=None) -> None:
-        environment = dict(os.environ, DAISY_CONTEXT=context.to_env())
-        command = shlex.split(worker_command) + [sys.executable, "-m", "connectomics_mednext.segment.worker", job_file]
-        subprocess.run(command, env=environment, check=True)
-
-    write_json_atomically(job_file, {"task": name, **_job_record(job)})
-    return run_worker
-
-
-def _job_record(job: BlockwiseJob) -> Dict[str, Any]:
-    record = dataclasses.asdict(job)
-    record["options"] = dataclasses.asdict(job.options)
-    return record
-
-
-def job_from_record(record: Dict[str, Any]) -> BlockwiseJob:
-    """The job a worker command's file describes.
-
-    Args:
-        record: the file's JSON, as :func:`_worker_function` wrote it.
-    """
-    options = dict(record["options"])
-    options["resolution"] = tuple(options["resolution"])
-    return BlockwiseJob(
-        record["prediction"],
-        record["dataset"],
-        record["mode"],
-        SegmentOptions(**options),
-        tuple(record["shape"]),
-        tuple(record["block_size"]),
-        record["output"],
-    )
-
-
-def _run(daisy, pipeline, logs: str) -> None:
-    """Run daisy's pipeline; raise one sentence naming the first failed block and its error."""
-    states = daisy.run_blockwise(pipeline, multiprocessing=True, progress=True, return_states=True)
-    incomplete = {name: state for name, state in states.items() if state.completed_count != state.total_block_count}
-    if not incomplete:
-        return
-    # The task whose own blocks failed, not one whose blocks waited on them.
-    name = next((name for name, state in incomplete.items() if state.failed_count), next(iter(incomplete)))
-    state = incomplete[name]
-    tasks = pipeline.tasks if hasattr(pipeline, "tasks") else [pipeline]
-    failed = next((task.failed_blocks() for task in tasks if task.task_id == name), [])
-    where = ""
-    if failed:
-        roi = failed[0].write_roi
-        where = ", the first at " + ", ".join(f"{axis} {b}:{e}" for axis, b, e in zip("zyx", roi.begin, roi.end))
-    error = (state.last_worker_error or "no error was reported").strip().splitlines()[-1]
-    unfinished = state.total_block_count - state.completed_count
-    raise BlockwiseError(
-        f"{unfinished} of {state.total_block_count} blocks of task {name!r} failed{where}: {error}; run the same "
-        f"command again to retry only those (worker logs: {logs})."
-    )
 
 
 def _merge(job: BlockwiseJob) -> Relabelling:
@@ -398,7 +334,7 @@ def segment_blockwise(
     """
     from .run import check_block_size  # run imports nothing from here; the cycle is only at import
 
-    daisy = import_daisy()
+    daisy = import_daisy("Blockwise decoding into a zarr array")
     if workers < 1:
         raise InputError(f"{argument('workers')} is {workers}, but must be 1 or more.")
     container, _ = split_container(output)
@@ -415,13 +351,13 @@ def segment_blockwise(
         _check_output(job.output)
         _prepare_work(job)
         logs = job._path("logs")
-        _set_daisy_log_folder(logs)
+        set_log_folder(logs)
         first, relabel = _tasks(daisy, job, workers, retries, worker_command)
-        _run(daisy, first, logs)
+        run_pipeline(daisy, first, logs)
         relabelling = _load_relabelling(job) if os.path.isfile(job._path("relabelling.npz")) else _merge(job)
         dtype = label_dtype(relabelling.count)
         create_zarr_array(job.output, shape, dtype, sizes)
         write_json_atomically(os.path.join(job.output, ".zattrs"), {MARK: {"complete": False}})
-        _run(daisy, relabel, logs)
+        run_pipeline(daisy, relabel, logs)
         _publish(job, relabelling, voxel_size)
     return relabelling.count

@@ -1,14 +1,14 @@
 """A daisy worker started by a worker command (``srun``, ``bsub``): pulls one task's blocks until none are left.
 
-``python -m connectomics_mednext.segment.worker <job.json>``, with daisy's ``DAISY_CONTEXT`` in
-the environment (the worker command passes the environment on, as ``srun`` and ``bsub`` do).
+``python -m connectomics_mednext.worker <job.json>``, with daisy's ``DAISY_CONTEXT`` in the
+environment (the worker command passes the environment on, as ``srun`` and ``bsub`` do).
 """
 
 import sys
 from typing import List, Optional
 
-from ..io.json_files import read_json
-from .blockwise import import_daisy, job_from_record
+from .daisy_tasks import import_daisy, job_from_file
+from .io.json_files import read_json
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -18,9 +18,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         argv: ``[job file]``; the command line's when None.
     """
     (job_file,) = sys.argv[1:] if argv is None else argv
-    record = read_json(job_file)
-    process = getattr(job_from_record(record), record["task"])
-    client = import_daisy().Client()
+    process = job_from_file(read_json(job_file))
+    client = import_daisy("A blockwise worker").Client()
     while True:
         with client.acquire_block() as block:
             if block is None:
