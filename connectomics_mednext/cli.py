@@ -181,14 +181,18 @@ def run_native(args: argparse.Namespace) -> None:
         main_train(cfg, args.checkpoint, distributed=args.distributed, seed=seed)
 
 
-def choose_engine(choice: str) -> bool:
+def choose_engine(choice: str, daisy_workers: bool = False) -> bool:
     """Whether PyTC runs for ``--engine choice``; prints one line saying which engine runs and why.
 
     Args:
         choice: ``auto``, ``pytc`` or ``native``.
+        daisy_workers: ``--workers`` was given, which only our engine runs.
     """
     if choice == "native":
         _say("engine: ours (--engine native)")
+        return False
+    if choice == "auto" and daisy_workers:
+        _say("engine: ours, because --workers runs our engine's prediction on daisy")
         return False
     try:
         modules = import_pytc()
@@ -217,11 +221,11 @@ def run_command(argv: List[str]) -> None:
         check_files(args)
         # This process is ours, so its allocator may be tuned (see engine/allocator.py).
         keep_freed_memory()
-        run = run_pytc if choose_engine(args.engine) else run_native
+        run = run_pytc if choose_engine(args.engine, args.workers is not None) else run_native
         if run is run_pytc and args.checkpoint == NEWEST:
             raise ConfigError(f"--checkpoint {NEWEST} is our engine's; PyTorch Connectomics needs the checkpoint file.")
         if run is run_pytc and args.workers is not None:
-            raise ConfigError("--workers runs our engine's prediction on daisy; add --engine native.")
+            raise ConfigError("--workers runs our engine's prediction on daisy; use --engine native or auto.")
         try:
             if args.config_file is not None:
                 run(args)

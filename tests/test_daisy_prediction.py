@@ -149,3 +149,32 @@ def test_a_missing_daisy_is_named_with_the_extra(tiny_run, tmp_path, monkeypatch
     with pytest.raises(SystemExit):
         cli.main(command(tiny_run, tmp_path, "p.zarr", "--workers", "2"))
     assert "Prediction on daisy workers needs daisy: pip install connectomics-mednext[scale]" in capsys.readouterr().err
+
+
+def test_the_slurm_example_predicts_and_segments_through_its_worker_command(tiny_run, tmp_path):
+    pytest.importorskip("cc3d")
+    # A stand-in for srun: drops its options and runs the worker it was given, here.
+    bin_folder = tmp_path / "bin"
+    bin_folder.mkdir()
+    srun = bin_folder / "srun"
+    srun.write_text('#!/bin/sh\nwhile [ "${1#-}" != "$1" ]; do shift; done\necho "$@" >> "$SRUN_LOG"\nexec "$@"\n')
+    srun.chmod(0o755)
+    environment = dict(
+        os.environ,
+        PATH=f"{bin_folder}{os.pathsep}{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}",
+        SRUN_LOG=str(tmp_path / "srun.log"),
+        CHECKPOINT=str(tiny_run / "trained" / "checkpoint_00002.pth.tar"),
+        INPUT=str(tiny_run / "image.h5"),
+        OUTPUT=str(tmp_path / "out"),
+        MODE="binary",
+        PREDICT_WORKERS="1",
+        SEGMENT_WORKERS="2",
+        OMP_NUM_THREADS="1",
+    )
+    script = ROOT / "scripts" / "slurm_predict_and_segment.sh"
+    result = subprocess.run(["bash", str(script)], env=environment, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    started = (tmp_path / "srun.log").read_text().splitlines()
+    assert any("connectomics_mednext.worker" in line for line in started) and len(started) >= 4
+    assert open_prediction(str(tmp_path / "out" / "volume.zarr")).shape[1:] == (24, 40, 40)
+    assert (tmp_path / "out" / "segmentation.zarr" / "neurons" / ".zattrs").is_file()
