@@ -54,7 +54,7 @@ def write_prediction(mode: str, megavoxels: int, path: str) -> List[int]:
         tile = np.concatenate([make_target(cells, code) for code in CODES[mode]])
     tile = np.clip(np.rint(tile * 255), 0, 255).astype(np.uint8)
     repeats = max(1, round(megavoxels * 2**20 / tile[0].size))
-    grid = {1: (1, 1, 1), 2: (1, 1, 2), 4: (1, 2, 2), 8: (2, 2, 2), 16: (2, 2, 4), 32: (2, 4, 4), 64: (4, 4, 4)}
+    grid = {2**n: (2 ** ((n + 2) // 3), 2 ** ((n + 1) // 3), 2 ** (n // 3)) for n in range(11)}  # z, y, x doublings
     reps = grid[min(grid, key=lambda n: abs(n - repeats))]
     shape = [tile.shape[0]] + [n * r for n, r in zip(tile.shape[1:], reps)]
     with h5py.File(path, "w") as f:
@@ -67,7 +67,7 @@ def write_prediction(mode: str, megavoxels: int, path: str) -> List[int]:
 
 def _descendants(pid: int) -> List[int]:
     children, found = {}, []
-    for entry in os.listdir("/proc"):
+    for entry in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{entry}/stat") as handle:
                 parent = int(handle.read().rsplit(")", 1)[1].split()[1])

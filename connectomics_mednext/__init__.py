@@ -13,6 +13,9 @@ The Python API is as short as the command line::
 from importlib import import_module
 from typing import Any
 
+# Named like their subpackages, so imported here: importing a subpackage later must not rebind them.
+from .evaluate import evaluate
+from .segment import segment
 from .version import __version__
 
 # Public name -> the module that defines it. Imported on first use (PEP 562), so that commands
@@ -30,10 +33,8 @@ _EXPORTS = {
     "add_mednext_config": ".config",
     "build_mednext": ".build",
     "create_mednext_v1": ".model",
-    "evaluate": ".evaluate",
     "load_weights": ".model",
     "read_checkpoint": ".model",
-    "segment": ".segment",
     "upkern_load_weights": ".model",
 }
 

@@ -14,7 +14,7 @@ from connectomics_mednext.errors import MissingExtraError
 from connectomics_mednext.evaluate import neuron_scores
 from connectomics_mednext.segment import SegmentOptions, segment_file
 from connectomics_mednext.segment import cli as segment_cli
-from connectomics_mednext.segment.components import UnionFind, face_pairs, import_cc3d
+from connectomics_mednext.segment.components import import_cc3d
 from connectomics_mednext.segment.decoders import label_dtype
 
 cc3d = pytest.importorskip("cc3d")
@@ -71,20 +71,38 @@ def test_small_objects_are_removed_across_slabs(tmp_path):
     assert count == 1 and labels[5, 7, 7] == 0 and (labels[2:10, 2, 2] == 1).all()
 
 
-def test_face_pairs_follow_the_connectivity():
-    below = np.zeros((3, 3), np.int64)
-    above = np.zeros((3, 3), np.int64)
-    below[1, 1], above[0, 0] = 1, 2  # touch only across a corner
-    assert len(face_pairs(below, above, 6)) == 0 and len(face_pairs(below, above, 18)) == 0
-    assert face_pairs(below, above, 26).tolist() == [[1, 2]]
-    above[0, 0], above[0, 1] = 0, 3  # across an edge
-    assert len(face_pairs(below, above, 6)) == 0 and face_pairs(below, above, 18).tolist() == [[1, 3]]
+def test_contacts_follow_the_connectivity_and_are_counted_once():
+    from connectomics_mednext.geometry import Box
+    from connectomics_mednext.segment.contacts import block_contacts, contact_region
+    from connectomics_mednext.segment.decoders import DECODERS
+
+    fragments = np.zeros((2, 3, 3), np.uint64)
+    fragments[0, 1, 1], fragments[1, 0, 0] = 1, 2  # touch only across a corner of the z face
+    region, block = Box((0, 0, 0), (2, 3, 3)), Box((0, 0, 0), (1, 3, 3))
+    assert contact_region(block, (2, 3, 3)) == region
+
+    def pairs(connectivity):
+        found = block_contacts(
+            fragments, None, block, region, DECODERS["binary"], SegmentOptions(connectivity=connectivity)
+        )
+        return found.pairs.tolist(), found.voxel_pairs.tolist()
+
+    assert pairs(6) == ([], []) and pairs(18) == ([], []) and pairs(26) == ([[1, 2]], [1])
+    fragments[1, 0, 0], fragments[1, 0, 1] = 0, 3  # across an edge
+    assert pairs(6) == ([], []) and pairs(18) == ([[1, 3]], [1])
+    # The block above owns no pair of these: every voxel pair between two blocks is counted by one of them.
+    above = block_contacts(fragments, None, Box((1, 0, 0), (2, 3, 3)), region, DECODERS["binary"], SegmentOptions())
+    assert len(above.pairs) == 0
 
 
-def test_union_find_joins_chains():
-    sets = UnionFind(6)
-    sets.union(np.array([5, 3]), np.array([3, 1]))
-    assert sets.roots().tolist() == [0, 1, 2, 1, 4, 1]
+@pytest.mark.parametrize("block_size", [(5, 7, 9), (20, 5, 28), (3, 24, 4)])
+def test_any_blocks_give_the_whole_volume_components(block_size):
+    from connectomics_mednext.segment import segment
+
+    foreground = np.random.default_rng(7).random((20, 24, 28)) > 0.68
+    whole = segment(foreground[None].astype(np.float32), "binary", slab_planes=0)
+    blocks = segment(foreground[None].astype(np.float32), "binary", block_size=block_size)
+    assert same_partition(blocks, whole) and blocks.max() == whole.max()
 
 
 def test_label_dtype_grows_when_ids_do_not_fit():
