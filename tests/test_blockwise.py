@@ -207,6 +207,32 @@ def test_changed_options_start_afresh_and_a_foreign_output_is_refused(tmp_path, 
     assert "--output" in err and "is not a label array written by this tool" in err
 
 
+@pytest.mark.parametrize("output", ["seg.zarr", "seg.n5/labels"])
+def test_an_output_that_is_no_zarr_array_is_refused(tmp_path, predictions, capsys, output):
+    argv = ["--prediction", predictions["binary"], "--mode", "binary", "--output", str(tmp_path / output)]
+    with pytest.raises(SystemExit):
+        segment_cli.main(argv)
+    assert "is not an array in a zarr container; name one, e.g. seg.zarr/labels" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
+
+
+def test_blocks_too_large_for_the_workers_memory_are_refused(tmp_path, predictions, capsys):
+    output = tmp_path / "seg.zarr" / "labels"
+    argv = ["--prediction", predictions["boundary"], "--mode", "boundary", "--output", str(output)]
+    with pytest.raises(SystemExit):
+        segment_cli.main(argv + ["--workers", "2", "--max-memory", "0.001"])
+    err = capsys.readouterr().err
+    assert "--mode boundary needs about" in err and "--max-memory allows 0.0 GiB" in err
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_missing_prediction_leaves_no_container(tmp_path, capsys):
+    argv = ["--prediction", str(tmp_path / "none.h5"), "--mode", "binary", "--output", str(tmp_path / "s.zarr/l")]
+    with pytest.raises(SystemExit):
+        segment_cli.main(argv)
+    assert "does not exist" in capsys.readouterr().err and os.listdir(tmp_path) == []
+
+
 def test_workers_need_a_zarr_output(tmp_path, predictions, capsys):
     argv = ["--prediction", predictions["binary"], "--mode", "binary", "--output", str(tmp_path / "s.h5")]
     with pytest.raises(SystemExit):

@@ -33,6 +33,7 @@ def volume(tmp_path_factory):
 
 
 def command(tiny_run, out, name, *flags):
+    """The tiny run's inference into ``out/name``, with ``flags``."""
     checkpoint = str(tiny_run / "trained" / "checkpoint_00002.pth.tar")
     overrides = ["INFERENCE.OUTPUT_PATH", str(out), "INFERENCE.OUTPUT_NAME", name] + BLOCKS
     return tiny_argv(tiny_run, "--inference", "--checkpoint", checkpoint, *flags, overrides=overrides)
@@ -134,6 +135,12 @@ def test_worker_flags_are_refused_where_they_cannot_work(tiny_run, tmp_path, cap
     err = capsys.readouterr().err
     assert stopped.value.code == 2 and message in err and "Traceback" not in err, err
     assert not os.listdir(tmp_path)
+
+
+def test_a_refused_worker_flag_creates_no_output_folder(tiny_run, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(command(tiny_run, tmp_path / "new", "p.h5", "--workers", "2"))
+    assert "--workers needs a zarr prediction" in capsys.readouterr().err and not (tmp_path / "new").exists()
 
 
 def test_workers_are_refused_for_training(tiny_run, capsys):

@@ -224,7 +224,6 @@ def main_infer(
     model = load_trained_model(cfg, checkpoint)
     # A window the network cannot take is refused before any process group exists.
     sliding_window = inference_window(cfg, model)
-    make_output_folder(inference.OUTPUT_PATH, "INFERENCE.OUTPUT_PATH")
     output = os.path.join(inference.OUTPUT_PATH, inference.OUTPUT_NAME)
     run_blocks = None
     if workers is not None:
@@ -235,6 +234,7 @@ def main_infer(
         run_blocks = daisy_block_runner(cfg, checkpoint, names, output, workers, worker_command)
     elif worker_command:
         raise ConfigError("--worker-command starts daisy workers; give --workers N too.")
+    make_output_folder(inference.OUTPUT_PATH, "INFERENCE.OUTPUT_PATH")
     rank, world_size, device = init_distributed(INFERENCE_TIMEOUT) if distributed else (0, 1, default_device())
     try:
         with argument_names({"output_path": "INFERENCE.OUTPUT_NAME"}):

@@ -29,7 +29,7 @@ import numpy as np
 from ..daisy_tasks import import_daisy, run_pipeline, set_log_folder, worker_function
 from ..errors import InputError, argument
 from ..geometry import Box
-from ..io import OutputLock, open_prediction, prediction_voxel_size, volume_identity
+from ..io import OutputLock, close_volume, open_prediction, prediction_voxel_size, volume_identity
 from ..io.chunked import _kvstore, create_zarr_array, import_tensorstore, split_container
 from ..io.json_files import read_json, write_json_atomically
 from ..log import get_logger
@@ -38,6 +38,7 @@ from .blocks import block_index, fragment_block, id_stride
 from .contacts import Contacts, block_contacts, contact_region
 from .decoders import DECODERS, SegmentOptions, check_channels, label_dtype
 from .graph import Relabelling, merge_fragments
+from .run import check_block_memory, check_block_size, check_found
 
 logger = get_logger(__name__)
 
@@ -169,11 +170,14 @@ class BlockwiseJob:
         sizes = {name: tuple(record[name]) for name in ("shape", "block_size")}
         return cls(**{**record, **sizes, "options": SegmentOptions(**options)})
 
-    def resume_key(self) -> Dict[str, Any]:
-        """What the work folder holds results of; a rerun with another key starts afresh."""
-        prediction = self._prediction()
+    def resume_key(self, identity: Dict[str, Any]) -> Dict[str, Any]:
+        """What the work folder holds results of; a rerun with another key starts afresh.
+
+        Args:
+            identity: the prediction's :func:`~connectomics_mednext.io.volume_identity`.
+        """
         return {
-            "prediction": volume_identity(prediction),
+            "prediction": identity,
             "dataset": self.dataset,
             "mode": self.mode,
             "options": dataclasses.asdict(self.options),
@@ -229,8 +233,7 @@ def _merge(job: BlockwiseJob) -> Relabelling:
     ids = np.concatenate(ids) if ids else np.zeros(0, np.uint64)
     counts = np.concatenate(counts) if counts else np.zeros(0, np.int64)
     relabelling = merge_fragments(ids, counts, Contacts.joined(contacts), decoder, job.options)
-    if decoder.nothing_found is not None and len(ids) == 0:
-        raise InputError(decoder.nothing_found(job.options))
+    check_found(relabelling, decoder, job.options)
     _save_npz(
         job._path("relabelling.npz"),
         fragment_ids=relabelling.fragment_ids,
@@ -240,9 +243,9 @@ def _merge(job: BlockwiseJob) -> Relabelling:
     return relabelling
 
 
-def _prepare_work(job: BlockwiseJob) -> None:
+def _prepare_work(job: BlockwiseJob, identity: Dict[str, Any]) -> None:
     """Keep the work folder (and the output array) of an interrupted run with the same key; else start afresh."""
-    key = _as_json(job.resume_key())
+    key = _as_json(job.resume_key(identity))
     stored = read_json(job._path("key.json"))
     if stored == key:
         logger.info(f"{job.output!r}: resuming; daisy skips the blocks already done.")
@@ -317,6 +320,7 @@ def segment_blockwise(
     workers: int = 1,
     retries: int = 2,
     worker_command: Optional[str] = None,
+    max_memory_gib: Optional[float] = None,
 ) -> int:
     """Decode ``prediction_path`` block by block on daisy workers into the zarr array ``output``; return the count.
 
@@ -331,25 +335,28 @@ def segment_blockwise(
         retries: tries of a failed block beyond the first, on any worker.
         worker_command: a command that starts each worker elsewhere (``srun -p cpu``, ``bsub -I``);
             None starts them on this machine.
+        max_memory_gib: the memory the local workers' blocks may use together; None: what the machine has.
     """
-    from .run import check_block_size  # run imports nothing from here; the cycle is only at import
-
     daisy = import_daisy("Blockwise decoding into a zarr array")
     if workers < 1:
         raise InputError(f"{argument('workers')} is {workers}, but must be 1 or more.")
-    container, _ = split_container(output)
-    os.makedirs(container, exist_ok=True)
     volume = open_prediction(prediction_path, dataset)
-    check_channels(mode, volume.shape[0], options, repr(prediction_path))
-    voxel_size = prediction_voxel_size(volume)
-    shape = tuple(int(n) for n in volume.shape[1:])
+    try:
+        check_channels(mode, volume.shape[0], options, repr(prediction_path))
+        voxel_size, identity = prediction_voxel_size(volume), volume_identity(volume)
+        shape = tuple(int(n) for n in volume.shape[1:])
+    finally:
+        close_volume(volume)
     sizes = check_block_size(block_size) if block_size is not None else DEFAULT_BLOCK_SIZE
     sizes = tuple(min(b, n) for b, n in zip(sizes, shape))
     settled = options.with_voxel_size(voxel_size)
+    # Local workers share this machine's memory; a worker command gives each its own.
+    check_block_memory(mode, DECODERS[mode], settled, sizes, shape, max_memory_gib, 1 if worker_command else workers)
     job = BlockwiseJob(os.path.abspath(prediction_path), dataset, mode, settled, shape, sizes, os.path.abspath(output))
+    os.makedirs(split_container(job.output)[0], exist_ok=True)
     with OutputLock(f"{job.output}.lock", argument("output"), output):
         _check_output(job.output)
-        _prepare_work(job)
+        _prepare_work(job, identity)
         logs = job._path("logs")
         set_log_folder(logs)
         first, relabel = _tasks(daisy, job, workers, retries, worker_command)

@@ -4,6 +4,7 @@ import argparse
 from typing import List, Optional
 
 from ..errors import ConfigError, argument, argument_names, look_up_option, run_reporting_errors
+from ..io.chunked import split_container
 from .blockwise import is_blockwise_output, segment_blockwise
 from .decoders import DECODERS, SegmentOptions, resolution_tuple
 from .run import segment_file
@@ -80,8 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-memory",
         type=float,
         default=None,
-        help="GiB the whole-volume modes (bc, boundary, affinity) may use; default: what the "
-        "machine has available. A volume that would need more is refused.",
+        help="GiB a block (the local workers' blocks together) may use; default: what the machine has "
+        "available. Blocks that would need more are refused.",
     )
     parser.add_argument(
         "--block-size",
@@ -112,6 +113,11 @@ def decode(args: argparse.Namespace) -> int:
     options = options_from(args)
     options.check()
     look_up_option(argument("mode"), args.mode, DECODERS)
+    if split_container(args.output) is not None and not is_blockwise_output(args.output):
+        raise ConfigError(
+            f"{argument('output')} {args.output!r} is not an array in a zarr container; name one, e.g. seg.zarr/labels "
+            "(labels are written as HDF5 or zarr)."
+        )
     if is_blockwise_output(args.output):
         return segment_blockwise(
             args.prediction,
@@ -122,6 +128,7 @@ def decode(args: argparse.Namespace) -> int:
             args.block_size,
             args.workers,
             worker_command=args.worker_command,
+            max_memory_gib=args.max_memory,
         )
     if args.workers != 1 or args.worker_command:
         raise ConfigError(

@@ -149,10 +149,23 @@ def _settled(prediction, mode: str, options: SegmentOptions, source: str) -> Tup
     return DECODERS[mode], options.with_voxel_size(voxel_size)
 
 
-def _check_block_memory(mode: str, decoder: Decoder, options, block_size, shape, max_memory_gib) -> None:
+def check_block_memory(
+    mode: str, decoder: Decoder, options, block_size, shape, max_memory_gib: Optional[float], blocks_at_once: int = 1
+) -> None:
+    """Refuse blocks (with their context) whose decoding would not fit in memory, ``blocks_at_once`` at a time.
+
+    Args:
+        mode: the mode, for the message.
+        decoder: its decoder.
+        options: its options.
+        block_size: voxels per block.
+        shape: the volume's shape.
+        max_memory_gib: the memory allowed; None: what the machine has available.
+        blocks_at_once: blocks decoded at the same time on this machine (local workers).
+    """
     context = decoder.context(options)
     voxels = int(np.prod([min(n, b + 2 * context) for n, b in zip(shape, block_size)]))
-    check_memory(mode, voxels, decoder.bytes_per_voxel, max_memory_gib)
+    check_memory(mode, voxels * blocks_at_once, decoder.bytes_per_voxel, max_memory_gib)
 
 
 def segment(
@@ -183,7 +196,7 @@ def segment(
         decoder, settings = _settled(volume, mode, settings, source)
         shape = tuple(volume.shape[1:])
         blocks = in_process_block_size(mode, shape, settings, block_size)
-        _check_block_memory(mode, decoder, settings, blocks, shape, max_memory)
+        check_block_memory(mode, decoder, settings, blocks, shape, max_memory)
         labels = {}
 
         def create_output(count: int) -> np.ndarray:
@@ -230,7 +243,7 @@ def segment_file(
         decoder, settled = _settled(prediction, mode, options, repr(prediction_path))
         shape = tuple(prediction.shape[1:])
         blocks = in_process_block_size(mode, shape, settled, block_size)
-        _check_block_memory(mode, decoder, settled, blocks, shape, max_memory_gib)
+        check_block_memory(mode, decoder, settled, blocks, shape, max_memory_gib)
         with written_hdf5(output_path, argument("output")) as out:
 
             def create_output(count: int):
