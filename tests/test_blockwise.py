@@ -258,3 +258,14 @@ def test_a_worker_command_starts_the_workers(tmp_path, predictions):
     assert segment_cli.run(argv + ["--workers", "2", "--worker-command", command]) > 0
     assert log.read_text().count("started") >= 3  # one worker at least per task
     assert same_partition(read_labels(output), segment(predictions["binary"], "binary"))
+
+
+def test_a_volume_larger_than_the_memory_given_decodes_blockwise(tmp_path, predictions, capsys):
+    # --max-memory below what the whole volume needs, above what a block with its context needs.
+    whole = ["--prediction", predictions["boundary"], "--mode", "boundary", "--max-memory", "0.009"]
+    with pytest.raises(SystemExit):
+        segment_cli.main(whole + ["--output", str(tmp_path / "s.h5")])
+    assert "needs about 0.0 GiB for a block of 131072 voxels" in capsys.readouterr().err
+    output = tmp_path / "seg.zarr" / "labels"
+    assert segment_cli.run(whole + ["--output", str(output)] + BLOCK) > 0
+    assert same_partition(read_labels(output), segment(predictions["boundary"], "boundary", block_size=(16, 32, 32)))
