@@ -269,3 +269,20 @@ def test_a_volume_larger_than_the_memory_given_decodes_blockwise(tmp_path, predi
     output = tmp_path / "seg.zarr" / "labels"
     assert segment_cli.run(whole + ["--output", str(output)] + BLOCK) > 0
     assert same_partition(read_labels(output), segment(predictions["boundary"], "boundary", block_size=(16, 32, 32)))
+
+
+def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(tmp_path, predictions, capsys):
+    output = tmp_path / "seg.zarr" / "labels"
+    output.parent.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:  # a live process of this host holds the lock, as a first run would
+        (tmp_path / "seg.zarr" / "labels.lock").write_text(json.dumps({"pid": holder.pid, "host": os.uname().nodename}))
+        with pytest.raises(SystemExit):
+            segment_cli.main(["--prediction", predictions["binary"], "--mode", "binary", "--output", str(output)])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert f"--output '{output}' is being written by process {holder.pid}" in capsys.readouterr().err
+    assert not output.exists()
+    # Once its holder is gone, the lock is taken over and the run completes.
+    assert segment_cli.run(["--prediction", predictions["binary"], "--mode", "binary", "--output", str(output)]) > 0
