@@ -154,7 +154,7 @@ def test_a_rerun_after_the_whole_job_is_killed_does_only_the_missing_blocks(tmp_
     output = tmp_path / "seg.zarr" / "labels"
     argv = ["--prediction", path, "--mode", "boundary", "--output", str(output)] + BLOCK
     process = run_segment(argv, start_new_session=True)
-    markers = tmp_path / "seg.zarr" / ".labels.work" / "fragments"
+    markers = tmp_path / "seg.zarr" / ".labels.work" / "ids"
     deadline = time.time() + 120
     while time.time() < deadline and len(list(markers.glob("*.npz"))) < 10:
         time.sleep(0.05)
@@ -286,3 +286,23 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(tmp_pat
     assert not output.exists()
     # Once its holder is gone, the lock is taken over and the run completes.
     assert segment_cli.run(["--prediction", predictions["binary"], "--mode", "binary", "--output", str(output)]) > 0
+
+
+def test_records_removed_behind_daisys_back_are_named_not_decoded_into_holes(
+    tmp_path, predictions, capsys, monkeypatch
+):
+    from connectomics_mednext.segment import blockwise
+
+    output = tmp_path / "seg.zarr" / "labels"
+    argv = ["--prediction", predictions["binary"], "--mode", "binary", "--output", str(output)] + BLOCK
+    original = blockwise._merge
+
+    def merge_after_a_loss(job):
+        os.remove(os.path.join(job.work, "ids", "3.npz"))
+        return original(job)
+
+    monkeypatch.setattr(blockwise, "_merge", merge_after_a_loss)
+    with pytest.raises(SystemExit):
+        segment_cli.main(argv)
+    assert "holds the records of 7 and 8 of 8 blocks" in capsys.readouterr().err
+    assert not is_complete_labels(str(output))

@@ -228,6 +228,15 @@ def _as_volume(
     return volume
 
 
+def open_zarr_array(folder: str):
+    """An existing zarr (v2) array, opened for reading and writing.
+
+    Args:
+        folder: the array's folder.
+    """
+    return import_tensorstore().open({"driver": "zarr", "kvstore": _kvstore(folder)}).result()
+
+
 def create_zarr_array(folder: str, shape: Sequence[int], dtype: np.dtype, chunks: Sequence[int]):
     """Create, or reopen when it already has this shape and dtype, a zarr (v2) array for writing.
 

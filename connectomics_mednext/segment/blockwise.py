@@ -3,7 +3,7 @@
 ``connectomics-mednext-segment --output seg.zarr/labels --block-size Z Y X --workers N`` runs:
 
 1. ``fragments`` (daisy task): each block's fragments into ``fragments`` (uint64, one chunk per
-   block) and its ids and voxel counts into ``fragments/<block>.npz``;
+   block) and its ids and voxel counts into ``ids/<block>.npz``;
 2. ``contacts`` (daisy task, after the fragments of the block and its neighbours): each block's
    contacts across its faces into ``contacts/<block>.npz``;
 3. the merge (this process): one graph over all fragments (:mod:`.graph`);
@@ -19,6 +19,7 @@ rerun with any of them changed starts afresh.
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -26,11 +27,11 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..daisy_tasks import import_daisy, run_pipeline, set_log_folder, worker_function
+from ..daisy_tasks import BlockwiseError, import_daisy, run_pipeline, set_log_folder, worker_function
 from ..errors import InputError, argument
 from ..geometry import Box
 from ..io import OutputLock, close_volume, open_prediction, prediction_voxel_size, volume_identity
-from ..io.chunked import _kvstore, create_zarr_array, import_tensorstore, split_container
+from ..io.chunked import create_zarr_array, open_zarr_array, split_container
 from ..io.json_files import read_json, write_json_atomically
 from ..log import get_logger
 from ..version import __version__
@@ -113,8 +114,7 @@ class BlockwiseJob:
         return _opened("prediction", self.prediction, lambda: open_prediction(self.prediction, self.dataset))
 
     def _store(self, path: str):
-        tensorstore = import_tensorstore()
-        return _opened("store", path, lambda: tensorstore.open({"driver": "zarr", "kvstore": _kvstore(path)}).result())
+        return _opened("store", path, lambda: open_zarr_array(path))
 
     def _box(self, block) -> Box:
         roi = block.write_roi
@@ -127,7 +127,7 @@ class BlockwiseJob:
         decoder = DECODERS[self.mode]
         part = fragment_block(self._prediction(), box, index, id_stride(self.block_size), decoder, self.options)
         self._store(self._path("fragments"))[box.slices()].write(part.labels).result()
-        _save_npz(self._path("fragments", f"{index}.npz"), ids=part.ids, voxel_counts=part.voxel_counts)
+        _save_npz(self._path("ids", f"{index}.npz"), ids=part.ids, voxel_counts=part.voxel_counts)
 
     def contacts(self, block) -> None:
         """daisy's ``contacts`` task: one block's contacts with its neighbours."""
@@ -197,7 +197,7 @@ def _tasks(daisy, job: BlockwiseJob, workers: int, retries: int, worker_command:
     block = daisy.Roi((0, 0, 0), job.block_size)
     around = daisy.Roi((-1, -1, -1), tuple(b + 2 for b in job.block_size))
 
-    def task(name: str, total, read, **extra):
+    def task(name: str, total, read):
         return daisy.Task(
             name,
             total_roi=total,
@@ -209,7 +209,6 @@ def _tasks(daisy, job: BlockwiseJob, workers: int, retries: int, worker_command:
             max_workers=workers,
             max_retries=retries,
             tracking_path=job._path("done", name),
-            **extra,
         )
 
     fragments = task("fragments", volume, block)
@@ -221,17 +220,22 @@ def _merge(job: BlockwiseJob) -> Relabelling:
     """The global step: read every block's record, join, and save the relabelling for the workers."""
     decoder = DECODERS[job.mode]
     ids, counts, contacts = [], [], []
-    for name in sorted(os.listdir(job._path("fragments"))):
+    for name in sorted(os.listdir(job._path("ids"))):
         if name.endswith(".npz"):
-            with np.load(job._path("fragments", name)) as data:
+            with np.load(job._path("ids", name)) as data:
                 ids.append(data["ids"])
                 counts.append(data["voxel_counts"])
     for name in sorted(os.listdir(job._path("contacts"))):
         if name.endswith(".npz"):
             with np.load(job._path("contacts", name)) as data:
                 contacts.append(Contacts(data["pairs"], data["score_sums"], data["voxel_pairs"]))
-    ids = np.concatenate(ids) if ids else np.zeros(0, np.uint64)
-    counts = np.concatenate(counts) if counts else np.zeros(0, np.int64)
+    blocks = math.prod(math.ceil(n / b) for n, b in zip(job.shape, job.block_size))
+    if len(ids) != blocks or len(contacts) != blocks:
+        raise BlockwiseError(
+            f"{job.work!r} holds the records of {len(ids)} and {len(contacts)} of {blocks} blocks, though daisy marked "
+            "them all done: something removed files there; remove the folder and run again."
+        )
+    ids, counts = np.concatenate(ids), np.concatenate(counts)
     relabelling = merge_fragments(ids, counts, Contacts.joined(contacts), decoder, job.options)
     check_found(relabelling, decoder, job.options)
     _save_npz(
@@ -254,8 +258,8 @@ def _prepare_work(job: BlockwiseJob, identity: Dict[str, Any]) -> None:
         logger.info(f"{job.output!r}: the prediction, mode, options or block size changed; starting afresh.")
     shutil.rmtree(job.work, ignore_errors=True)
     shutil.rmtree(job.output, ignore_errors=True)  # ours (checked), and about to be replaced
-    os.makedirs(job._path("fragments"))
-    os.makedirs(job._path("contacts"))
+    for folder in ("fragments", "ids", "contacts"):
+        os.makedirs(job._path(folder))
     create_zarr_array(job._path("fragments"), job.shape, np.uint64, job.block_size)
     write_json_atomically(job._path("key.json"), key)
 
