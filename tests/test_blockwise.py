@@ -306,3 +306,22 @@ def test_records_removed_behind_daisys_back_are_named_not_decoded_into_holes(
         segment_cli.main(argv)
     assert "holds the records of 7 and 8 of 8 blocks" in capsys.readouterr().err
     assert not is_complete_labels(str(output))
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (
+            ["--block-size", "0", "32", "32"],
+            "--block-size is [0, 32, 32], but must be 3 positive voxel counts (z, y, x).",
+        ),
+        (["--workers", "0"], "--workers is 0, but must be 1 or more."),
+        (["--block-context", "-1"], "--block-context is -1, but must be 0 or more."),
+    ],
+)
+def test_values_at_the_edge_get_one_sentence(tmp_path, predictions, capsys, flags, message):
+    argv = ["--prediction", predictions["binary"], "--mode", "binary", "--output", str(tmp_path / "s.zarr/labels")]
+    with pytest.raises(SystemExit):
+        segment_cli.main(argv + flags)
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: {message}" and os.listdir(tmp_path) == []
