@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 import torch
 
@@ -196,3 +197,32 @@ def run_one_thread(argv: list) -> subprocess.CompletedProcess:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     return result
+
+
+def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two labelings group the voxels identically (ids may differ), background included."""
+    pairs = np.unique(np.stack([a.ravel(), b.ravel()], axis=1), axis=0)
+    return len(pairs) == len(np.unique(a)) == len(np.unique(b))
+
+
+def write_prediction(path, channels: np.ndarray) -> str:
+    """Probabilities (C, Z, Y, X) in 0..1 as a prediction file in PyTC's layout (``vol0``, uint8 x 255)."""
+    with h5py.File(path, "w") as f:
+        f.create_dataset("vol0", data=np.clip(np.rint(channels * 255), 0, 255).astype(np.uint8))
+    return str(path)
+
+
+def daisy_workers_of(pid: int) -> list:
+    """The pids of daisy's worker processes that ``pid`` started (read from /proc)."""
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                command = handle.read().decode(errors="replace")
+            with open(f"/proc/{entry}/stat") as handle:
+                parent = int(handle.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            continue
+        if "daisy._subprocess_worker" in command and parent == pid:
+            found.append(int(entry))
+    return found

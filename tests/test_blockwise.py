@@ -11,6 +11,7 @@ import time
 import h5py
 import numpy as np
 import pytest
+from conftest import daisy_workers_of, same_partition, write_prediction
 
 from connectomics_mednext.data.synthetic import make_em_volume
 from connectomics_mednext.data.targets import make_target
@@ -25,17 +26,6 @@ tensorstore = pytest.importorskip("tensorstore")
 zarr = pytest.importorskip("zarr")
 
 BLOCK = ["--block-size", "16", "32", "32"]
-
-
-def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
-    pairs = np.unique(np.stack([a.ravel(), b.ravel()], axis=1), axis=0)
-    return len(pairs) == len(np.unique(a)) == len(np.unique(b))
-
-
-def write_prediction(path, channels: np.ndarray) -> str:
-    with h5py.File(path, "w") as f:
-        f.create_dataset("vol0", data=np.clip(np.rint(channels * 255), 0, 255).astype(np.uint8))
-    return str(path)
 
 
 def read_labels(folder) -> np.ndarray:
@@ -105,24 +95,6 @@ def test_the_voxel_size_comes_from_the_prediction(tmp_path, cells):
     assert transform["scale"] == [20.0, 10.0, 10.0] and group["multiscales"][0]["axes"][0]["unit"] == "nanometer"
 
 
-def _workers_of(pid: int):
-    """The pids of daisy worker processes below ``pid``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                command = handle.read().decode(errors="replace")
-            with open(f"/proc/{entry}/stat") as handle:
-                parent = int(handle.read().rsplit(")", 1)[1].split()[1])
-        except OSError:
-            continue
-        if "daisy._subprocess_worker" in command and parent in (pid, *found):
-            found.append(int(entry))
-    return found
-
-
 def _slow_prediction(tmp_path, cells) -> str:
     # Many small blocks, so that the run lasts long enough to kill a worker in the middle of it.
     big = np.tile(make_target(cells, "4")[0], (2, 2, 2))
@@ -136,7 +108,7 @@ def test_a_worker_killed_mid_run_has_its_blocks_retried_and_the_run_finishes(tmp
     process = run_segment(argv + ["--workers", "2"])
     deadline, killed = time.time() + 60, None
     while time.time() < deadline and killed is None and process.poll() is None:
-        workers = _workers_of(process.pid)
+        workers = daisy_workers_of(process.pid)
         if workers:
             time.sleep(0.5)  # let it take a block
             os.kill(workers[0], signal.SIGKILL)

@@ -10,7 +10,7 @@ import time
 import h5py
 import numpy as np
 import pytest
-from conftest import BASE, ROOT, tiny_argv
+from conftest import BASE, ROOT, daisy_workers_of, tiny_argv
 
 from connectomics_mednext import cli
 from connectomics_mednext.data.synthetic import make_em_volume
@@ -66,21 +66,6 @@ def with_image(argv, volume):
     return argv + ["INFERENCE.IMAGE_NAME", str(volume)]
 
 
-def _workers_of(pid: int):
-    found = []
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                text = handle.read().decode(errors="replace")
-            with open(f"/proc/{entry}/stat") as handle:
-                parent = int(handle.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError):
-            continue
-        if "daisy._subprocess_worker" in text and parent == pid:
-            found.append(int(entry))
-    return found
-
-
 def markers(out, name):
     folder = out / f"{name}.partial" / ".progress" / "vol0"
     return list(folder.glob("*.done")) if folder.is_dir() else []
@@ -91,7 +76,7 @@ def test_workers_write_the_bytes_of_one_process_and_survive_a_killed_worker(tiny
     deadline, killed = time.time() + 120, False
     while time.time() < deadline and not killed and run.poll() is None:
         if markers(tmp_path, "d.zarr"):  # workers are computing blocks: kill one in the middle of its next
-            workers = _workers_of(run.pid)
+            workers = daisy_workers_of(run.pid)
             if workers:
                 os.kill(workers[0], signal.SIGKILL)
                 killed = True

@@ -7,6 +7,7 @@ import sys
 import h5py
 import numpy as np
 import pytest
+from conftest import same_partition, write_prediction
 
 from connectomics_mednext.data.synthetic import make_em_volume
 from connectomics_mednext.data.targets import make_target
@@ -19,18 +20,6 @@ from connectomics_mednext.segment.decoders import label_dtype
 
 cc3d = pytest.importorskip("cc3d")
 ndimage = pytest.importorskip("scipy.ndimage")
-
-
-def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
-    """Whether two labelings group the voxels identically (ids may differ), background included."""
-    pairs = np.unique(np.stack([a.ravel(), b.ravel()], axis=1), axis=0)
-    return len(pairs) == len(np.unique(a)) == len(np.unique(b))
-
-
-def write_prediction(path, channels: np.ndarray) -> str:
-    with h5py.File(path, "w") as f:
-        f.create_dataset("vol0", data=np.clip(np.rint(channels * 255), 0, 255).astype(np.uint8))
-    return str(path)
 
 
 def read_labels(path) -> np.ndarray:

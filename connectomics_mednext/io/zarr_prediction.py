@@ -27,6 +27,7 @@ from ..log import get_logger
 from ..version import __version__
 from .chunked import create_zarr_array
 from .json_files import read_json, write_json_atomically
+from .ome_zarr import ome_multiscale
 from .prediction_output import OUTPUT_DTYPE, BlockWriter, Plans, PredictionOutput, on_rank_zero, stale_volumes
 from .resume import as_stored, changed_fields, restart_line
 
@@ -231,7 +232,9 @@ class ZarrPrediction(PredictionOutput):
         if stale:
             logger.info(f"{self.output_path!r}: dropped {', '.join(stale)}, left by an earlier run of more inputs.")
         attributes = {
-            "multiscales": [self._multiscale(f"vol{i}") for i in range(len(plans))],
+            "multiscales": [
+                ome_multiscale(f"vol{i}", self.voxel_sizes.get(f"vol{i}"), True) for i in range(len(plans))
+            ],
             "connectomics_mednext": {
                 "complete": True,
                 "version": __version__,
@@ -246,16 +249,3 @@ class ZarrPrediction(PredictionOutput):
         if os.path.isdir(self.output_path):
             shutil.rmtree(self.output_path)  # the previous result of this name, replaced as HDF5 files are
         os.replace(self.path, self.output_path)
-
-    def _multiscale(self, name: str) -> Dict[str, Any]:
-        """OME-Zarr 0.4 metadata of one full-resolution level (scale 1 when the voxel size is unknown)."""
-        voxel_size = self.voxel_sizes.get(name)
-        space = {"type": "space", **({"unit": "nanometer"} if voxel_size else {})}
-        axes = [{"name": "c", "type": "channel"}] + [{"name": axis, **space} for axis in "zyx"]
-        scale = [1.0] + list(voxel_size or (1.0, 1.0, 1.0))
-        return {
-            "version": "0.4",
-            "name": name,
-            "axes": axes,
-            "datasets": [{"path": name, "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
-        }

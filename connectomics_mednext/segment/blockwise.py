@@ -33,6 +33,7 @@ from ..geometry import Box
 from ..io import OutputLock, close_volume, open_prediction, prediction_voxel_size, volume_identity
 from ..io.chunked import create_zarr_array, open_zarr_array, split_container
 from ..io.json_files import read_json, write_json_atomically
+from ..io.ome_zarr import ome_multiscale
 from ..log import get_logger
 from ..version import __version__
 from .blocks import block_index, fragment_block, id_stride
@@ -297,16 +298,7 @@ def _publish(job: BlockwiseJob, relabelling: Relabelling, voxel_size: Optional[S
     }
     group = read_json(os.path.join(container, ".zattrs")) or {}
     others = [entry for entry in group.get("multiscales", []) if entry.get("name") != inside]
-    space = {"type": "space", **({"unit": "nanometer"} if voxel_size else {})}
-    scale = [float(v) for v in (voxel_size or (1.0, 1.0, 1.0))]
-    group["multiscales"] = others + [
-        {
-            "version": "0.4",
-            "name": inside,
-            "axes": [{"name": axis, **space} for axis in "zyx"],
-            "datasets": [{"path": inside, "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
-        }
-    ]
+    group["multiscales"] = others + [ome_multiscale(inside, voxel_size, False)]
     if not os.path.isfile(os.path.join(container, ".zgroup")):
         write_json_atomically(os.path.join(container, ".zgroup"), {"zarr_format": 2})
     write_json_atomically(os.path.join(container, ".zattrs"), group)
