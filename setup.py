@@ -11,7 +11,8 @@ SEGMENT = ["scipy", "scikit-image", "connected-components-3d", "waterz"]
 # Chunked volumes in and out: zarr (v2, v3), N5 and Neuroglancer precomputed through one library.
 ZARR = ["tensorstore"]
 # Past one machine: daisy schedules blocks on local or cluster workers, with retries and done markers.
-SCALE = ["daisy>=2.0"] + SEGMENT + ZARR
+# daisy 2 needs Python 3.11; on older Pythons the extra installs the rest and blockwise runs say what is missing.
+SCALE = ['daisy>=2.0; python_version >= "3.11"'] + SEGMENT + ZARR
 
 setup(
     name="connectomics-mednext",
