@@ -30,8 +30,7 @@ def import_daisy(purpose: str):
     Args:
         purpose: what needs it, for the message (``Blockwise decoding``).
     """
-    daisy = import_extra("daisy.v2", f"{purpose} needs daisy: {SCALE_EXTRA}.")
-    return daisy
+    return import_extra("daisy.v2", f"{purpose} needs daisy: {SCALE_EXTRA}.")
 
 
 def set_log_folder(folder: str) -> None:

@@ -237,7 +237,7 @@ def _merge(job: BlockwiseJob) -> Relabelling:
             "them all done: something removed files there; remove the folder and run again."
         )
     ids, counts = np.concatenate(ids), np.concatenate(counts)
-    relabelling = merge_fragments(ids, counts, Contacts.joined(contacts), decoder, job.options)
+    relabelling = merge_fragments(ids, counts, contacts, decoder, job.options)
     check_found(relabelling, decoder, job.options)
     _save_npz(
         job._path("relabelling.npz"),

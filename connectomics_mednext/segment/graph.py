@@ -6,6 +6,7 @@ contact its pair, score sum and count (about 40 bytes).
 """
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -46,7 +47,7 @@ class Relabelling:
 def merge_fragments(
     fragment_ids: np.ndarray,
     voxel_counts: np.ndarray,
-    contacts: Contacts,
+    parts: Sequence[Contacts],
     decoder: Decoder,
     options: SegmentOptions,
 ) -> Relabelling:
@@ -58,7 +59,7 @@ def merge_fragments(
     Args:
         fragment_ids: every fragment's id (uint64, unique).
         voxel_counts: its voxel count.
-        contacts: the contacts across block faces, from all blocks.
+        parts: each block's contacts across its faces; a pair found by two blocks is added up here.
         decoder: the mode.
         options: its options.
     """
@@ -67,7 +68,7 @@ def merge_fragments(
     order = np.argsort(fragment_ids, kind="stable")
     ids = np.asarray(fragment_ids, dtype=np.uint64)[order]
     counts = np.asarray(voxel_counts, dtype=np.int64)[order]
-    contacts = Contacts.joined([contacts])
+    contacts = Contacts.joined(parts)
     joined = decoder.joins(contacts.score_sums / np.maximum(contacts.voxel_pairs, 1), options)
     a = np.searchsorted(ids, contacts.pairs[joined, 0])
     b = np.searchsorted(ids, contacts.pairs[joined, 1])

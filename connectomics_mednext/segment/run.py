@@ -31,7 +31,7 @@ from ..io import (
     written_hdf5,
 )
 from .blocks import block_grid, fragment_block, id_stride
-from .contacts import Contacts, block_contacts, contact_region
+from .contacts import block_contacts, contact_region
 from .decoders import DECODERS, Decoder, SegmentOptions, check_channels, label_dtype, resolution_tuple
 from .graph import Relabelling, merge_fragments
 from .memory import check_memory
@@ -107,7 +107,6 @@ def decode_blocks(
         region = contact_region(block, shape)
         values = np.asarray(prediction[(slice(None),) + region.slices()]) if decoder.contact_score else None
         contacts.append(block_contacts(np.asarray(fragments[region.slices()]), values, block, region, decoder, options))
-    contacts = Contacts.joined(contacts)
     relabelling = merge_fragments(np.concatenate(ids), np.concatenate(counts), contacts, decoder, options)
     check_found(relabelling, decoder, options)
     output = create_output(relabelling.count)
