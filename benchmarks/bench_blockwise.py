@@ -16,7 +16,6 @@ scores them against the labels.
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -34,14 +33,14 @@ from connectomics_mednext.data.targets import make_target  # noqa: E402
 from connectomics_mednext.evaluate import neuron_scores  # noqa: E402
 from connectomics_mednext.segment import segment  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from provenance import provenance  # noqa: E402
+
+# The code these figures measure: the decoders, their blocks and the daisy tasks.
+DESCRIBES = ["connectomics_mednext/segment", "connectomics_mednext/daisy_tasks.py", "connectomics_mednext/evaluate"]
 CODES = {"binary": ["0"], "bc": ["0", "4"], "boundary": ["4"], "affinity": ["2"]}
 TILE = (64, 128, 128)
 BLOCK = ["64", "256", "256"]
-
-
-def machine() -> Dict[str, object]:
-    name = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line), "?")
-    return {"cpu": name, "cores": os.cpu_count(), "python": platform.python_version()}
 
 
 def write_prediction(mode: str, megavoxels: int, path: str) -> List[int]:
@@ -142,7 +141,7 @@ def memory(args) -> Dict[str, object]:
                         f"peak {row['scheduler_peak_mib']:6.0f} MiB",
                         flush=True,
                     )
-    return {"machine": machine(), "block_size": [int(b) for b in BLOCK], "rows": rows}
+    return {"provenance": provenance(DESCRIBES), "block_size": [int(b) for b in BLOCK], "rows": rows}
 
 
 def quality(args) -> Dict[str, object]:
@@ -169,7 +168,7 @@ def quality(args) -> Dict[str, object]:
             "objects": {"whole": int(whole.max()), "blockwise": int(blockwise.max())},
         }
         print(name, json.dumps(results[name], indent=1))
-    return {"machine": machine(), "cases": results}
+    return {"provenance": provenance(DESCRIBES), "cases": results}
 
 
 def main() -> None:

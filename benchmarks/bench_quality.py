@@ -35,6 +35,9 @@ sys.path.insert(0, ROOT)
 from connectomics_mednext.evaluate import evaluate_arrays  # noqa: E402
 from connectomics_mednext.segment import SegmentOptions, segment_file  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from provenance import provenance  # noqa: E402
+
 STANDINS = os.path.join(ROOT, "tools", "pytc_standins")
 BASE = os.path.join(ROOT, "configs", "MedNeXt-Base.yaml")
 
@@ -295,6 +298,7 @@ def main() -> None:
     for name in args.tasks:
         task = tasks(args.data, args.work)[name]
         record = {
+            "provenance": provenance(["connectomics_mednext"]),
             "task": name,
             "budget": asdict(budget),
             "recipe": task.why,

@@ -23,6 +23,7 @@ import torch
 from connectomics_mednext.engine.allocator import keep_freed_memory
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from provenance import cpu_name, provenance  # noqa: E402
 from timing import as_list, make_train_step, peak_memory_mib, summarise, time_repeated  # noqa: E402
 
 
@@ -282,7 +283,8 @@ def main(argv: List[str] = None) -> None:
         json.dump(
             {
                 "config": {k: v for k, v in vars(args).items() if k not in ("worker", "impl", "model", "kernel")},
-                "device_name": torch.cuda.get_device_name() if gpu else _cpu_name(),
+                "device_name": torch.cuda.get_device_name() if gpu else cpu_name(),
+                "provenance": provenance(["connectomics_mednext/model"]),
                 "torch": torch.__version__,
                 "rows": rows,
             },
@@ -317,17 +319,6 @@ def _print_row(row: Dict) -> None:
         f"  (ours train step min-max {t['min_s']:.3f}-{t['max_s']:.3f}; "
         f"MONAI {theirs['train_step']['min_s']:.3f}-{theirs['train_step']['max_s']:.3f})"
     )
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "cpu"
 
 
 if __name__ == "__main__":

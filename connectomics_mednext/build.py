@@ -4,6 +4,7 @@ import json
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
+from yacs.config import CfgNode as CN
 
 from .errors import ConfigError, look_up_option
 from .model import MedNeXt
@@ -126,7 +127,7 @@ def network_differences(trained: Dict[str, Any], configured: Dict[str, Any]) -> 
     ]
 
 
-def build_mednext(cfg) -> MedNeXt:
+def build_mednext(cfg: CN) -> MedNeXt:
     """Build the MedNeXt that ``cfg`` describes and check that ``MODEL.INPUT_SIZE`` fits it.
 
     Raises :class:`ConfigError` (a ValueError) naming the offending key.

@@ -31,11 +31,25 @@ FLAGS = {
 }
 
 
+# Shown by --help: the two jobs a newcomer runs first. Relative paths in a config are read from the
+# folder the command runs in; a path given on the command line is used as written.
+EXAMPLES = """examples:
+  train from a copied config (checkpoints go to its DATASET.OUTPUT_PATH):
+    connectomics-mednext --config-base configs/MedNeXt-Base.yaml --config-file my.yaml
+
+  predict a new volume with a trained checkpoint (its saved config gives the network):
+    connectomics-mednext --inference --checkpoint outputs/run/checkpoint_00200.pth.tar \\
+        INFERENCE.IMAGE_NAME /abs/path/volume.h5 INFERENCE.OUTPUT_PATH predictions
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, with PyTC v1.0's flags."""
     parser = argparse.ArgumentParser(
         description="Train or infer MedNeXt with PyTorch Connectomics' flags: PyTC's engine when it is importable "
-        "(see --engine), else ours, from the same YAML."
+        "(see --engine), else ours, from the same YAML.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--config-file",

@@ -1,42 +1,21 @@
-"""scripts/export_slice.py: a PNG a person can look at, and the Dice it prints."""
-
-import importlib.util
-import os
-import struct
-import zlib
+"""connectomics-mednext-export-slice: a PNG a person can look at, with titled panels, and the Dice it prints."""
 
 import h5py
 import numpy as np
 import pytest
 
+from connectomics_mednext import export_slice
 from connectomics_mednext.data.synthetic import make_em_volume
 
-SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "export_slice.py")
+Image = pytest.importorskip("PIL.Image", reason="export-slice writes PNGs with Pillow (the segment extra)")
+
+TITLE = export_slice.TITLE_HEIGHT
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("export_slice", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def decode_png(data: bytes) -> np.ndarray:
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    chunks, position = {}, 8
-    while position < len(data):
-        (length,) = struct.unpack(">I", data[position : position + 4])
-        tag, body = data[position + 4 : position + 8], data[position + 8 : position + 8 + length]
-        assert struct.unpack(">I", data[position + 8 + length : position + 12 + length])[0] == zlib.crc32(tag + body)
-        chunks[tag] = body
-        position += 12 + length
-    width, height, depth, colour = struct.unpack(">IIBB", chunks[b"IHDR"][:10])
-    channels = {0: 1, 2: 3}[colour]
-    assert depth == 8
-    rows = np.frombuffer(zlib.decompress(chunks[b"IDAT"]), dtype=np.uint8).reshape(height, width * channels + 1)
-    assert (rows[:, 0] == 0).all()  # no row filters
-    pixels = rows[:, 1:]
-    return pixels if channels == 1 else pixels.reshape(height, width, 3)
+def decode_png(path) -> np.ndarray:
+    with Image.open(path) as picture:
+        assert picture.format == "PNG"
+        return np.asarray(picture)
 
 
 def test_slice_panels_and_dice(tmp_path, capsys):
@@ -48,7 +27,7 @@ def test_slice_panels_and_dice(tmp_path, capsys):
         with h5py.File(tmp_path / name, "w") as f:
             f.create_dataset("vol0" if name == "result.h5" else "main", data=data)
     out = tmp_path / "slice.png"
-    load_script().main(
+    export_slice.main(
         [
             "--image",
             str(tmp_path / "image.h5"),
@@ -62,31 +41,67 @@ def test_slice_panels_and_dice(tmp_path, capsys):
             str(out),
         ]
     )
-    pixels = decode_png(out.read_bytes())
-    assert pixels.shape == (24, 60)
-    assert np.array_equal(pixels[:, :20], volume["image"][3])
-    assert np.array_equal(pixels[:, 20:40], prediction[0, 3])
-    assert np.array_equal(pixels[:, 40:], target[3] * 255)
+    pixels = decode_png(out)
+    assert pixels.shape == (TITLE + 24, 60)
+    assert np.array_equal(pixels[TITLE:, :20], volume["image"][3])
+    assert np.array_equal(pixels[TITLE:, 20:40], prediction[0, 3])
+    assert np.array_equal(pixels[TITLE:, 40:], target[3] * 255)
+    # Every panel has its title: white text on the black band above it.
+    for left in (0, 20, 40):
+        assert (pixels[:TITLE, left : left + 20] > 128).any()
     kept = target[:, :, 10:].sum()
-    assert f"Dice {2 * kept / (kept + target.sum()):.4f}" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"Dice {2 * kept / (kept + target.sum()):.4f}" in printed
+    assert "slice 3, panels image | prediction | target" in printed
 
 
-def test_mismatched_prediction_is_named(tmp_path):
+def test_titles_read_as_written():
+    # The band of a wide panel holds the title's pixels: drawing 'image' twice gives the same band,
+    # and two different titles give different bands.
+    panel = np.zeros((4, 120), dtype=np.uint8)
+    row = export_slice.titled_row([panel, panel, panel], ["image", "image", "prediction"])
+    assert np.array_equal(row[:TITLE, :120], row[:TITLE, 120:240])
+    assert not np.array_equal(row[:TITLE, :120], row[:TITLE, 240:])
+
+
+def volumes(tmp_path, prediction_shape=(1, 4, 8, 8)):
     with h5py.File(tmp_path / "image.h5", "w") as f:
         f.create_dataset("main", data=np.zeros((4, 8, 8), dtype=np.uint8))
     with h5py.File(tmp_path / "result.h5", "w") as f:
-        f.create_dataset("vol0", data=np.zeros((1, 4, 8, 9), dtype=np.uint8))
-    with pytest.raises(SystemExit, match="prediction has shape \\(4, 8, 9\\) but the image \\(4, 8, 8\\)"):
-        load_script().main(
-            [
-                "--image",
-                str(tmp_path / "image.h5"),
-                "--prediction",
-                str(tmp_path / "result.h5"),
-                "--out",
-                str(tmp_path / "x.png"),
-            ]
-        )
+        f.create_dataset("vol0", data=np.zeros(prediction_shape, dtype=np.uint8))
+    return ["--image", str(tmp_path / "image.h5"), "--prediction", str(tmp_path / "result.h5")]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--z", "4"], "--z is 4, but '<dir>/image.h5' has 4 slices: give 0..3."),
+        (["--z", "-1"], "--z is -1, but '<dir>/image.h5' has 4 slices: give 0..3."),
+        (["--dataset", "vol1"], "--prediction '<dir>/result.h5' has no dataset 'vol1'; it holds ['vol0']."),
+        (["--label", "<dir>/none.h5"], "--label: file '<dir>/none.h5' does not exist."),
+        (["--out", "<dir>/no/such/folder/x.png"], "--out '<dir>/no/such/folder/x.png' could not be written"),
+    ],
+)
+def test_mistakes_are_one_sentence_and_write_nothing(tmp_path, capsys, extra, message):
+    argv = volumes(tmp_path) + ["--out", str(tmp_path / "x.png")] + [a.replace("<dir>", str(tmp_path)) for a in extra]
+    with pytest.raises(SystemExit) as stopped:
+        export_slice.main(argv)
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and error.count("\n") == 1
+    assert message.replace("<dir>", str(tmp_path)) in error
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["image.h5", "result.h5"]
+
+
+def test_mismatched_prediction_is_named(tmp_path, capsys):
+    argv = volumes(tmp_path, prediction_shape=(1, 4, 8, 9)) + ["--out", str(tmp_path / "x.png")]
+    with pytest.raises(SystemExit):
+        export_slice.main(argv)
+    assert (
+        f"error: --prediction '{tmp_path}/result.h5' has shape (4, 8, 9) (z, y, x) but --image '{tmp_path}/image.h5' "
+        "has (4, 8, 8); give the image it was predicted from.\n"
+    ) == capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
 
 
 def test_instance_overlays_show_the_segmentation_beside_the_label(tmp_path, capsys):
@@ -102,7 +117,7 @@ def test_instance_overlays_show_the_segmentation_beside_the_label(tmp_path, caps
         with h5py.File(tmp_path / name, "w") as f:
             f.create_dataset("vol0" if name == "result.h5" else "main", data=data)
     out = tmp_path / "slice.png"
-    load_script().main(
+    export_slice.main(
         [
             "--image",
             str(tmp_path / "image.h5"),
@@ -119,8 +134,9 @@ def test_instance_overlays_show_the_segmentation_beside_the_label(tmp_path, caps
         ]
     )
     assert "panels image | prediction | target | segmentation | label instances" in capsys.readouterr().out
-    pixels = decode_png(out.read_bytes())
-    assert pixels.shape == (24, 100, 3)
+    pixels = decode_png(out)
+    assert pixels.shape == (TITLE + 24, 100, 3)
+    pixels = pixels[TITLE:]
     image, seg_panel, label_panel = pixels[:, :20], pixels[:, 60:80], pixels[:, 80:]
     assert np.array_equal(image[..., 0], volume["image"][3]) and np.array_equal(image[..., 0], image[..., 2])
     background = volume["label"][3] == 0

@@ -72,7 +72,7 @@ class SlidingWindow:
     unpad: bool = True
     block_size: Tuple[int, int, int] = (0, 1024, 1024)
 
-    def check_fits(self, volume) -> None:
+    def check_fits(self, volume: Any) -> None:
         """Refuse a volume smaller than the window, even after padding.
 
         Args:
@@ -253,7 +253,7 @@ class Predictor:
 
         return predictor_from_checkpoint(checkpoint, config_file, config_base, device, overrides)
 
-    def plan(self, volume, min_blocks: int = 1, output: Optional[PredictionOutput] = None) -> VolumePlan:
+    def plan(self, volume: Any, min_blocks: int = 1, output: Optional[PredictionOutput] = None) -> VolumePlan:
         """Lay ``volume`` out: padding, output shape, blocks and window starts.
 
         Args:
@@ -272,7 +272,7 @@ class Predictor:
         return VolumePlan(view, offset, shape, blocks, starts, volume_name(volume))
 
     @torch.no_grad()
-    def predict(self, volume) -> np.ndarray:
+    def predict(self, volume: Any) -> np.ndarray:
         """The (C, Z, Y, X) float32 probabilities of ``volume``, in memory, computed by this process alone.
 
         They equal what :meth:`predict_to_file` stores, divided by 255, up to its rounding to uint8.

@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
+from yacs.config import CfgNode as CN
 
 from ..build import build_mednext, deep_supervision_weights
 from ..data.sampler import CropSampler
@@ -132,7 +133,7 @@ class Trainer:
 
     def __init__(
         self,
-        cfg,
+        cfg: CN,
         device: torch.device,
         checkpoint: Optional[str] = None,
         rank: int = 0,

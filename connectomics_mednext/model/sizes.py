@@ -4,7 +4,7 @@ The reference calls a size a "model id" (``create_mednext_v1``'s third argument)
 size everywhere, as in the config key.
 """
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence, Union
 
 from ..errors import look_up_option
 from .mednext import MedNeXt
@@ -40,7 +40,7 @@ def create_mednext_v1(
     num_input_channels: Optional[int] = None,
     num_classes: Optional[int] = None,
     size: str = "S",
-    kernel_size=3,
+    kernel_size: Union[int, Sequence[int], list] = 3,
     deep_supervision: bool = False,
     num_channels: Optional[int] = None,
     **overrides: Any,
