@@ -154,17 +154,15 @@ def _render(node: ast.expr) -> str:
         return node.value
     if isinstance(node, ast.JoinedStr):
         return "".join(_render(part) for part in node.values)
-    if isinstance(node, ast.FormattedValue):
-        value = node.value
-        # argument("threshold") becomes the flag or key the user wrote; shown by its Python name.
-        if isinstance(value, ast.Call) and getattr(value.func, "id", "") == "argument" and value.args:
-            name = value.args[0]
-            return f"<{name.value}>" if isinstance(name, ast.Constant) else "<{" + ast.unparse(name) + "}>"
-        shown = "{" + ast.unparse(value) + "}"
-        return f"'{shown}'" if node.conversion == ord("r") else shown
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
         return _render(node.left) + _render(node.right)
-    return "{" + ast.unparse(node) + "}"
+    value = node.value if isinstance(node, ast.FormattedValue) else node
+    # argument("threshold") becomes the flag or key the user wrote; shown by its Python name.
+    if isinstance(value, ast.Call) and getattr(value.func, "id", "") == "argument" and value.args:
+        name = value.args[0]
+        return f"<{name.value}>" if isinstance(name, ast.Constant) else "<{" + ast.unparse(name) + "}>"
+    shown = "{" + ast.unparse(value) + "}"
+    return f"'{shown}'" if isinstance(node, ast.FormattedValue) and node.conversion == ord("r") else shown
 
 
 def error_sites() -> List[Tuple[str, str, str, str]]:
@@ -250,13 +248,18 @@ def read_results(name: str) -> Dict:
         return json.load(handle)
 
 
-def measured_on(*names: str) -> str:
-    """The sentence under a figure: machine, software, date, commit and the results files."""
+def measured_on(command: str, *names: str) -> str:
+    """The sentence under a figure: machine, software, date, commit, the command and its results files.
+
+    Args:
+        command: the command that measured it.
+        names: its results files in ``benchmarks/results``.
+    """
     first = read_results(names[0])["provenance"]
-    files = ", ".join(f"`benchmarks/results/{name}`" for name in names)
+    files = " and ".join(f"`benchmarks/results/{name}`" for name in names)
     return (
         f"Measured on {first['machine']} (Python {first['python']}, torch {first['torch']}), {first['date']}, "
-        f"at commit `{first['commit'][:10]}`; {files}."
+        f"at commit `{first['commit'][:10]}`, by `{command}`, which wrote {files}."
     )
 
 
@@ -264,10 +267,11 @@ def quickstart_figures() -> str:
     record = read_results("quickstart_cpu.json")
     seconds = record["seconds"]
     return (
-        f"The three commands took {record['total_s'] / 60:.1f} minutes together: {seconds['synthetic_data']:.0f} s, "
-        f"{seconds['train'] / 60:.1f} min and {seconds['infer']:.0f} s. Validation Dice on the held-out volume was "
-        f"{record['validation_dice']:.3f} (IoU {record['validation_iou']:.3f}). {measured_on('quickstart_cpu.json')} "
-        "(`python benchmarks/bench_quickstart.py`)"
+        f"The three commands took {record['total_s'] / 60:.1f} minutes together: {seconds['synthetic_data']:.0f} s to "
+        f"write the volumes, {seconds['train'] / 60:.1f} min to train and {seconds['infer']:.0f} s to predict. "
+        f"Validation Dice on the held-out volume was {record['validation_dice']:.3f} (IoU "
+        f"{record['validation_iou']:.3f}). "
+        + measured_on("python benchmarks/bench_quickstart.py", "quickstart_cpu.json")
     )
 
 
@@ -287,9 +291,12 @@ def vs_monai_figures() -> str:
     threads = record["config"]["threads"]
     return "\n".join(rows) + (
         f"\n\nMedians of interleaved runs, {threads} threads, fp32, the same weights (outputs agree within "
-        f"{max(r['max_abs_difference'] for r in record['rows']):.0e}). {measured_on('vs_monai_cpu_s_k3.json')} "
-        "(`python benchmarks/bench_vs_monai.py --models S --kernels 3 --volume 0 --json "
-        "benchmarks/results/vs_monai_cpu_s_k3.json`)"
+        f"{max(r['max_abs_difference'] for r in record['rows']):.0e}). "
+        + measured_on(
+            "python benchmarks/bench_vs_monai.py --models S --kernels 3 --volume 0 --json "
+            "benchmarks/results/vs_monai_cpu_s_k3.json",
+            "vs_monai_cpu_s_k3.json",
+        )
     )
 
 
@@ -322,8 +329,11 @@ def blockwise_memory_figures() -> str:
     block = " x ".join(str(b) for b in record["block_size"])
     return "\n".join(lines) + (
         f"\n\nBlocks of {block}; synthetic cell predictions tiled to each size. The scheduler, which also runs the "
-        f"graph step, peaked at {scheduler:.0f} MiB. {measured_on('blockwise_memory_cpu.json')} "
-        "(`python benchmarks/bench_blockwise.py memory --out benchmarks/results/blockwise_memory_cpu.json`)"
+        f"graph step, peaked at {scheduler:.0f} MiB. "
+        + measured_on(
+            "python benchmarks/bench_blockwise.py memory --out benchmarks/results/blockwise_memory_cpu.json",
+            "blockwise_memory_cpu.json",
+        )
     )
 
 
@@ -345,8 +355,8 @@ def blockwise_quality_figures() -> str:
     block = " x ".join(str(b) for b in case["block_size"])
     return "\n".join(lines) + (
         f"\n\n`boundary` mode with its defaults (FIB-25 at `--resolution 10`), blocks of {block}, on the predictions "
-        f"of the quality benchmark below. {measured_on('blockwise_quality.json')} "
-        "(`python benchmarks/bench_blockwise.py quality --gala ... --fib25 ... --fib25-label ...`)"
+        f"of the quality benchmark below. "
+        + measured_on("python benchmarks/bench_blockwise.py quality --gala ... --fib25 ...", "blockwise_quality.json")
     )
 
 
@@ -375,8 +385,8 @@ def quality_figures() -> str:
             timing = [f"{values['train_s'] / 60:.1f} min" if "train_s" in values else ""]
             timing.append(f"{values['infer_s']:.0f} s" if "infer_s" in values else "")
             parts.append(f"| {row_name} | " + " | ".join(cells + timing) + " |")
-        parts += ["", measured_on(name), ""]
-    return "\n".join(parts) + "(`python benchmarks/bench_quality.py`)"
+        parts += ["", measured_on("python benchmarks/bench_quality.py", name), ""]
+    return "\n".join(parts)
 
 
 FIGURES = {
